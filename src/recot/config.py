@@ -1,0 +1,316 @@
+"""One configuration for the whole Video-XL-Pro pipeline, with named presets.
+
+Every size used anywhere in the model comes from :class:`VideoXLProConfig`. It
+converts to the transformers configs of its two backbones (SigLIP, Qwen2) and
+to and from the ``config.json`` of the released checkpoint (``model_type``
+``llava_qwen``, language-model fields flat at the top level).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import Qwen2Config, SiglipVisionConfig
+
+# The released model marks where the video goes in ``input_ids`` with this id
+# (LLaVA's IMAGE_TOKEN_INDEX); it is never embedded.
+IMAGE_TOKEN_INDEX = -200
+# Text that stands for the video in a prompt before tokenisation.
+IMAGE_TOKEN = "<image>"
+
+_RELEASED_MODEL_TYPE = "llava_qwen"
+
+
+@dataclass
+class VideoXLProConfig:
+    """Sizes and behaviour switches of a Video-XL-Pro model.
+
+    Groups of fields: vision tower (SigLIP), the 27x27 -> 24x24 resize,
+    ReCoT compressor, projector and pooling, query-aware selector, language
+    model (Qwen2) and the timestamp text. ``official_compat`` switches on the
+    released checkpoint's quirks (see ``MODEL.md``): the raw-reshape frame
+    layout of a group, the transposed relative-position logit term of the
+    temporal attention, and the swapped projections of the time-to-token
+    window attention. It is on for every checkpoint in the released layout.
+    """
+
+    # Vision tower (SigLIP). ``vision_num_layers`` is the number of encoder
+    # layers that RUN (the released model drops the last of SigLIP's 27).
+    vision_hidden_size: int = 1152
+    vision_intermediate_size: int = 4304
+    vision_num_heads: int = 16
+    vision_num_layers: int = 26
+    vision_layer_norm_eps: float = 1e-6
+    image_size: int = 384
+    patch_size: int = 14
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    vision_batch_size: int = 60  # frames per vision-tower forward
+
+    # Patch grid after the resize (27x27 -> 24x24 for the released model).
+    grid_size: int = 24
+
+    # ReCoT compressor: ``compressor_stages`` temporal-stride-2 stages turn
+    # ``frames_per_group`` = 2**stages frames into one.
+    frames_per_group: int = 4
+    compressor_stages: int = 2
+    compressor_norm_groups: int = 32
+    compressor_max_relative_position: int = 64
+    compressor_batch_size: int = 24  # groups per compressor forward
+
+    # Projector ("mlp2x_gelu") and spatial average pooling of the projected grid.
+    projector_type: str = "mlp2x_gelu"
+    pool_stride: int = 2
+
+    # Query-aware selector.
+    selector_num_heads: int = 4
+    keep_ratio: float = 0.85  # default share of visual tokens kept (released: U(0.7, 0.99))
+    selector_multiple: int = 16  # the number kept is rounded down to a multiple of this
+
+    # Language model (Qwen2).
+    hidden_size: int = 2048
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 36
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 2
+    vocab_size: int = 151936
+    max_position_embeddings: int = 32768
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+
+    # Tokens and text.
+    placeholder_token_id: int = 151654  # <|vision_pad|>
+    image_token_index: int = IMAGE_TOKEN_INDEX
+    time_format: str = "Time {t:06.1f}s:"
+    system_prompt: str = "You are a helpful assistant."
+
+    official_compat: bool = True
+
+    # Free-form metadata kept through save/load (e.g. which preset, training notes).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image_mean = tuple(self.image_mean)
+        self.image_std = tuple(self.image_std)
+        self.validate()
+
+    # ----- derived sizes -------------------------------------------------
+    @property
+    def patches_per_side(self) -> int:
+        """Patches along one side of the vision tower's grid (27 for 384/14)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def pooled_side(self) -> int:
+        """Side of the pooled token grid of one group (12 for the released model)."""
+        return math.ceil(self.grid_size / self.pool_stride)
+
+    @property
+    def tokens_per_group(self) -> int:
+        """Visual tokens the LLM sees per group of frames (144 for the released model)."""
+        return self.pooled_side**2
+
+    @property
+    def selector_head_dim(self) -> int:
+        return self.hidden_size // self.selector_num_heads
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when sizes do not fit together."""
+        problems = []
+        if self.frames_per_group != 2**self.compressor_stages:
+            problems.append(
+                f"frames_per_group={self.frames_per_group} must equal 2**compressor_stages "
+                f"(= {2 ** self.compressor_stages})"
+            )
+        if self.vision_hidden_size % self.compressor_norm_groups:
+            problems.append(
+                f"vision_hidden_size={self.vision_hidden_size} is not divisible by "
+                f"compressor_norm_groups={self.compressor_norm_groups}"
+            )
+        if self.hidden_size % self.selector_num_heads:
+            problems.append(
+                f"hidden_size={self.hidden_size} is not divisible by selector_num_heads={self.selector_num_heads}"
+            )
+        if self.image_size % self.patch_size:
+            problems.append(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        if self.projector_type != "mlp2x_gelu":
+            problems.append(f"projector_type={self.projector_type!r} is not supported (only 'mlp2x_gelu')")
+        if not 0.0 < self.keep_ratio <= 1.0:
+            problems.append(f"keep_ratio={self.keep_ratio} must be in (0, 1]")
+        if problems:
+            raise ValueError("invalid VideoXLProConfig: " + "; ".join(problems))
+
+    # ----- presets --------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "VideoXLProConfig":
+        """Build a named preset (see ``PRESETS``), with fields overridden by keyword."""
+        if name not in PRESETS:
+            raise KeyError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+        values = dict(PRESETS[name])
+        values.update(overrides)
+        values.setdefault("extra", {})
+        values["extra"] = {**values["extra"], "preset": name}
+        return cls(**values)
+
+    # ----- backbone configs ----------------------------------------------
+    def vision_config(self) -> SiglipVisionConfig:
+        """The transformers config of the vision tower (only the layers that run, no head)."""
+        return SiglipVisionConfig(
+            hidden_size=self.vision_hidden_size,
+            intermediate_size=self.vision_intermediate_size,
+            num_hidden_layers=self.vision_num_layers,
+            num_attention_heads=self.vision_num_heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            layer_norm_eps=self.vision_layer_norm_eps,
+            hidden_act="gelu_pytorch_tanh",
+            vision_use_head=False,
+        )
+
+    def text_config(self) -> Qwen2Config:
+        """The transformers config of the Qwen2 language model."""
+        return Qwen2Config(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            rms_norm_eps=self.rms_norm_eps,
+            tie_word_embeddings=self.tie_word_embeddings,
+            use_sliding_window=False,
+            hidden_act="silu",
+        )
+
+    # ----- config.json ----------------------------------------------------
+    def to_json_dict(self) -> dict[str, Any]:
+        """A ``config.json`` in the released layout plus a ``recot`` section with every field."""
+        return {
+            "architectures": ["LlavaQwenForCausalLM"],
+            "model_type": _RELEASED_MODEL_TYPE,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_norm_eps,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "hidden_act": "silu",
+            "mm_hidden_size": self.vision_hidden_size,
+            "mm_projector_type": self.projector_type,
+            "mm_spatial_pool_stride": self.pool_stride,
+            "mm_spatial_pool_mode": "average",
+            "mm_patch_merge_type": "unires",
+            "mm_vision_select_layer": -2,
+            "recot": dataclasses.asdict(self),
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> "VideoXLProConfig":
+        """Read a ``config.json``: ours (with a ``recot`` section) or the released one.
+
+        The released file carries the language-model sizes and a few ``mm_*``
+        fields; everything else takes the released model's values (sizes the
+        weights determine, such as the number of vision layers, are then read
+        from the tensors by the loader).
+        """
+        if data.get("model_type") != _RELEASED_MODEL_TYPE:
+            raise ValueError(
+                f"config.json has model_type={data.get('model_type')!r}; expected {_RELEASED_MODEL_TYPE!r}"
+            )
+        if "recot" in data:
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in data["recot"].items() if k in known})
+        rope_theta = data.get("rope_theta", (data.get("rope_parameters") or {}).get("rope_theta", 1_000_000.0))
+        return cls(
+            hidden_size=data["hidden_size"],
+            intermediate_size=data["intermediate_size"],
+            num_hidden_layers=data["num_hidden_layers"],
+            num_attention_heads=data["num_attention_heads"],
+            num_key_value_heads=data.get("num_key_value_heads", data["num_attention_heads"]),
+            vocab_size=data["vocab_size"],
+            max_position_embeddings=data.get("max_position_embeddings", 32768),
+            rope_theta=float(rope_theta),
+            rms_norm_eps=data.get("rms_norm_eps", 1e-6),
+            tie_word_embeddings=data.get("tie_word_embeddings", True),
+            vision_hidden_size=data.get("mm_hidden_size", 1152),
+            projector_type=data.get("mm_projector_type", "mlp2x_gelu"),
+            pool_stride=data.get("mm_spatial_pool_stride", 2),
+            official_compat=True,
+            extra={"source": "released config.json"},
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VideoXLProConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read model config {path}: {exc}") from exc
+        return cls.from_json_dict(data)
+
+
+_TINY_VISION = dict(
+    vision_hidden_size=64,
+    vision_intermediate_size=128,
+    vision_num_heads=4,
+    vision_num_layers=2,
+    image_size=98,  # 7x7 patches of 14 px
+    patch_size=14,
+    grid_size=6,  # 7x7 -> 6x6, pooled to 3x3 = 9 tokens per group
+    compressor_norm_groups=32,
+    vision_batch_size=8,
+    compressor_batch_size=4,
+)
+_TINY_TEXT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    selector_num_heads=4,
+    max_position_embeddings=32768,
+    selector_multiple=1,
+)
+
+#: Named presets. ``videoxl-pro-3b`` is the released model; the others are small
+#: enough for tests and CPU work (their vocabulary and token ids come from the
+#: tokenizer they are paired with, see ``recot.model.tokenizer``).
+PRESETS: dict[str, dict[str, Any]] = {
+    "videoxl-pro-3b": {},
+    "tiny": {**_TINY_VISION, **_TINY_TEXT, "vocab_size": 512, "placeholder_token_id": 500},
+    "small": {
+        "vision_hidden_size": 128,
+        "vision_intermediate_size": 256,
+        "vision_num_heads": 4,
+        "vision_num_layers": 2,
+        "image_size": 112,  # 8x8 patches
+        "patch_size": 14,
+        "grid_size": 8,  # pooled to 4x4 = 16 tokens per group
+        "compressor_norm_groups": 32,
+        "vision_batch_size": 32,
+        "compressor_batch_size": 8,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "selector_num_heads": 4,
+        "vocab_size": 512,
+        "placeholder_token_id": 500,
+    },
+}
