@@ -3,5 +3,11 @@
 __version__ = "0.1.0"
 
 from recot.config import VideoXLProConfig  # noqa: E402
+from recot.model import (  # noqa: E402
+    CheckpointError,
+    EncodedVideo,
+    VideoXLPro,
+    VideoXLProProcessor,
+)
 
-__all__ = ["VideoXLProConfig", "__version__"]
+__all__ = ["CheckpointError", "EncodedVideo", "VideoXLPro", "VideoXLProConfig", "VideoXLProProcessor", "__version__"]

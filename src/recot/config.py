@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +108,7 @@ class VideoXLProConfig:
     @property
     def pooled_side(self) -> int:
         """Side of the pooled token grid of one group (12 for the released model)."""
-        return math.ceil(self.grid_size / self.pool_stride)
+        return self.grid_size // self.pool_stride  # avg_pool2d floors
 
     @property
     def tokens_per_group(self) -> int:
@@ -137,8 +136,6 @@ class VideoXLProConfig:
             problems.append(
                 f"hidden_size={self.hidden_size} is not divisible by selector_num_heads={self.selector_num_heads}"
             )
-        if self.image_size % self.patch_size:
-            problems.append(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
         if self.projector_type != "mlp2x_gelu":
             problems.append(f"projector_type={self.projector_type!r} is not supported (only 'mlp2x_gelu')")
         if not 0.0 < self.keep_ratio <= 1.0:
@@ -292,7 +289,7 @@ _TINY_TEXT = dict(
 #: tokenizer they are paired with, see ``recot.model.tokenizer``).
 PRESETS: dict[str, dict[str, Any]] = {
     "videoxl-pro-3b": {},
-    "tiny": {**_TINY_VISION, **_TINY_TEXT, "vocab_size": 512, "placeholder_token_id": 500},
+    "tiny": {**_TINY_VISION, **_TINY_TEXT, "vocab_size": 512, "placeholder_token_id": 259},
     "small": {
         "vision_hidden_size": 128,
         "vision_intermediate_size": 256,
@@ -311,6 +308,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2,
         "selector_num_heads": 4,
         "vocab_size": 512,
-        "placeholder_token_id": 500,
+        "placeholder_token_id": 259,
     },
 }

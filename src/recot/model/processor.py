@@ -1,0 +1,148 @@
+"""Turning frames, timestamps and a question into Video-XL-Pro inputs.
+
+Follows the released preprocessing: each frame RGB, resized straight to SxS
+(bicubic, aspect ratio not kept), scaled by 1/255 and normalised with mean =
+std = 0.5; the prompt is Qwen's ChatML with ``<image>`` where the video goes;
+each group of frames is introduced by ``Time 0004.0s:`` text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from recot.config import IMAGE_TOKEN, VideoXLProConfig
+from recot.model.videoxl_pro import group_frame_order
+
+Frames = np.ndarray | torch.Tensor | Image.Image | Sequence[Image.Image | np.ndarray]
+
+
+class VideoXLProProcessor:
+    """Tokenizer + frame preprocessing + prompt template for one model config."""
+
+    def __init__(self, tokenizer: Any, config: VideoXLProConfig) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+        placeholder = tokenizer.convert_ids_to_tokens(config.placeholder_token_id)
+        if placeholder is None:
+            raise ValueError(
+                f"placeholder_token_id {config.placeholder_token_id} is not in the tokenizer's vocabulary"
+            )
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "VideoXLProProcessor":
+        """Load the tokenizer and config of a model directory."""
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(str(path)), VideoXLProConfig.load(Path(path) / "config.json"))
+
+    # ----- frames -------------------------------------------------------------
+    def preprocess_frames(self, frames: Frames) -> torch.Tensor:
+        """RGB frames -> (N, 3, S, S) float32 pixel values.
+
+        Accepts a uint8 array (N, H, W, 3) or (H, W, 3), a PIL image, or a
+        sequence of either. Frames are resized with PIL's bicubic filter, as the
+        released SigLIP image processor does.
+        """
+        if isinstance(frames, (Image.Image, np.ndarray, torch.Tensor)) and not (
+            isinstance(frames, (np.ndarray, torch.Tensor)) and frames.ndim == 4
+        ):
+            frames = [frames]
+        size = self.config.image_size
+        out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+        for i, frame in enumerate(frames):
+            image = frame if isinstance(frame, Image.Image) else Image.fromarray(_as_uint8_rgb(frame))
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BICUBIC)
+            out[i] = np.asarray(image)
+        return self.normalize(torch.from_numpy(out))
+
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, S, S, 3) already at the model's size -> normalised float32 (N, 3, S, S)."""
+        mean = torch.tensor(self.config.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        pixels = frames.permute(0, 3, 1, 2).float() / 255.0
+        return (pixels - mean) / std
+
+    # ----- text -----------------------------------------------------------------
+    def prompt(self, question: str, with_video: bool = True) -> str:
+        """The chat prompt, ``<image>`` marking the video, ending where the answer starts."""
+        user = f"{IMAGE_TOKEN}\n{question}" if with_video else question
+        return (
+            f"<|im_start|>system\n{self.config.system_prompt}<|im_end|>\n"
+            f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+        )
+
+    def tokenize_prompt(self, question: str, with_video: bool = True) -> torch.Tensor:
+        """(L,) prompt ids; ``<image>`` becomes the single id ``config.image_token_index``."""
+        if not question or not question.strip():
+            raise ValueError("the question is empty")
+        ids: list[int] = []
+        for i, chunk in enumerate(self.prompt(question, with_video).split(IMAGE_TOKEN)):
+            if i:
+                ids.append(self.config.image_token_index)
+            ids += self.tokenizer(chunk, add_special_tokens=False).input_ids
+        return torch.tensor(ids, dtype=torch.long)
+
+    def time_text(self, seconds: float) -> str:
+        return self.config.time_format.format(t=seconds)
+
+    def time_sequence_ids(self, group_timestamps: Sequence[float] | torch.Tensor) -> torch.Tensor:
+        """(L_s,) ids: per group its ``Time ...s:`` text, then P placeholder ids."""
+        placeholders = [self.config.placeholder_token_id] * self.config.tokens_per_group
+        ids: list[int] = []
+        for t in torch.as_tensor(group_timestamps, dtype=torch.float64).tolist():
+            ids += self.tokenizer(self.time_text(t), add_special_tokens=False).input_ids + placeholders
+        return torch.tensor(ids, dtype=torch.long)
+
+    def group_timestamps(self, frame_timestamps: Sequence[float] | torch.Tensor) -> torch.Tensor:
+        """(G,) the time of each group's first frame, after filling groups."""
+        times = torch.as_tensor(frame_timestamps, dtype=torch.float64)
+        order = group_frame_order(len(times), self.config.frames_per_group)
+        return times[order[:: self.config.frames_per_group]]
+
+    def __call__(
+        self, question: str, frames: Frames | None = None, timestamps: Sequence[float] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Model inputs for one question about a video (or image, or no visual input).
+
+        Returns ``input_ids`` and, with frames, ``pixel_values``, ``timestamps``
+        and ``time_sequence_ids``. An image is one frame at time 0 (it fills a
+        group by repetition).
+        """
+        if frames is None:
+            return {"input_ids": self.tokenize_prompt(question, with_video=False)}
+        pixel_values = self.preprocess_frames(frames)
+        if timestamps is None:
+            if len(pixel_values) != 1:
+                raise ValueError(f"{len(pixel_values)} frames need their timestamps")
+            timestamps = [0.0]
+        if len(timestamps) != len(pixel_values):
+            raise ValueError(f"{len(pixel_values)} frames but {len(timestamps)} timestamps")
+        return {
+            "input_ids": self.tokenize_prompt(question),
+            "pixel_values": pixel_values,
+            "timestamps": torch.as_tensor(timestamps, dtype=torch.float64),
+            "time_sequence_ids": self.time_sequence_ids(self.group_timestamps(timestamps)),
+        }
+
+    def decode(self, ids: torch.Tensor) -> str:
+        """Generated ids -> text, special tokens dropped."""
+        return self.tokenizer.decode(torch.as_tensor(ids).flatten().tolist(), skip_special_tokens=True).strip()
+
+
+def _as_uint8_rgb(frame: np.ndarray | torch.Tensor) -> np.ndarray:
+    array = frame.cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if array.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 RGB, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"a frame must be (H, W, 3), got shape {array.shape}")
+    return array[..., :3]

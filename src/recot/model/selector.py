@@ -1,0 +1,178 @@
+"""The query-aware selector: keep the visual tokens most relevant to the question.
+
+The time sequence S interleaves, per group of frames, the tokens of its
+timestamp text and its pooled visual tokens. Each visual token gets a relevance
+score (time-aware window attention, then similarity to the prompt); S is
+rotated by a fixed sinusoidal rotary embedding, the score is added to every
+visual token, and the top-k visual tokens are kept in their original order
+together with every time-text token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from recot.config import VideoXLProConfig
+
+
+@dataclass
+class TimeSequenceLayout:
+    """Where each group's time-text and visual tokens sit in the time sequence.
+
+    ``windows[g] = (start, num_time_tokens, num_visual_tokens)``; the visual
+    tokens of a group follow its time tokens. Derived from the actual token ids,
+    so timestamps of any length work.
+    """
+
+    windows: list[tuple[int, int, int]]
+    length: int
+
+    @property
+    def visual_mask(self) -> torch.Tensor:
+        """Bool (length,), True at visual positions."""
+        mask = torch.zeros(self.length, dtype=torch.bool)
+        for start, n_time, n_visual in self.windows:
+            mask[start + n_time : start + n_time + n_visual] = True
+        return mask
+
+
+def visual_rotary(sequence: torch.Tensor, base: float) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of (L, D) by angle ``p * exp(2i * -ln(base) / D)``.
+
+    Computed in float32 with exactly this exp-based formula (a pow-based
+    inverse frequency differs in the last bits) and cast back to the input dtype.
+    """
+    length, dim = sequence.shape
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=sequence.device) * (-math.log(base) / dim))
+    angle = torch.arange(length, dtype=torch.float32, device=sequence.device)[:, None] * inv_freq[None, :]
+    cos, sin = angle.cos(), angle.sin()
+    x = sequence.float()
+    even, odd = x[:, 0::2], x[:, 1::2]
+    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(1)
+    return rotated.to(sequence.dtype)
+
+
+class WindowTimeToTokenAttention(nn.Module):
+    """Per-group attention from the visual tokens to the group's timestamp tokens.
+
+    For each window: queries are the V visual tokens (V, D), keys and values the
+    window's time tokens (n_t, D); multi-head with head width D / heads; the
+    output (V, D) is used only for scoring. ``official_compat`` reproduces the
+    released wiring: queries use ``k_proj``, keys and values both use ``q_proj``
+    and ``v_proj`` is unused; otherwise queries use ``q_proj``, keys ``k_proj``
+    and values ``v_proj``.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, official_compat: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.official_compat = official_compat
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, sequence: torch.Tensor, layout: TimeSequenceLayout) -> torch.Tensor:
+        """(L, D) time sequence -> (num_visual, D) attended visual tokens, in order."""
+        if self.official_compat:
+            query_proj, key_proj, value_proj = self.k_proj, self.q_proj, self.q_proj
+        else:
+            query_proj, key_proj, value_proj = self.q_proj, self.k_proj, self.v_proj
+        head_dim = sequence.shape[-1] // self.num_heads
+        # Windows with the same token counts are batched into one attention call.
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for g, (_, n_time, n_visual) in enumerate(layout.windows):
+            by_shape.setdefault((n_time, n_visual), []).append(g)
+        results: dict[int, torch.Tensor] = {}
+        for (n_time, n_visual), groups in by_shape.items():
+            starts = torch.tensor([layout.windows[g][0] for g in groups], device=sequence.device)
+            time_idx = starts[:, None] + torch.arange(n_time, device=sequence.device)
+            vis_idx = starts[:, None] + n_time + torch.arange(n_visual, device=sequence.device)
+            time_tokens, visual_tokens = sequence[time_idx], sequence[vis_idx]  # (W, n_t, D), (W, V, D)
+
+            def heads(y: torch.Tensor) -> torch.Tensor:  # (W, n, D) -> (W, heads, n, head_dim)
+                return y.unflatten(-1, (self.num_heads, head_dim)).transpose(1, 2)
+
+            attn = torch.nn.functional.scaled_dot_product_attention(
+                heads(query_proj(visual_tokens)), heads(key_proj(time_tokens)), heads(value_proj(time_tokens))
+            )
+            attended = self.out_proj(attn.transpose(1, 2).flatten(2))  # (W, V, D)
+            results.update(zip(groups, attended.unbind(0)))
+        return torch.cat([results[g] for g in range(len(layout.windows))])
+
+
+@dataclass
+class Selection:
+    """The selector's result for one time sequence of length L with V visual tokens."""
+
+    sequence: torch.Tensor  # (L_kept, D): time tokens and kept visual tokens, original order
+    kept_positions: torch.Tensor  # (L_kept,) positions in the time sequence
+    kept_visual: torch.Tensor  # (k,) indices among the V visual tokens, ascending
+    scores: torch.Tensor  # (V,) min-max normalised scores, float32
+
+
+class QueryAwareSelector(nn.Module):
+    """Score visual tokens against the prompt and keep the best ones.
+
+    Inputs: time sequence S (L, D) with its layout, and the embedded prompt
+    tokens (n_text, D). Output: a :class:`Selection`. The number kept is
+    ``int(V * keep_ratio)``, capped by ``max_visual_tokens``, rounded down to a
+    multiple of ``config.selector_multiple`` (16 for the released model).
+    """
+
+    def __init__(self, config: VideoXLProConfig) -> None:
+        super().__init__()
+        self.rotary_base = config.rope_theta
+        self.multiple = config.selector_multiple
+        self.text_mlp = nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.GELU())
+        self.window_attention = WindowTimeToTokenAttention(
+            config.hidden_size, config.selector_num_heads, config.official_compat
+        )
+
+    def num_kept(self, num_visual: int, keep_ratio: float, max_visual_tokens: int | None = None) -> int:
+        """How many visual tokens survive selection."""
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+        k = int(num_visual * keep_ratio)
+        if max_visual_tokens is not None:
+            if max_visual_tokens < 0:
+                raise ValueError(f"max_visual_tokens must be >= 0, got {max_visual_tokens}")
+            k = min(k, max_visual_tokens)
+        return k // self.multiple * self.multiple
+
+    def score(self, sequence: torch.Tensor, layout: TimeSequenceLayout, text_embeds: torch.Tensor) -> torch.Tensor:
+        """(V,) float32 relevance of each visual token, min-max normalised to [0, 1].
+
+        All-equal scores (where the released code divides by zero) become 0.
+        """
+        attended = self.window_attention(sequence, layout)  # (V, D)
+        query = self.text_mlp(text_embeds)  # (n_text, D)
+        raw = (attended.float() @ query.float().t()).mean(dim=1)
+        low, high = raw.min(), raw.max()
+        if high == low:
+            return torch.zeros_like(raw)
+        return (raw - low) / (high - low)
+
+    def forward(
+        self,
+        sequence: torch.Tensor,
+        layout: TimeSequenceLayout,
+        text_embeds: torch.Tensor,
+        keep_ratio: float,
+        max_visual_tokens: int | None = None,
+    ) -> Selection:
+        scores = self.score(sequence, layout, text_embeds)
+        visual_positions = layout.visual_mask.to(sequence.device).nonzero().squeeze(1)
+        rotated = visual_rotary(sequence, self.rotary_base)
+        rotated[visual_positions] = rotated[visual_positions] + scores.to(rotated.dtype)[:, None]
+
+        k = self.num_kept(len(visual_positions), keep_ratio, max_visual_tokens)
+        kept_visual = scores.topk(k).indices.sort().values
+        keep = ~layout.visual_mask.to(sequence.device)
+        keep[visual_positions[kept_visual]] = True
+        kept_positions = keep.nonzero().squeeze(1)
+        return Selection(rotated[kept_positions], kept_positions, kept_visual, scores)

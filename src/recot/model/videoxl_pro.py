@@ -1,0 +1,374 @@
+"""Video-XL-Pro: frames -> SigLIP -> ReCoT compressor -> projector -> pool ->
+timestamped time sequence -> query-aware selector -> Qwen2.
+
+Shapes (N frames, G = ceil(N / 4) groups, C vision width, D LLM width,
+g grid side, P = (g / pool)^2 tokens per group; released: C=1152, D=2048,
+g=24, P=144):
+
+    pixel_values (N, 3, S, S)
+      -> vision tower       (N, 729, C)       SigLIP, last layer dropped, no post-LN
+      -> resize             (N, C, g, g)      bilinear 27x27 -> 24x24
+      -> group              (G, C, 4, g, g)   4 frames per group (official: raw reshape)
+      -> compressor         (G, g*g, C)       ReCoT, 4 frames -> 1
+      -> projector          (G, g*g, D)       mlp2x_gelu
+      -> pool               (G, P, D)         2x2 average
+      -> time sequence      (L_s, D)          per group: timestamp text, then P visual tokens
+      -> selector           (L_k, D)          rotary + score, top-k visual tokens kept
+      -> Qwen2 on [prompt before <image>, kept sequence, prompt after]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Qwen2ForCausalLM
+
+from recot.config import VideoXLProConfig
+from recot.model.compressor import ReCoTCompressor
+from recot.model.selector import QueryAwareSelector, Selection, TimeSequenceLayout
+from recot.model.vision import VisionTower, resize_to_grid
+
+
+def group_frame_order(num_frames: int, frames_per_group: int = 4) -> list[int]:
+    """Frame indices, in order, that fill whole groups of ``frames_per_group``.
+
+    Fewer frames than a group: the last frame is repeated. Otherwise, when
+    ``num_frames`` is not a multiple of the group size, ``m`` distinct frames are
+    each duplicated once in place. The released code picks them at random; here
+    they are evenly spaced (frame ``(2j + 1) * N // (2m)`` for ``j < m``), so the
+    same video always gives the same tokens.
+    """
+    if num_frames < 1:
+        raise ValueError(f"need at least one frame, got {num_frames}")
+    if num_frames < frames_per_group:
+        return list(range(num_frames)) + [num_frames - 1] * (frames_per_group - num_frames)
+    missing = -num_frames % frames_per_group
+    duplicated = {(2 * j + 1) * num_frames // (2 * missing) for j in range(missing)}
+    order = []
+    for i in range(num_frames):
+        order += [i, i] if i in duplicated else [i]
+    return order
+
+
+def layout_from_ids(time_sequence_ids: torch.Tensor, placeholder_id: int) -> TimeSequenceLayout:
+    """Windows of a time sequence: each run of text tokens followed by a run of placeholders."""
+    ids = time_sequence_ids.tolist()
+    windows, i = [], 0
+    while i < len(ids):
+        start = i
+        while i < len(ids) and ids[i] != placeholder_id:
+            i += 1
+        text_end = i
+        while i < len(ids) and ids[i] == placeholder_id:
+            i += 1
+        if i == text_end:
+            raise ValueError(f"time sequence ends with text tokens at position {start}, no visual tokens follow")
+        windows.append((start, text_end - start, i - text_end))
+    return TimeSequenceLayout(windows, len(ids))
+
+
+@dataclass
+class EncodedVideo:
+    """A video's compressed, pre-selection tokens: what the encode-once cache stores.
+
+    ``tokens`` (G, P, D) pooled visual tokens; ``timestamps`` (G,) float64, the
+    time in seconds of each group's first frame.
+    """
+
+    tokens: torch.Tensor
+    timestamps: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.tokens.dim() != 3 or self.timestamps.shape != (self.tokens.shape[0],):
+            raise ValueError(
+                f"EncodedVideo needs tokens (G, P, D) and timestamps (G,), got "
+                f"{tuple(self.tokens.shape)} and {tuple(self.timestamps.shape)}"
+            )
+
+    @property
+    def num_groups(self) -> int:
+        return self.tokens.shape[0]
+
+
+@dataclass
+class VideoXLProOutput:
+    """Result of :meth:`VideoXLPro.forward`: logits (1, L, vocab), optional loss and intermediates."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    intermediates: dict[str, Any] = field(default_factory=dict)
+
+
+class VideoXLPro(nn.Module):
+    """The full Video-XL-Pro model (one sample at a time: long videos fill a device).
+
+    Submodules and their keys in a released-layout checkpoint:
+    ``vision_tower`` (``model.vision_tower.vision_tower.vision_model.*``),
+    ``compressor`` (``model.sae.*``), ``projector`` (``model.mm_projector.*``),
+    ``selector.text_mlp`` (``model.text_mlp.*``), ``selector.window_attention``
+    (``model.WindowTimeToTokenAttention.*``), ``language_model`` (``model.*``,
+    ``lm_head.*``).
+    """
+
+    def __init__(self, config: VideoXLProConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_tower = VisionTower(config)
+        self.compressor = ReCoTCompressor.from_config(config)
+        self.projector = nn.Sequential(
+            nn.Linear(config.vision_hidden_size, config.hidden_size),
+            nn.GELU(),
+            nn.Linear(config.hidden_size, config.hidden_size),
+        )
+        self.selector = QueryAwareSelector(config)
+        text_config = config.text_config()
+        text_config._attn_implementation = "sdpa"
+        self.language_model = Qwen2ForCausalLM(text_config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.projector[0].weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.projector[0].weight.dtype
+
+    # ----- frames -> pooled tokens ------------------------------------------
+    def group_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(4G, C, g, g) -> (G, C, 4, g, g).
+
+        Official layout: a raw row-major reshape, so slot (c', t') of group g
+        holds channel (4c'+t') % C of frame 4g + (4c'+t') // C (the released
+        weights were trained on this). Clean layout: frame-major, slot t is frame
+        4g + t.
+        """
+        n, c, h, w = features.shape
+        t = self.config.frames_per_group
+        if n % t:
+            raise ValueError(f"{n} frames do not fill groups of {t}; use group_frame_order first")
+        if self.config.official_compat:
+            return features.reshape(n // t, c, t, h, w)
+        return features.reshape(n // t, t, c, h, w).transpose(1, 2)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(G, g*g, D) -> (G, P, D): average pooling of the g x g grid with ``pool_stride``."""
+        g_count, n, d = tokens.shape
+        side = self.config.grid_size
+        grid = tokens.view(g_count, side, side, d).permute(0, 3, 1, 2)
+        pooled = F.avg_pool2d(grid, self.config.pool_stride)
+        return pooled.flatten(2).transpose(1, 2)
+
+    def encode_groups(self, pixel_values: torch.Tensor, intermediates: dict | None = None) -> torch.Tensor:
+        """(4G, 3, S, S) frames already in group order -> (G, P, D) pooled visual tokens.
+
+        Pass a dict as ``intermediates`` to receive every stage's output.
+        """
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        features = self.vision_tower(pixel_values)
+        resized = resize_to_grid(features, self.config.grid_size)
+        grouped = self.group_features(resized)
+        compressed = self.compressor(grouped)  # (G, C, 1, g, g)
+        compressed = compressed[:, :, 0].flatten(2).transpose(1, 2)  # (G, g*g, C)
+        projected = self.projector(compressed)
+        pooled = self.pool(projected)
+        if intermediates is not None:
+            for name, value in [
+                ("vision_features", features),
+                ("resized_features", resized),
+                ("compressor_input", grouped),
+                ("compressor_output", compressed),
+                ("projector_output", projected),
+                ("pooled_tokens", pooled),
+            ]:
+                intermediates.setdefault(name, []).append(value)
+        return pooled
+
+    @torch.no_grad()
+    def encode_video(
+        self, pixel_values: torch.Tensor, timestamps: torch.Tensor | list[float], intermediates: dict | None = None
+    ) -> EncodedVideo:
+        """(N, 3, S, S) frames with their times -> :class:`EncodedVideo`.
+
+        Frames are expanded to whole groups (:func:`group_frame_order`) and
+        encoded ``config.compressor_batch_size`` groups at a time; the streaming
+        engine encodes the same chunks, so both give identical tokens.
+        """
+        timestamps = torch.as_tensor(timestamps, dtype=torch.float64)
+        if timestamps.shape != (pixel_values.shape[0],):
+            raise ValueError(f"{pixel_values.shape[0]} frames but {timestamps.numel()} timestamps")
+        order = torch.tensor(group_frame_order(pixel_values.shape[0], self.config.frames_per_group))
+        chunk = self.config.compressor_batch_size * self.config.frames_per_group
+        tokens = torch.cat([self.encode_groups(pixel_values[idx], intermediates) for idx in order.split(chunk)])
+        if intermediates is not None:
+            for name, parts in list(intermediates.items()):
+                if isinstance(parts, list):
+                    intermediates[name] = torch.cat(parts)
+        return EncodedVideo(tokens, timestamps[order[:: self.config.frames_per_group]])
+
+    # ----- time sequence, selection, prompt -------------------------------------
+    def build_time_sequence(
+        self, encoded: EncodedVideo, time_sequence_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, TimeSequenceLayout]:
+        """Embed the time sequence ids and put the visual tokens at the placeholders.
+
+        Returns S (L_s, D) and its layout; the ids come from the processor (or,
+        for exact comparison, from the released pipeline).
+        """
+        time_sequence_ids = time_sequence_ids.to(self.device)
+        layout = layout_from_ids(time_sequence_ids, self.config.placeholder_token_id)
+        g, p, _ = encoded.tokens.shape
+        sizes = [n_visual for _, _, n_visual in layout.windows]
+        if sizes != [p] * g:
+            raise ValueError(
+                f"time sequence has {len(sizes)} windows of {sorted(set(sizes))} placeholders; "
+                f"the video has {g} groups of {p} tokens"
+            )
+        sequence = self.language_model.get_input_embeddings()(time_sequence_ids)
+        mask = layout.visual_mask.to(self.device)
+        sequence[mask] = encoded.tokens.reshape(g * p, -1).to(sequence.dtype)
+        return sequence, layout
+
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        encoded: EncodedVideo | None = None,
+        time_sequence_ids: torch.Tensor | None = None,
+        keep_ratio: float | None = None,
+        max_visual_tokens: int | None = None,
+        labels: torch.Tensor | None = None,
+        intermediates: dict | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prompt ids (L,) with one ``image_token_index`` -> LLM ``inputs_embeds`` (1, L', D).
+
+        The selector scores the video against every prompt token except the
+        image marker (with ``labels``, only tokens whose label is -100: the answer
+        is never scored against). Returns the embeddings and labels aligned with them.
+        """
+        input_ids = _as_1d(input_ids).to(self.device)
+        labels = None if labels is None else _as_1d(labels).to(self.device)
+        image_positions = (input_ids == self.config.image_token_index).nonzero().flatten().tolist()
+        embed = self.language_model.get_input_embeddings()
+        if not image_positions:
+            if encoded is not None:
+                raise ValueError("a video was given but input_ids has no image token")
+            return embed(input_ids)[None], None if labels is None else labels[None]
+        if len(image_positions) > 1 or encoded is None or time_sequence_ids is None:
+            raise ValueError(
+                f"input_ids has {len(image_positions)} image tokens; exactly one is needed, "
+                "with an encoded video and its time_sequence_ids"
+            )
+        pos = image_positions[0]
+        text_mask = input_ids != self.config.image_token_index
+        if labels is not None:
+            text_mask &= labels == -100
+        text_embeds = embed(input_ids[text_mask])
+
+        sequence, layout = self.build_time_sequence(encoded, _as_1d(time_sequence_ids))
+        ratio = self.config.keep_ratio if keep_ratio is None else keep_ratio
+        selection: Selection = self.selector(sequence, layout, text_embeds, ratio, max_visual_tokens)
+        inputs_embeds = torch.cat([embed(input_ids[:pos]), selection.sequence, embed(input_ids[pos + 1 :])])
+        if intermediates is not None:
+            intermediates.update(
+                time_sequence=sequence,
+                selector_scores=selection.scores,
+                kept_visual_indices=selection.kept_visual,
+                kept_positions=selection.kept_positions,
+                inputs_embeds=inputs_embeds[None],
+            )
+        if labels is not None:
+            ignore = labels.new_full((len(selection.sequence),), -100)
+            labels = torch.cat([labels[:pos], ignore, labels[pos + 1 :]])[None]
+        return inputs_embeds[None], labels
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        timestamps: torch.Tensor | list[float] | None = None,
+        time_sequence_ids: torch.Tensor | None = None,
+        encoded: EncodedVideo | None = None,
+        keep_ratio: float | None = None,
+        max_visual_tokens: int | None = None,
+        labels: torch.Tensor | None = None,
+        return_intermediates: bool = False,
+    ) -> VideoXLProOutput:
+        """Logits for one prompt, with a video given as frames or as an :class:`EncodedVideo`.
+
+        ``input_ids`` (L,) or (1, L) hold the prompt with one ``image_token_index``
+        where the video goes; ``time_sequence_ids`` (L_s,) are the per-group
+        timestamp ids and placeholders (see :class:`recot.VideoXLProProcessor`).
+        """
+        intermediates: dict[str, Any] | None = {} if return_intermediates else None
+        if pixel_values is not None:
+            if timestamps is None:
+                raise ValueError("pixel_values need their timestamps")
+            encoded = self.encode_video(pixel_values, timestamps, intermediates)
+        inputs_embeds, labels = self.embed_inputs(
+            input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens, labels, intermediates
+        )
+        out = self.language_model(inputs_embeds=inputs_embeds, labels=labels)
+        return VideoXLProOutput(out.logits, out.loss, intermediates or {})
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        timestamps: torch.Tensor | list[float] | None = None,
+        time_sequence_ids: torch.Tensor | None = None,
+        encoded: EncodedVideo | None = None,
+        keep_ratio: float | None = None,
+        max_visual_tokens: int | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Answer one prompt; returns the new token ids (1, n). Greedy unless told otherwise.
+
+        Extra keyword arguments go to transformers' ``generate`` (``max_new_tokens``,
+        ``do_sample``, ``temperature``, ``eos_token_id``...), which uses the KV cache.
+        """
+        if pixel_values is not None:
+            if timestamps is None:
+                raise ValueError("pixel_values need their timestamps")
+            encoded = self.encode_video(pixel_values, timestamps)
+        inputs_embeds, _ = self.embed_inputs(input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens)
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("max_new_tokens", 128)
+        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=self.device)
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
+
+    # ----- checkpoints ---------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+    ) -> "VideoXLPro":
+        """Load a directory in the released layout (see :mod:`recot.model.checkpoint`)."""
+        from recot.model.checkpoint import load_pretrained
+
+        return load_pretrained(cls, path, dtype=dtype, device=device)
+
+    def save_pretrained(self, path: str | Path, tokenizer: Any | None = None, max_shard_size: int | None = None) -> None:
+        """Write config, weights (released key names) and tokenizer to ``path`` atomically."""
+        from recot.model.checkpoint import save_pretrained
+
+        save_pretrained(self, path, tokenizer=tokenizer, max_shard_size=max_shard_size)
+
+
+def _as_1d(ids: torch.Tensor) -> torch.Tensor:
+    ids = torch.as_tensor(ids)
+    if ids.dim() == 2:
+        if ids.shape[0] != 1:
+            raise ValueError(f"one sample at a time: got a batch of {ids.shape[0]}")
+        ids = ids[0]
+    if ids.dim() != 1:
+        raise ValueError(f"token ids must be (L,) or (1, L), got {tuple(ids.shape)}")
+    return ids
