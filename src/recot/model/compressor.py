@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recot.config import VideoXLProConfig
+from recot.model.numerics import upcast
 
 
 class SpatialAttentionBlock(nn.Module):
@@ -93,7 +94,7 @@ class TemporalAttentionBlock(nn.Module):
         logits = torch.einsum("nct,ncs->nts", q, k)
         rel_logits = torch.einsum("nct,tsc->nts", q, rel_k)  # query t, key s
         logits = logits + (rel_logits.transpose(1, 2) if self.official_compat else rel_logits)
-        probs = logits.float().softmax(dim=-1).to(v.dtype)
+        probs = logits.softmax(dim=-1, dtype=upcast(logits.dtype)).to(v.dtype)
 
         rel_v = self.relative_position_v(t).to(v.dtype)
         out = torch.einsum("nts,ncs->nct", probs, v) + torch.einsum("nts,tsc->nct", probs, rel_v)
@@ -113,7 +114,7 @@ class TemporalStrideConv(nn.Module):
         self.conv = nn.Conv3d(channels, channels, kernel_size=3, stride=(2, 1, 1), padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(x.float(), (1, 1, 1, 1, 1, 0), mode="replicate").to(x.dtype)
+        padded = F.pad(x.to(upcast(x.dtype)), (1, 1, 1, 1, 1, 0), mode="replicate").to(x.dtype)
         return self.conv(padded)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from recot.config import VideoXLProConfig
+from recot.model.numerics import upcast
 
 
 @dataclass
@@ -43,14 +44,15 @@ class TimeSequenceLayout:
 def visual_rotary(sequence: torch.Tensor, base: float) -> torch.Tensor:
     """Rotate channel pairs (2i, 2i+1) of (L, D) by angle ``p * exp(2i * -ln(base) / D)``.
 
-    Computed in float32 with exactly this exp-based formula (a pow-based
-    inverse frequency differs in the last bits) and cast back to the input dtype.
+    Angles in float32 with exactly this exp-based formula (a pow-based inverse
+    frequency differs in the last bits); the rotation in at least float32, cast
+    back to the input dtype.
     """
     length, dim = sequence.shape
     inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=sequence.device) * (-math.log(base) / dim))
     angle = torch.arange(length, dtype=torch.float32, device=sequence.device)[:, None] * inv_freq[None, :]
     cos, sin = angle.cos(), angle.sin()
-    x = sequence.float()
+    x = sequence.to(upcast(sequence.dtype))
     even, odd = x[:, 0::2], x[:, 1::2]
     rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(1)
     return rotated.to(sequence.dtype)
@@ -112,7 +114,7 @@ class Selection:
     sequence: torch.Tensor  # (L_kept, D): time tokens and kept visual tokens, original order
     kept_positions: torch.Tensor  # (L_kept,) positions in the time sequence
     kept_visual: torch.Tensor  # (k,) indices among the V visual tokens, ascending
-    scores: torch.Tensor  # (V,) min-max normalised scores, float32
+    scores: torch.Tensor  # (V,) min-max normalised scores, at least float32
 
 
 class QueryAwareSelector(nn.Module):
@@ -145,13 +147,14 @@ class QueryAwareSelector(nn.Module):
         return k // self.multiple * self.multiple
 
     def score(self, sequence: torch.Tensor, layout: TimeSequenceLayout, text_embeds: torch.Tensor) -> torch.Tensor:
-        """(V,) float32 relevance of each visual token, min-max normalised to [0, 1].
+        """(V,) relevance of each visual token (at least float32), min-max normalised to [0, 1].
 
         All-equal scores (where the released code divides by zero) become 0.
         """
         attended = self.window_attention(sequence, layout)  # (V, D)
         query = self.text_mlp(text_embeds)  # (n_text, D)
-        raw = (attended.float() @ query.float().t()).mean(dim=1)
+        wide = upcast(attended.dtype)
+        raw = (attended.to(wide) @ query.to(wide).t()).mean(dim=1)
         low, high = raw.min(), raw.max()
         if high == low:
             return torch.zeros_like(raw)

@@ -228,8 +228,10 @@ class VideoXLPro(nn.Module):
                 f"time sequence has {len(sizes)} windows of {sorted(set(sizes))} placeholders; "
                 f"the video has {g} groups of {p} tokens"
             )
-        sequence = self.language_model.get_input_embeddings()(time_sequence_ids)
         mask = layout.visual_mask.to(self.device)
+        # Placeholder rows are overwritten; embedding them as id 0 also lets a
+        # small-vocabulary model use the released placeholder id.
+        sequence = self.language_model.get_input_embeddings()(time_sequence_ids.masked_fill(mask, 0))
         sequence[mask] = encoded.tokens.reshape(g * p, -1).to(sequence.dtype)
         return sequence, layout
 

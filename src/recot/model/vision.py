@@ -8,6 +8,7 @@ from torch import nn
 from transformers import SiglipVisionModel
 
 from recot.config import VideoXLProConfig
+from recot.model.numerics import upcast
 
 
 class VisionTower(nn.Module):
@@ -36,7 +37,7 @@ class VisionTower(nn.Module):
 
 
 def resize_to_grid(features: torch.Tensor, grid_size: int) -> torch.Tensor:
-    """(N, P*P, C) -> (N, C, grid, grid) by bilinear interpolation in float32.
+    """(N, P*P, C) -> (N, C, grid, grid) by bilinear interpolation in (at least) float32.
 
     The released model maps SigLIP's 27x27 patches to 24x24 this way
     (``align_corners=False``) before compressing.
@@ -46,5 +47,5 @@ def resize_to_grid(features: torch.Tensor, grid_size: int) -> torch.Tensor:
     if side * side != num_patches:
         raise ValueError(f"vision features have {num_patches} patches, not a square grid")
     grid = features.transpose(1, 2).reshape(n, c, side, side)
-    resized = F.interpolate(grid.float(), size=(grid_size, grid_size), mode="bilinear", align_corners=False)
+    resized = F.interpolate(grid.to(upcast(grid.dtype)), size=(grid_size, grid_size), mode="bilinear", align_corners=False)
     return resized.to(features.dtype)

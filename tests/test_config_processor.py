@@ -1,0 +1,92 @@
+"""The config (presets, config.json) and the processor (frames, prompt, time sequence)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model_helpers import random_frames, tiny_processor
+from recot import VideoXLProConfig
+
+
+def test_released_preset_sizes():
+    cfg = VideoXLProConfig.from_preset("videoxl-pro-3b")
+    assert (cfg.vision_hidden_size, cfg.vision_num_layers, cfg.hidden_size, cfg.num_hidden_layers) == (1152, 26, 2048, 36)
+    assert cfg.patches_per_side == 27 and cfg.grid_size == 24 and cfg.tokens_per_group == 144
+    assert cfg.placeholder_token_id == 151654 and cfg.official_compat
+
+
+def test_unknown_preset_and_bad_sizes():
+    with pytest.raises(KeyError, match="unknown preset 'huge'; available: small, tiny, videoxl-pro-3b"):
+        VideoXLProConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="frames_per_group=4 must equal 2\\*\\*compressor_stages \\(= 8\\)"):
+        VideoXLProConfig(compressor_stages=3)
+    with pytest.raises(ValueError, match="vision_hidden_size=100 is not divisible by compressor_norm_groups=32"):
+        VideoXLProConfig(vision_hidden_size=100)
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = VideoXLProConfig.from_preset("tiny", keep_ratio=0.5)
+    cfg.save(tmp_path / "config.json")
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["model_type"] == "llava_qwen" and data["hidden_size"] == 64 and data["mm_hidden_size"] == 64
+    assert VideoXLProConfig.load(tmp_path / "config.json") == cfg
+
+
+def test_text_and_vision_configs():
+    cfg = VideoXLProConfig.from_preset("videoxl-pro-3b")
+    text = cfg.text_config()
+    assert (text.num_key_value_heads, text.tie_word_embeddings, text.rope_parameters["rope_theta"]) == (2, True, 1e6)
+    vision = cfg.vision_config()
+    assert (vision.num_hidden_layers, vision.vision_use_head, vision.intermediate_size) == (26, False, 4304)
+
+
+@pytest.fixture
+def proc():
+    return tiny_processor(VideoXLProConfig.from_preset("tiny"))
+
+
+def test_prompt_is_qwen_chatml(proc):
+    assert proc.prompt("Why?") == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<image>\nWhy?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    ids = proc.tokenize_prompt("Why?")
+    assert (ids == -200).sum() == 1
+    assert ids[0] == 257  # <|im_start|> is one token
+    with pytest.raises(ValueError, match="the question is empty"):
+        proc.tokenize_prompt("  ")
+
+
+def test_time_sequence_ids(proc):
+    ids = proc.time_sequence_ids([4.0, 12345.25])
+    text0 = proc.tokenizer("Time 0004.0s:", add_special_tokens=False).input_ids
+    text1 = proc.tokenizer("Time 12345.2s:", add_special_tokens=False).input_ids
+    assert ids.tolist() == text0 + [259] * 9 + text1 + [259] * 9
+    assert proc.time_text(4.0) == "Time 0004.0s:"
+
+
+def test_preprocess_matches_pil_bicubic_and_normalisation(proc):
+    frames = random_frames(2, 31, 47)
+    pixels = proc.preprocess_frames(frames)
+    assert pixels.shape == (2, 3, 98, 98) and pixels.dtype == torch.float32
+    manual = np.asarray(Image.fromarray(frames[1]).resize((98, 98), Image.Resampling.BICUBIC)).astype(np.float32)
+    expected = (torch.from_numpy(manual).permute(2, 0, 1) / 255.0 - 0.5) / 0.5
+    torch.testing.assert_close(pixels[1], expected)
+    assert pixels.min() >= -1 and pixels.max() <= 1
+    with pytest.raises(ValueError, match="uint8"):
+        proc.preprocess_frames(frames.astype(np.float32))
+
+
+def test_processor_call(proc):
+    frames = random_frames(5)
+    out = proc("Q?", frames, [0.0, 1.0, 2.0, 3.0, 4.0])
+    # 5 frames fill 2 groups: order [0,0,1,2,2,3,4,4] -> groups start at frames 0 and 2.
+    assert proc.group_timestamps([0.0, 1.0, 2.0, 3.0, 4.0]).tolist() == [0.0, 2.0]
+    assert (out["time_sequence_ids"] == 259).sum() == 18
+    with pytest.raises(ValueError, match="5 frames but 4 timestamps"):
+        proc("Q?", frames, [0.0, 1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="need their timestamps"):
+        proc("Q?", frames)
