@@ -229,6 +229,12 @@ def test_generate_is_greedy_and_deterministic():
     with torch.no_grad():
         first = model.language_model(inputs_embeds=embeds).logits[0, -1].argmax()
     assert a[0, 0] == first
+    # The KV-cached generation equals a full recomputation at every step.
+    embed = model.language_model.get_input_embeddings()
+    with torch.no_grad():
+        for token in a[0]:
+            assert model.language_model(inputs_embeds=embeds).logits[0, -1].argmax() == token
+            embeds = torch.cat([embeds, embed(token.view(1, 1))], dim=1)
 
 
 def test_prompt_without_video_rejects_encoded_video():

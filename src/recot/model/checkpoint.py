@@ -152,6 +152,7 @@ def load_pretrained(
     path: str | Path,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
+    attn_implementation: str = "sdpa",
 ) -> "VideoXLPro":
     """Build the model from ``path/config.json`` and load its tensors strictly.
 
@@ -175,7 +176,7 @@ def load_pretrained(
     torch_dtype = parse_dtype(dtype)
     target = torch.device(device) if device is not None else torch.device("cpu")
     with init_empty_weights(include_buffers=False):
-        model = cls(config)
+        model = cls(config, attn_implementation=attn_implementation)
 
     expected = {to_released_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
     tied = config.tie_word_embeddings

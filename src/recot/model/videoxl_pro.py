@@ -115,7 +115,9 @@ class VideoXLPro(nn.Module):
     ``lm_head.*``).
     """
 
-    def __init__(self, config: VideoXLProConfig) -> None:
+    def __init__(self, config: VideoXLProConfig, attn_implementation: str = "sdpa") -> None:
+        """``attn_implementation`` is the LLM's: ``"sdpa"`` (default), ``"eager"`` or,
+        where installed, ``"flash_attention_2"``."""
         super().__init__()
         self.config = config
         self.vision_tower = VisionTower(config)
@@ -127,7 +129,7 @@ class VideoXLPro(nn.Module):
         )
         self.selector = QueryAwareSelector(config)
         text_config = config.text_config()
-        text_config._attn_implementation = "sdpa"
+        text_config._attn_implementation = attn_implementation
         self.language_model = Qwen2ForCausalLM(text_config)
 
     @property
@@ -352,11 +354,12 @@ class VideoXLPro(nn.Module):
         path: str | Path,
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
+        attn_implementation: str = "sdpa",
     ) -> "VideoXLPro":
         """Load a directory in the released layout (see :mod:`recot.model.checkpoint`)."""
         from recot.model.checkpoint import load_pretrained
 
-        return load_pretrained(cls, path, dtype=dtype, device=device)
+        return load_pretrained(cls, path, dtype=dtype, device=device, attn_implementation=attn_implementation)
 
     def save_pretrained(self, path: str | Path, tokenizer: Any | None = None, max_shard_size: int | None = None) -> None:
         """Write config, weights (released key names) and tokenizer to ``path`` atomically."""
