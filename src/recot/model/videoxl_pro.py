@@ -308,10 +308,7 @@ class VideoXLPro(nn.Module):
         timestamp ids and placeholders (see :class:`recot.VideoXLProProcessor`).
         """
         intermediates: dict[str, Any] | None = {} if return_intermediates else None
-        if pixel_values is not None:
-            if timestamps is None:
-                raise ValueError("pixel_values need their timestamps")
-            encoded = self.encode_video(pixel_values, timestamps, intermediates)
+        encoded = self._video(pixel_values, timestamps, encoded, intermediates)
         inputs_embeds, labels = self.embed_inputs(
             input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens, labels, intermediates
         )
@@ -335,10 +332,7 @@ class VideoXLPro(nn.Module):
         Extra keyword arguments go to transformers' ``generate`` (``max_new_tokens``,
         ``do_sample``, ``temperature``, ``eos_token_id``...), which uses the KV cache.
         """
-        if pixel_values is not None:
-            if timestamps is None:
-                raise ValueError("pixel_values need their timestamps")
-            encoded = self.encode_video(pixel_values, timestamps)
+        encoded = self._video(pixel_values, timestamps, encoded)
         inputs_embeds, _ = self.embed_inputs(input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens)
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("max_new_tokens", 128)
@@ -346,6 +340,22 @@ class VideoXLPro(nn.Module):
         return self.language_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
         )
+
+    def _video(
+        self,
+        pixel_values: torch.Tensor | None,
+        timestamps: torch.Tensor | list[float] | None,
+        encoded: EncodedVideo | None,
+        intermediates: dict | None = None,
+    ) -> EncodedVideo | None:
+        """The video of a call: encoded from frames, or the given encoding."""
+        if pixel_values is None:
+            return encoded
+        if encoded is not None:
+            raise ValueError("give the video either as pixel_values or as encoded, not both")
+        if timestamps is None:
+            raise ValueError("pixel_values need their timestamps")
+        return self.encode_video(pixel_values, timestamps, intermediates)
 
     # ----- checkpoints ---------------------------------------------------------
     @classmethod
