@@ -1,0 +1,108 @@
+"""``recot video info`` and ``recot video frames``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from recot.video.decode import iter_frames
+from recot.video.errors import VideoDecodeError
+from recot.video.probe import probe
+from recot.video.sample import plan_frames
+
+TIMESTAMPS_FILE = "timestamps.csv"
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``video`` command and its sub-commands to the ``recot`` parser."""
+    video = subparsers.add_parser("video", help="inspect videos and extract frames")
+    video.set_defaults(func=lambda args: _usage(video))
+    commands = video.add_subparsers(dest="video_command", metavar="SUBCOMMAND")
+
+    info = commands.add_parser("info", help="show duration, fps, frame count, size, rotation and codec")
+    info.add_argument("file", type=Path, help="video file, image or directory of frames")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(func=run_info)
+
+    frames = commands.add_parser("frames", help="sample frames and write them as JPEG files")
+    frames.add_argument("file", type=Path, help="video file, image or directory of frames")
+    frames.add_argument("--out", type=Path, required=True, help="output directory (must not exist or be empty)")
+    rule = frames.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--frames", type=int, metavar="N", help="N frames spread uniformly")
+    rule.add_argument("--fps", type=float, metavar="F", help="F frames per second")
+    frames.add_argument("--max-frames", type=int, metavar="M", help="at most M frames (uniform subset)")
+    frames.add_argument("--start", type=float, metavar="SEC", help="first second to sample")
+    frames.add_argument("--end", type=float, metavar="SEC", help="sample before this second")
+    frames.add_argument("--size", type=int, metavar="S", help="resize frames to S x S")
+    frames.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    frames.set_defaults(func=run_frames)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print what ``probe`` finds, as a table or JSON."""
+    try:
+        info = probe(args.file)
+    except VideoDecodeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    fields = info.to_dict()
+    if args.json:
+        print(json.dumps(fields, indent=2))
+        return 0
+    fields["num_frames"] = f"{info.num_frames} ({'exact' if info.num_frames_exact else 'estimated'})"
+    del fields["num_frames_exact"]
+    fields["duration"] = f"{info.duration:.3f} s"
+    fields["avg_fps"] = f"{info.avg_fps:.3f}"
+    fields["start_time"] = f"{info.start_time:.3f} s"
+    width = max(map(len, fields))
+    for key, value in fields.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def run_frames(args: argparse.Namespace) -> int:
+    """Sample frames, write ``frame_NNNNNN.jpg`` files and ``timestamps.csv`` into ``--out`` atomically."""
+    out: Path = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"error: {out} exists and is not an empty directory", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        plan = plan_frames(
+            probe(args.file), num_frames=args.frames, fps=args.fps,
+            max_frames=args.max_frames, start=args.start, end=args.end,
+        )
+        rows = []
+        for batch in iter_frames(args.file, plan, batch_size=32, size=args.size):
+            for rgb, index, timestamp in zip(batch.frames, batch.indices, batch.timestamps):
+                name = f"frame_{len(rows):06d}.jpg"
+                Image.fromarray(rgb).save(tmp / name, quality=args.quality)
+                rows.append((name, int(index), f"{timestamp:.6f}"))
+        with open(tmp / TIMESTAMPS_FILE, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "frame_index", "timestamp"])
+            writer.writerows(rows)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except (VideoDecodeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    print(f"wrote {len(rows)} frames and {TIMESTAMPS_FILE} to {out}")
+    return 0

@@ -1,0 +1,327 @@
+"""Stream planned frames out of a video in bounded-memory batches.
+
+Decoding strategy: the planned frames are split into *runs*. A run starts with
+a seek to the keyframe before its first frame and then decodes straight
+through its frames. A new run (a seek) starts only when the keyframe before
+the next wanted frame lies more than ``SEEK_COST_FRAMES`` past where straight
+decoding would be, i.e. when seeking is estimated to cost fewer decoded frames
+than continuing. Dense plans and long GOPs therefore become one sequential
+pass; sparse plans over short GOPs jump from keyframe to keyframe.
+
+While decoding, packets that hold no wanted frame are decoded with
+``skip_frame=NONREF``: frames that no other frame references are then skipped
+by the decoder, and only wanted or reference frames cost decoding time.
+Frames are converted to RGB and resized in one swscale call (bicubic).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from recot.video.errors import CorruptVideoError, DecodeTimeoutError, PartialDecodeWarning
+from recot.video.probe import VideoInfo, open_container, open_image, probe, video_stream
+from recot.video.sample import SamplePlan, plan_frames
+
+# A seek (demuxer seek, decoder flush, refilling the frame-threaded decoder) costs
+# roughly as much as decoding this many frames.
+SEEK_COST_FRAMES = 16
+# Consecutive undecodable packets after which the rest of a run is given up.
+MAX_DECODE_ERRORS = 8
+
+Size = int | tuple[int, int]
+
+
+@dataclass
+class FrameBatch:
+    """Decoded frames: ``frames`` uint8 RGB (B, H, W, 3), their ``indices`` and ``timestamps`` (seconds)."""
+
+    frames: np.ndarray
+    indices: np.ndarray
+    timestamps: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to_tensor(
+        self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Frames as a (B, 3, H, W) float tensor in [0, 1], then ``(x - mean) / std`` when given."""
+        x = torch.from_numpy(self.frames).permute(0, 3, 1, 2).to(dtype).div_(255.0)
+        if mean is not None:
+            x = x.sub_(torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1))
+        if std is not None:
+            x = x.div_(torch.tensor(std, dtype=dtype).view(1, -1, 1, 1))
+        return x
+
+    @classmethod
+    def concat(cls, batches: Sequence[FrameBatch]) -> FrameBatch:
+        """Join batches in order."""
+        return cls(
+            frames=np.concatenate([b.frames for b in batches]),
+            indices=np.concatenate([b.indices for b in batches]),
+            timestamps=np.concatenate([b.timestamps for b in batches]),
+        )
+
+
+@dataclass(frozen=True)
+class DecodeRun:
+    """One seek (to keyframe ``seek_to``; ``None`` = start of file, no seek) then straight decoding of ``indices``."""
+
+    seek_to: int | None
+    indices: np.ndarray
+
+
+def plan_runs(info: VideoInfo, indices: np.ndarray) -> list[DecodeRun]:
+    """Split sorted unique frame ``indices`` into decode runs by estimated cost (see module docstring)."""
+    keyframes = info.keyframes
+    runs: list[DecodeRun] = []
+    current: list[int] = []
+    seek_to: int | None = None
+    next_decoded = 0  # the frame straight decoding would produce next
+    for index in indices.tolist():
+        keyframe = int(keyframes[np.searchsorted(keyframes, index, side="right") - 1])
+        if keyframe - next_decoded > SEEK_COST_FRAMES:
+            if current:
+                runs.append(DecodeRun(seek_to, np.asarray(current, dtype=np.int64)))
+            current, seek_to = [], keyframe
+        current.append(index)
+        next_decoded = index + 1
+    if current:
+        runs.append(DecodeRun(seek_to, np.asarray(current, dtype=np.int64)))
+    return runs
+
+
+def decoded_frame_count(info: VideoInfo, runs: list[DecodeRun]) -> int:
+    """Frames the runs decode at most (before non-reference skipping): the cost the planner minimises."""
+    return sum(int(run.indices[-1]) + 1 - (run.seek_to or 0) for run in runs)
+
+
+def default_timeout(info: VideoInfo) -> float:
+    """A generous decode-time budget: 60 s plus 5 ms per frame of the video per 720p worth of pixels."""
+    megapixels = info.width * info.height / (1280 * 720)
+    return 60.0 + 0.005 * info.num_frames * max(1.0, megapixels)
+
+
+def iter_frames(
+    path: str | Path,
+    plan: SamplePlan | None = None,
+    batch_size: int = 32,
+    size: Size | None = None,
+    *,
+    timeout: float | None = None,
+    threads: int = 0,
+) -> Iterator[FrameBatch]:
+    """Yield the planned frames of ``path`` in batches of ``batch_size`` (the last may be smaller).
+
+    ``plan`` defaults to every frame. ``size`` resizes each frame straight to
+    ``size x size`` (or ``(width, height)``), bicubic, aspect not kept; rotation
+    metadata is applied. Memory is bounded by ``batch_size``. ``timeout`` bounds
+    the seconds spent decoding (not the caller's time between batches);
+    default: ``default_timeout``. ``threads=0`` lets FFmpeg use every core.
+
+    Frames that cannot be decoded (damaged data) are left out with a
+    ``PartialDecodeWarning`` saying where decoding stopped; if no planned frame
+    decodes at all, ``CorruptVideoError`` is raised.
+    """
+    if plan is None:
+        info = probe(path)
+        plan = plan_frames(info)
+    info = plan.info
+    if Path(path).resolve() != Path(info.path).resolve():
+        raise ValueError(f"the plan was made for {info.path}, not {path}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out_size = _output_size(info, size)
+    budget = _Budget(info, default_timeout(info) if timeout is None else timeout)
+    wanted, repeats = np.unique(plan.indices, return_counts=True)
+    repeat_of = dict(zip(wanted.tolist(), repeats.tolist()))
+
+    if info.kind == "video":
+        source = _decode_video(info, wanted, out_size, budget, threads)
+    else:
+        source = _decode_images(info, wanted, out_size, budget)
+
+    frames: list[np.ndarray] = []
+    indices: list[int] = []
+    for index, rgb in source:
+        for _ in range(repeat_of[index]):
+            frames.append(rgb)
+            indices.append(index)
+        while len(indices) >= batch_size:
+            budget.pause()
+            yield _batch(info, frames[:batch_size], indices[:batch_size])
+            budget.resume()
+            del frames[:batch_size], indices[:batch_size]
+    if indices:
+        yield _batch(info, frames, indices)
+
+
+def read_frames(
+    path: str | Path,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    size: Size | None = None,
+    *,
+    timeout: float | None = None,
+) -> FrameBatch:
+    """Probe, plan and decode in one call, returning every planned frame at once (see ``plan_frames``)."""
+    plan = plan_frames(probe(path), num_frames=num_frames, fps=fps, max_frames=max_frames, start=start, end=end)
+    return FrameBatch.concat(list(iter_frames(path, plan, batch_size=max(1, len(plan)), size=size, timeout=timeout)))
+
+
+def _batch(info: VideoInfo, frames: list[np.ndarray], indices: list[int]) -> FrameBatch:
+    idx = np.asarray(indices, dtype=np.int64)
+    return FrameBatch(frames=np.stack(frames), indices=idx, timestamps=info.frame_times[idx].astype(np.float64))
+
+
+def _output_size(info: VideoInfo, size: Size | None) -> tuple[int, int]:
+    """(width, height) of the frames handed out, after rotation."""
+    if size is None:
+        return info.width, info.height
+    width, height = (size, size) if isinstance(size, int) else size
+    if width < 1 or height < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(width), int(height)
+
+
+class _Budget:
+    """Decoding time spent so far, excluding the time the caller holds a yielded batch."""
+
+    def __init__(self, info: VideoInfo, seconds: float) -> None:
+        self.info, self.seconds, self.spent = info, seconds, 0.0
+        self.mark = time.monotonic()
+
+    def pause(self) -> None:
+        self.spent += time.monotonic() - self.mark
+
+    def resume(self) -> None:
+        self.mark = time.monotonic()
+
+    def check(self, position: float) -> None:
+        if self.spent + time.monotonic() - self.mark > self.seconds:
+            raise DecodeTimeoutError(
+                self.info.path, f"decoding exceeded its {self.seconds:.0f} s budget near {position:.2f} s of video"
+            )
+
+
+def _decode_video(
+    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: _Budget, threads: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, rgb)`` for each wanted frame in ascending order, then warn about any that failed."""
+    index_of_pts = dict(zip(info.frame_pts.tolist(), range(len(info.frame_pts))))
+    turns = info.rotation // 90
+    # swscale resizes before the rotation, so swap the target for quarter turns.
+    width, height = out_size[::-1] if turns % 2 else out_size
+    failures: list[str] = []
+    decoded: list[int] = []
+    with open_container(info.path) as container:
+        stream = video_stream(container, info.path)
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        for run in plan_runs(info, wanted):
+            for index, frame in _decode_run(container, stream, info, run, index_of_pts, budget, failures):
+                rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                decoded.append(index)
+                yield index, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    _report_missing(info, wanted, decoded, failures)
+
+
+def _decode_run(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    info: VideoInfo,
+    run: DecodeRun,
+    index_of_pts: dict[int, int],
+    budget: _Budget,
+    failures: list[str],
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Decode one run, yielding its wanted frames. Re-seeks earlier if a seek overshoots the first frame."""
+    ctx = stream.codec_context
+    wanted_pts = set(info.frame_pts[run.indices].tolist())
+    wanted = set(run.indices.tolist())
+    first, last = int(run.indices[0]), int(run.indices[-1])
+    seek_to = run.seek_to
+    keyframes = info.keyframes
+    while True:
+        if seek_to is not None:
+            container.seek(int(info.frame_pts[seek_to]), stream=stream, backward=True, any_frame=False)
+        overshot = False
+        seen_any = False
+        errors = 0
+        try:
+            for packet in container.demux(stream):
+                budget.check(info.frame_times[first])
+                ctx.skip_frame = "NONREF" if packet.pts is not None and packet.pts not in wanted_pts else "DEFAULT"
+                try:
+                    decoded = packet.decode()
+                    errors = 0
+                except av.error.FFmpegError as e:  # a damaged packet: skip it, give up after several in a row
+                    errors += 1
+                    if errors >= MAX_DECODE_ERRORS:
+                        failures.append(f"decoder error: {e}")
+                        return
+                    continue
+                for frame in decoded:
+                    index = index_of_pts.get(frame.pts)
+                    if index is None:
+                        continue
+                    if not seen_any and index > first and seek_to:
+                        overshot = True  # the seek landed after the frame we need
+                        break
+                    seen_any = True
+                    if index in wanted:
+                        budget.pause()
+                        yield index, frame
+                        budget.resume()
+                    if index >= last:
+                        return
+                if overshot:
+                    break
+        except av.error.FFmpegError as e:  # demuxing failed: the data after this point is unreadable
+            failures.append(f"read error: {e}")
+            return
+        if not overshot:
+            return  # end of stream
+        earlier = int(np.searchsorted(keyframes, seek_to, side="left")) - 1
+        seek_to = int(keyframes[earlier]) if earlier >= 0 else 0
+
+
+def _report_missing(info: VideoInfo, wanted: np.ndarray, decoded: list[int], failures: list[str]) -> None:
+    """Warn about planned frames that did not decode; raise if none did."""
+    missing = np.setdiff1d(wanted, decoded)
+    if len(missing) == 0:
+        return
+    cause = f" ({failures[0]})" if failures else " (the data ends early)"
+    if not decoded:
+        raise CorruptVideoError(info.path, f"none of the {len(wanted)} planned frames could be decoded{cause}")
+    last_good = decoded[-1]
+    warnings.warn(
+        f"{info.path}: decoding stopped after frame {last_good} at {info.frame_times[last_good]:.3f} s{cause}; "
+        f"{len(missing)} of {len(wanted)} planned frames, from {info.frame_times[missing[0]]:.3f} s on, are missing",
+        PartialDecodeWarning,
+        stacklevel=4,
+    )
+
+
+def _decode_images(
+    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: _Budget
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, rgb)`` for a still image or a directory of frames (EXIF orientation applied)."""
+    for index in wanted.tolist():
+        budget.check(info.frame_times[index])
+        image = ImageOps.exif_transpose(open_image(Path(info.frame_files[index]))).convert("RGB")
+        if image.size != out_size:
+            image = image.resize(out_size, Image.Resampling.BICUBIC)
+        yield index, np.asarray(image)

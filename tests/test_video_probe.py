@@ -1,0 +1,94 @@
+"""probe(): metadata and the frame index for every kind of input."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+from video_fixtures import FPS, START_OFFSET, VFR_PTS, N
+
+from recot.video import plan_frames, probe
+
+CODECS = {
+    "h264_mp4": "h264",
+    "hevc_mkv": "hevc",
+    "vp9_webm": "vp9",
+    "mpeg4_avi": "mpeg4",
+    "mjpeg_avi": "mjpeg",
+    "mpeg2_ts": "mpeg2video",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_probe_codecs_and_containers(videos, name):
+    info = probe(videos[name])
+    assert (info.kind, info.codec, info.width, info.height, info.rotation) == ("video", CODECS[name], 64, 48, 0)
+    assert info.num_frames == N and info.num_frames_exact
+    assert info.duration == pytest.approx(N / FPS, abs=1e-3)
+    assert info.avg_fps == pytest.approx(FPS, rel=1e-3)
+    np.testing.assert_allclose(info.frame_times, np.arange(N) / FPS, atol=1e-3)
+    assert info.keyframes[0] == 0
+
+
+def test_probe_av1(videos):
+    info = probe(videos["av1_mkv"])
+    assert (info.codec, info.width, info.height, info.num_frames) == ("av1", 64, 64, 30)
+
+
+def test_probe_variable_frame_rate_uses_true_times(videos):
+    info = probe(videos["vfr_mkv"])
+    np.testing.assert_allclose(info.frame_times, np.array(VFR_PTS) / 1000)
+    assert info.num_frames == len(VFR_PTS)
+    assert info.avg_fps == pytest.approx(len(VFR_PTS) / info.duration)
+
+
+def test_probe_non_zero_start_time(videos):
+    info = probe(videos["start_mkv"])
+    assert info.start_time == pytest.approx(START_OFFSET)
+    np.testing.assert_allclose(info.frame_times[:4], np.array([0, 33, 67, 100]) / 1000)
+
+
+def test_probe_rotation_swaps_displayed_size(videos):
+    info = probe(videos["rotated_mp4"])
+    assert (info.rotation, info.width, info.height) == (90, 48, 64)
+
+
+def test_probe_odd_size(videos):
+    info = probe(videos["odd_mp4"])
+    assert (info.width, info.height) == (63, 47)
+
+
+def test_probe_keyframes(videos):
+    with av.open(str(videos["short_gop_mp4"])) as c:  # reference: the decoder's key-frame flags
+        decoded = [i for i, f in enumerate(c.decode(video=0)) if f.key_frame]
+    assert len(decoded) > 40
+    assert probe(videos["short_gop_mp4"]).keyframes.tolist() == decoded
+    assert probe(videos["long_gop_mp4"]).keyframes.tolist() == [0]
+
+
+def test_probe_without_index_reads_header_only(videos):
+    mp4 = probe(videos["h264_mp4"], index=False)
+    assert (mp4.num_frames, mp4.num_frames_exact, mp4.frame_times) == (N, False, None)
+    mkv = probe(videos["hevc_mkv"], index=False)  # mkv declares no count: estimated from duration * fps
+    assert mkv.num_frames == N and not mkv.num_frames_exact
+    with pytest.raises(ValueError, match="index=True"):
+        plan_frames(mkv, num_frames=4)
+
+
+def test_probe_images_and_frame_directories(videos):
+    png = probe(videos["png"])
+    assert (png.kind, png.is_image, png.num_frames, png.width, png.height) == ("image", True, 1, 64, 48)
+    jpg = probe(videos["jpg_exif"])  # EXIF orientation 6: displayed rotated, so width and height swap
+    assert (jpg.codec, jpg.width, jpg.height) == ("jpeg", 48, 64)
+    frames = probe(videos["frames_dir"])
+    assert frames.kind == "frames" and frames.num_frames == 12
+    assert [p.rsplit("/", 1)[1] for p in frames.frame_files[:3]] == ["frame_0.png", "frame_1.png", "frame_2.png"]
+    assert frames.frame_files[10].endswith("frame_10.png")
+
+
+def test_probe_bigbuckbunny(bigbuckbunny):
+    info = probe(bigbuckbunny)
+    assert (info.codec, info.width, info.height, info.num_frames) == ("h264", 1280, 720, 132)
+    assert info.avg_fps == pytest.approx(25.0)
+    assert info.duration == pytest.approx(5.28)
+    assert info.to_dict()["num_keyframes"] == len(info.keyframes)

@@ -1,0 +1,92 @@
+"""plan_frames(): the sampling rules over true presentation times."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from video_fixtures import FPS, VFR_PTS, N
+
+from recot.video import VideoRangeError, plan_frames, probe
+
+
+@pytest.fixture(scope="module")
+def cfr(videos):
+    return probe(videos["h264_mp4"])
+
+
+@pytest.fixture(scope="module")
+def vfr(videos):
+    return probe(videos["vfr_mkv"])
+
+
+def test_uniform_matches_released_model_rule(cfr):
+    plan = plan_frames(cfr, num_frames=8)
+    assert plan.indices.tolist() == [0, 12, 25, 38, 50, 63, 76, 89]  # floor(linspace(0, 89, 8))
+    np.testing.assert_allclose(plan.timestamps, plan.indices / FPS, atol=1e-6)
+
+
+def test_uniform_more_frames_than_video_repeats(vfr):
+    plan = plan_frames(vfr, num_frames=20)
+    assert len(plan) == 20
+    assert plan.indices.tolist() == np.floor(np.linspace(0, 14, 20)).astype(int).tolist()
+
+
+def test_fixed_fps_on_constant_rate(cfr):
+    plan = plan_frames(cfr, fps=1)
+    assert plan.indices.tolist() == [0, 30, 60]
+    np.testing.assert_allclose(plan.timestamps, [0, 1, 2], atol=1e-6)
+
+
+def test_fixed_fps_picks_frame_on_screen_for_variable_rate(vfr):
+    plan = plan_frames(vfr, fps=2)  # instants 0, 0.5, 1.0, 1.5 s
+    assert plan.indices.tolist() == [0, 9, 12, 14]
+    np.testing.assert_allclose(plan.timestamps, [0.0, 0.4, 1.0, 1.5])
+
+
+def test_fixed_fps_above_native_rate_gives_each_frame_once(vfr):
+    assert plan_frames(vfr, fps=1000).indices.tolist() == list(range(len(VFR_PTS)))
+
+
+def test_max_frames_caps_uniformly(cfr):
+    plan = plan_frames(cfr, fps=30, max_frames=10)
+    assert plan.indices.tolist() == np.floor(np.linspace(0, N - 1, 10)).astype(int).tolist()
+    assert plan_frames(cfr, fps=1, max_frames=10).indices.tolist() == [0, 30, 60]  # under the cap: unchanged
+
+
+def test_time_range(cfr):
+    plan = plan_frames(cfr, num_frames=4, start=1.0, end=2.0)
+    assert plan.indices.tolist() == [30, 39, 49, 59]
+    assert plan.timestamps.min() >= 1.0 and plan.timestamps.max() < 2.0
+    assert plan_frames(cfr, fps=2, start=1.0, end=2.0).indices.tolist() == [30, 45]
+    assert plan_frames(cfr, start=2.9, end=100).indices.tolist() == [87, 88, 89]  # end clamped to the video
+
+
+def test_time_range_is_relative_to_video_start(videos):
+    plan = plan_frames(probe(videos["start_mkv"]), num_frames=1, start=1.0)
+    assert plan.indices.tolist() == [30]
+    assert plan.timestamps[0] == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"start": 5.0}, "past the end of the video"),
+        ({"start": 2.0, "end": 1.0}, "is not after start"),
+        ({"start": -1.0}, "negative"),
+        ({"start": 1.01, "end": 1.02}, "no frame lies in"),
+    ],
+)
+def test_range_outside_video_raises(cfr, kwargs, message):
+    with pytest.raises(VideoRangeError, match=message) as e:
+        plan_frames(cfr, **kwargs)
+    assert cfr.path in str(e.value)
+    assert isinstance(e.value, ValueError)
+
+
+def test_invalid_rule_arguments(cfr):
+    with pytest.raises(ValueError, match="not both"):
+        plan_frames(cfr, num_frames=4, fps=1)
+    with pytest.raises(ValueError, match="num_frames"):
+        plan_frames(cfr, num_frames=0)
+    with pytest.raises(ValueError, match="fps"):
+        plan_frames(cfr, fps=0)
