@@ -1,8 +1,10 @@
-"""Frame sampling speed and peak memory on a long video: recot.video vs naive decoding vs decord.
+"""Frame sampling speed and peak memory on a long video: recot.video (PyAV or torchcodec) vs naive vs decord.
 
 Generates (once, cached) an H.264 test video, then for each frame count and
 method runs one fresh subprocess that samples ``linspace(0, total-1, N)`` frames
-at full resolution and reports wall time and peak RSS. Our sampler and the
+at full resolution and reports wall time and peak RSS. ``recot`` is our sampler
+with the PyAV backend, ``torchcodec`` the same sampler with the torchcodec
+backend (skipped when torchcodec does not load). Our sampler and the
 naive pass hand frames to the caller and drop them (streaming consumer);
 decord's ``get_batch`` returns them all at once, as the released model uses it.
 
@@ -25,7 +27,7 @@ import av
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("recot", "naive", "decord")
+METHODS = ("recot", "torchcodec", "naive", "decord")
 
 
 def generate(path: Path, minutes: float, width: int, height: int, fps: int, gop: int) -> None:
@@ -57,7 +59,7 @@ def worker(method: str, path: str, count: int) -> dict:
     Imports happen before the clock starts (importing recot pulls in torch), and the
     RSS after imports is reported so the table can show what decoding itself adds.
     """
-    if method == "recot":
+    if method in ("recot", "torchcodec"):
         from recot.video import iter_frames, plan_frames, probe
         from recot.video.decode import decoded_frame_count, plan_runs
     elif method == "decord":
@@ -65,11 +67,15 @@ def worker(method: str, path: str, count: int) -> dict:
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     checksum = 0
-    if method == "recot":
+    if method in ("recot", "torchcodec"):
         plan = plan_frames(probe(path), num_frames=count)
-        for batch in iter_frames(path, plan, batch_size=32):
+        backend = "pyav" if method == "recot" else "torchcodec"
+        for batch in iter_frames(path, plan, batch_size=32, backend=backend):
             checksum += int(batch.frames[:, ::97, ::97].sum())
-        extra = {"decoded_upper_bound": decoded_frame_count(plan.info, plan_runs(plan.info, np.unique(plan.indices)))}
+        extra = {}
+        if method == "recot":
+            runs = plan_runs(plan.info, np.unique(plan.indices))
+            extra["decoded_upper_bound"] = decoded_frame_count(plan.info, runs)
     elif method == "naive":
         with av.open(path) as c:
             stream = c.streams.video[0]
@@ -91,6 +97,12 @@ def worker(method: str, path: str, count: int) -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"method": method, "frames": count, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb),
             "import_rss_mb": round(base_mb), "checksum": checksum, **extra}
+
+
+def torchcodec_available() -> bool:
+    from recot.video.backends import torchcodec_available as available
+
+    return available()
 
 
 def decord_available() -> bool:
@@ -134,7 +146,9 @@ def main() -> int:
     for count in args.counts:
         for method in args.methods:
             row = {"method": method, "frames": count}
-            if method == "decord" and not decord_available():
+            if method == "torchcodec" and not torchcodec_available():
+                row["skipped"] = "torchcodec does not load"
+            elif method == "decord" and not decord_available():
                 row["skipped"] = "decord is not installed"
             elif method == "decord" and 2 * count * frame_bytes > 0.8 * available_memory_bytes():
                 # get_batch holds every frame (plus decord's own copies): it would swap or be OOM-killed.

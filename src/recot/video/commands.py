@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from recot.video.backends import BACKENDS
 from recot.video.decode import iter_frames
 from recot.video.errors import VideoDecodeError
 from recot.video.probe import probe
@@ -42,6 +43,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     frames.add_argument("--end", type=float, metavar="SEC", help="sample before this second")
     frames.add_argument("--size", type=int, metavar="S", help="resize frames to S x S")
     frames.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    frames.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="video decoder (default auto: torchcodec where installed and faster, else PyAV)")
     frames.set_defaults(func=run_frames)
 
 
@@ -86,7 +89,7 @@ def run_frames(args: argparse.Namespace) -> int:
             max_frames=args.max_frames, start=args.start, end=args.end,
         )
         rows = []
-        for batch in iter_frames(args.file, plan, batch_size=32, size=args.size):
+        for batch in iter_frames(args.file, plan, batch_size=32, size=args.size, backend=args.backend):
             for rgb, index, timestamp in zip(batch.frames, batch.indices, batch.timestamps):
                 name = f"frame_{len(rows):06d}.jpg"
                 Image.fromarray(rgb).save(tmp / name, quality=args.quality)
@@ -98,7 +101,7 @@ def run_frames(args: argparse.Namespace) -> int:
         if out.exists():
             out.rmdir()
         tmp.rename(out)
-    except (VideoDecodeError, ValueError) as e:
+    except (VideoDecodeError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

@@ -12,6 +12,9 @@ While decoding, packets that hold no wanted frame are decoded with
 ``skip_frame=NONREF``: frames that no other frame references are then skipped
 by the decoder, and only wanted or reference frames cost decoding time.
 Frames are converted to RGB and resized in one swscale call (bicubic).
+
+That is the PyAV backend; ``backend="auto"`` uses torchcodec instead when it is
+installed and faster (see ``recot.video.backends``): same frames and timestamps.
 """
 
 from __future__ import annotations
@@ -27,7 +30,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from recot.video.errors import CorruptVideoError, DecodeTimeoutError, PartialDecodeWarning
+from recot.video.backends import (
+    Backend,
+    BackendFailure,
+    choose_backend,
+    iter_torchcodec,
+)
+from recot.video.errors import (
+    CorruptVideoError,
+    DecodeTimeoutError,
+    PartialDecodeWarning,
+    UnsupportedVideoError,
+)
 from recot.video.probe import VideoInfo, open_container, open_image, probe, video_stream
 from recot.video.sample import SamplePlan, plan_frames
 
@@ -119,6 +133,7 @@ def iter_frames(
     *,
     timeout: float | None = None,
     threads: int = 0,
+    backend: Backend = "auto",
 ) -> Iterator[FrameBatch]:
     """Yield the planned frames of ``path`` in batches of ``batch_size`` (the last may be smaller).
 
@@ -131,6 +146,12 @@ def iter_frames(
     Frames that cannot be decoded (damaged data) are left out with a
     ``PartialDecodeWarning`` saying where decoding stopped; if no planned frame
     decodes at all, ``CorruptVideoError`` is raised.
+
+    ``backend``: ``"auto"`` decodes with torchcodec where it is installed and
+    faster (native size, no B-frames), else PyAV; ``"pyav"`` / ``"torchcodec"``
+    force one (forced torchcodec raises instead of falling back to PyAV); see
+    ``recot.video.backends``. Both give the same frames and timestamps; resized
+    pixels differ slightly.
     """
     if plan is None:
         info = probe(path)
@@ -141,11 +162,14 @@ def iter_frames(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out_size = _output_size(info, size)
+    chosen = choose_backend(info, backend, out_size)
     budget = _Budget(info, default_timeout(info) if timeout is None else timeout)
     wanted, repeats = np.unique(plan.indices, return_counts=True)
     repeat_of = dict(zip(wanted.tolist(), repeats.tolist()))
 
-    if info.kind == "video":
+    if chosen == "torchcodec":
+        source = _decode_video_torchcodec(info, wanted, out_size, budget, threads, strict=backend == "torchcodec")
+    elif chosen == "pyav":
         source = _decode_video(info, wanted, out_size, budget, threads)
     else:
         source = _decode_images(info, wanted, out_size, budget)
@@ -175,10 +199,12 @@ def read_frames(
     size: Size | None = None,
     *,
     timeout: float | None = None,
+    backend: Backend = "auto",
 ) -> FrameBatch:
     """Probe, plan and decode in one call, returning every planned frame at once (see ``plan_frames``)."""
     plan = plan_frames(probe(path), num_frames=num_frames, fps=fps, max_frames=max_frames, start=start, end=end)
-    return FrameBatch.concat(list(iter_frames(path, plan, batch_size=max(1, len(plan)), size=size, timeout=timeout)))
+    batches = iter_frames(path, plan, batch_size=max(1, len(plan)), size=size, timeout=timeout, backend=backend)
+    return FrameBatch.concat(list(batches))
 
 
 def _batch(info: VideoInfo, frames: list[np.ndarray], indices: list[int]) -> FrameBatch:
@@ -216,21 +242,45 @@ class _Budget:
             )
 
 
-def _decode_video(
-    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: _Budget, threads: int
+def _decode_video_torchcodec(
+    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: _Budget, threads: int, *, strict: bool
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index, rgb)`` for each wanted frame in ascending order, then warn about any that failed."""
+    """Decode with torchcodec; if it fails part-way, PyAV decodes the rest (``strict``: raise instead)."""
+    decoded: list[int] = []
+    try:
+        for index, rgb in iter_torchcodec(info, wanted, out_size, budget, threads):
+            decoded.append(index)
+            yield index, rgb
+    except BackendFailure as e:
+        if strict:
+            raise UnsupportedVideoError(info.path, f"{e}; backend='pyav' or 'auto' can read it") from e
+        yield from _decode_video(info, wanted, out_size, budget, threads, decoded=decoded)
+
+
+def _decode_video(
+    info: VideoInfo,
+    wanted: np.ndarray,
+    out_size: tuple[int, int],
+    budget: _Budget,
+    threads: int,
+    decoded: list[int] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, rgb)`` for each wanted frame in ascending order, then warn about any that failed.
+
+    ``decoded``: wanted frames another backend already yielded (a prefix of ``wanted``); they are skipped.
+    """
+    decoded = [] if decoded is None else decoded
+    todo = wanted[wanted > decoded[-1]] if decoded else wanted
     index_of_pts = dict(zip(info.frame_pts.tolist(), range(len(info.frame_pts))))
     turns = info.rotation // 90
     # swscale resizes before the rotation, so swap the target for quarter turns.
     width, height = out_size[::-1] if turns % 2 else out_size
     failures: list[str] = []
-    decoded: list[int] = []
     with open_container(info.path) as container:
         stream = video_stream(container, info.path)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
-        for run in plan_runs(info, wanted):
+        for run in plan_runs(info, todo):
             for index, frame in _decode_run(container, stream, info, run, index_of_pts, budget, failures):
                 rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
                 decoded.append(index)

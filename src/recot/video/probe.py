@@ -70,6 +70,8 @@ class VideoInfo:
     frame_pts: np.ndarray | None = field(default=None, repr=False, compare=False)
     time_base: Fraction | None = field(default=None, repr=False)
     frame_files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    stream_index: int | None = field(default=None, repr=False)  # the decoded video stream (videos only)
+    has_b_frames: bool = field(default=False, repr=False)  # the codec reorders frames (B-frames)
 
     @property
     def is_image(self) -> bool:
@@ -165,6 +167,7 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
         codec = ctx.codec.canonical_name
         check_size(path, ctx.width, ctx.height)
         tb = stream.time_base or Fraction(1, 90000)
+        stream_index, has_b_frames = stream.index, bool(ctx.has_b_frames)
         start = _start_time(container, stream, tb)
         packets = _scan_packets(path, container, stream, full=index)
         declared_duration = _header_duration(container, stream, tb)
@@ -204,6 +207,7 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
             path=str(path), kind="video", codec=codec, width=width, height=height, rotation=rotation,
             duration=duration, avg_fps=avg_fps, num_frames=num_frames, num_frames_exact=True,
             start_time=start, frame_times=times, keyframes=keyframes, frame_pts=pts, time_base=tb,
+            stream_index=stream_index, has_b_frames=has_b_frames,
         )
 
     duration = declared_duration
@@ -211,7 +215,7 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
     return VideoInfo(
         path=str(path), kind="video", codec=codec, width=width, height=height, rotation=rotation,
         duration=duration, avg_fps=header_fps, num_frames=num_frames, num_frames_exact=False,
-        start_time=start, time_base=tb,
+        start_time=start, time_base=tb, stream_index=stream_index, has_b_frames=has_b_frames,
     )
 
 
