@@ -154,7 +154,7 @@ def preprocess(frames: np.ndarray | torch.Tensor, size: int = IMAGE_SIZE) -> tor
     Frames are resized (bilinear, antialiased) to a square without cropping,
     as the vision tower of the main model does.
     """
-    x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()
+    x = torch.tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()  # copy: frames may be read-only
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return (x - 127.0) / 128.0
