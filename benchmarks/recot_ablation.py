@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recot.pretrain.data import FeatureStore, FrozenTower, extract_features, read_video_frames
+from recot.pretrain.data import FeatureStore, FrozenTower, extract_features
 from recot.pretrain.objective import normalize_targets
 from recot.pretrain.train import DTSConfig, MaskingConfig, OptimConfig, PretrainConfig, build_modules, train
 

@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from recot.video import read_frames
+
 VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -57,33 +59,11 @@ def list_media(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     return sorted(videos), sorted(images)
 
 
-def read_video_frames(path: str | Path, fps: float, size: int, max_frames: int | None = None) -> np.ndarray:
-    """Decode frames sampled at ``fps`` (uint8 (F, size, size, 3), squashed to a square) with PyAV."""
-    import av
-
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        next_t = 0.0
-        for frame in container.decode(stream):
-            t = float(frame.pts * stream.time_base) if frame.pts is not None else next_t
-            if t + 1e-6 < next_t:
-                continue
-            frames.append(frame.to_ndarray(format="rgb24", width=size, height=size))
-            next_t += 1.0 / fps
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    if not frames:
-        raise ValueError(f"no frames decoded from {path}")
-    return np.stack(frames)
-
-
-def read_image(path: str | Path, size: int) -> np.ndarray:
-    """An image as uint8 (1, size, size, 3)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))[None].copy()
+def read_media_frames(path: str | Path, fps: float, size: int, max_frames: int | None = None) -> np.ndarray:
+    """uint8 (F, size, size, 3) frames: a video sampled at ``fps`` (its first ``max_frames``
+    samples, so clips keep the ``1/fps`` spacing), or an image as one frame."""
+    end = None if max_frames is None else max_frames / fps
+    return read_frames(path, fps=fps, end=end, size=size).frames[:max_frames]
 
 
 class FrozenTower:
@@ -177,7 +157,7 @@ def extract_features(
         cache_file = Path(cache_dir) / f"{_cache_key(path, tower.spec, fps if is_video else 0.0, max_frames)}.pt"
         if cache_file.exists():
             return torch.load(cache_file, weights_only=True)
-    frames = read_video_frames(path, fps, tower.image_size, max_frames) if is_video else read_image(path, tower.image_size)
+    frames = read_media_frames(path, fps, tower.image_size, max_frames)
     feats = tower(frames).half()
     if cache_file is not None:
         atomic_save(feats, cache_file)
