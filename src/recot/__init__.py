@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from recot.config import VideoXLProConfig  # noqa: E402
+from recot.engine import Answer, FrameSampling, GenerationOptions, VideoChat  # noqa: E402
 from recot.model import (  # noqa: E402
     CheckpointError,
     EncodedVideo,
@@ -10,4 +11,15 @@ from recot.model import (  # noqa: E402
     VideoXLProProcessor,
 )
 
-__all__ = ["CheckpointError", "EncodedVideo", "VideoXLPro", "VideoXLProConfig", "VideoXLProProcessor", "__version__"]
+__all__ = [
+    "Answer",
+    "CheckpointError",
+    "EncodedVideo",
+    "FrameSampling",
+    "GenerationOptions",
+    "VideoChat",
+    "VideoXLPro",
+    "VideoXLProConfig",
+    "VideoXLProProcessor",
+    "__version__",
+]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from recot import __version__
 
-COMMAND_MODULES: list[str] = ["recot.video.commands", "recot.engine.commands"]
+COMMAND_MODULES: list[str] = ["recot.video.commands", "recot.engine.commands", "recot.pretrain.commands"]
 
 
 def build_parser() -> argparse.ArgumentParser:

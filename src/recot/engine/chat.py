@@ -1,0 +1,368 @@
+"""``VideoChat``: load a model once, encode each video once, answer many questions.
+
+A video is probed, sampled (:func:`recot.video.plan_frames`), decoded in
+batches and encoded by the streaming encoder; the compressed tokens go to the
+encode cache. Each question then runs only the query-aware selector and the
+language model on those tokens. The visual-token budget the LLM sees is the
+smaller of ``max_visual_tokens`` and what fits its context
+(``max_position_embeddings``) next to the prompt, the timestamp text and the
+answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from recot.engine.cache import EncodingCache, content_digest, tensor_digest
+from recot.engine.stream import FrameCountError, StreamingEncoder
+from recot.model.checkpoint import CheckpointError
+from recot.model.processor import VideoXLProProcessor
+from recot.model.videoxl_pro import EncodedVideo, VideoXLPro
+from recot.video import PartialDecodeWarning, SamplePlan, VideoDecodeError, iter_frames, plan_frames, probe
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames of a video to encode (see :func:`recot.video.plan_frames`).
+
+    ``num_frames`` (uniform) or ``fps``; ``max_frames`` caps either; ``start``/``end``
+    in seconds. The default, one frame a second up to 4,096 frames, covers an
+    hour-long video.
+    """
+
+    num_frames: int | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def resolved(self) -> FrameSampling:
+        """With the default rule filled in when neither ``num_frames`` nor ``fps`` is given."""
+        if self.num_frames is None and self.fps is None:
+            return FrameSampling(None, 1.0, self.max_frames or 4096, self.start, self.end)
+        return self
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to answer: selection (``keep_ratio``, ``max_visual_tokens``) and decoding.
+
+    Greedy unless ``do_sample``; sampling draws from a generator seeded with
+    ``seed``, so the same call gives the same answer.
+    """
+
+    keep_ratio: float | None = None
+    max_visual_tokens: int | None = None
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class VideoEncoding:
+    """A video's encoded tokens with where they came from (returned by :meth:`VideoChat.encode`)."""
+
+    video: str
+    encoded: EncodedVideo
+    num_frames: int
+    frame_indices: list[int] | None
+    cache_hit: bool
+    encode_seconds: float
+    key: str | None = None
+
+
+class Timings(BaseModel):
+    """Seconds spent: obtaining the encoded video (decode + encode, or a cache read), answering, total."""
+
+    encode: float
+    answer: float
+    total: float
+
+
+class Answer(BaseModel):
+    """The answer to one question, with what it cost (the record ``recot ask --json`` prints)."""
+
+    video: str
+    question: str
+    answer: str
+    token_ids: list[int]
+    frames: int
+    groups: int
+    visual_tokens: int
+    visual_tokens_kept: int
+    llm_input_tokens: int
+    new_tokens: int
+    cache_hit: bool
+    timings: Timings
+
+
+class VideoChat:
+    """Answer questions about long videos with one loaded Video-XL-Pro model.
+
+    ``cache`` stores encoded videos on disk (None: no disk cache). Typical use::
+
+        chat = VideoChat.from_pretrained("path/to/model")
+        print(chat.ask("movie.mp4", "What happens at the end?").answer)
+    """
+
+    def __init__(
+        self,
+        model: VideoXLPro,
+        processor: VideoXLProProcessor,
+        cache: EncodingCache | None = None,
+        progress: bool = False,
+        checkpoint_dir: str | Path | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.cache = cache
+        self.progress = progress
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self._weights_id: str | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        cache: EncodingCache | None = None,
+        progress: bool = False,
+    ) -> VideoChat:
+        """Load model and tokenizer from a checkpoint directory.
+
+        Raises :class:`recot.CheckpointError` (a ``ValueError``) for a missing or unreadable directory.
+        """
+        model = VideoXLPro.from_pretrained(path, dtype=dtype, device=device)
+        try:
+            processor = VideoXLProProcessor.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load the tokenizer of {path}: {exc}") from exc
+        return cls(model, processor, cache=cache, progress=progress, checkpoint_dir=path)
+
+    # ----- identity -------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        """Identity of the model for cache keys: weights, config, dtype and device type.
+
+        Weights loaded from a checkpoint are identified by the hash of its
+        safetensors files (memoised in the cache); otherwise by a hash of the
+        state dict. Either changes whenever a weight changes.
+        """
+        if self._weights_id is None:
+            self._weights_id = self._weights_digest()
+        config = json.dumps(self.model.config.to_json_dict(), sort_keys=True, default=str)
+        parts = [self._weights_id, config, str(self.model.dtype), self.model.device.type]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def _weights_digest(self) -> str:
+        files = sorted(self.checkpoint_dir.glob("*.safetensors")) if self.checkpoint_dir is not None else []
+        if not files:
+            return tensor_digest(dict(self.model.state_dict()))
+        memo = None
+        if self.cache is not None:
+            memo = self.cache.digests_dir
+            memo.mkdir(parents=True, exist_ok=True)
+        return hashlib.sha256("".join(content_digest(f, memo) for f in files).encode()).hexdigest()
+
+    # ----- encoding ---------------------------------------------------------------
+    def plan(self, video: str | Path, sampling: FrameSampling | None = None) -> SamplePlan:
+        """Probe ``video`` and choose its frames (raises ``recot.video.VideoDecodeError`` subclasses)."""
+        s = (sampling or FrameSampling()).resolved()
+        return plan_frames(probe(video), num_frames=s.num_frames, fps=s.fps, max_frames=s.max_frames, start=s.start, end=s.end)
+
+    def encode(self, video: str | Path, sampling: FrameSampling | None = None, use_cache: bool = True) -> VideoEncoding:
+        """Encode a video file (or image, or frames directory), from the cache when possible."""
+        started = time.perf_counter()
+        path = str(video)
+        plan = self.plan(path, sampling)
+        if self.cache is None or not use_cache:
+            encoded, indices = self._encode_plan(path, plan)
+            return VideoEncoding(path, encoded, len(indices), indices.tolist(), False, time.perf_counter() - started)
+        key = self.cache_key(path, plan)
+
+        def compute() -> tuple[EncodedVideo, dict[str, Any]]:
+            encoded, indices = self._encode_plan(path, plan)
+            return encoded, {"video": str(Path(path).resolve()), "rule": plan.rule, "frames": len(indices), "model_id": self.model_id}
+
+        encoded, metadata, hit = self.cache.get_or_compute(key, compute)
+        frames = int(metadata["frames"])
+        return VideoEncoding(path, encoded, frames, None, hit, time.perf_counter() - started, key)
+
+    def cache_key(self, video: str | Path, plan: SamplePlan) -> str:
+        """The cache key of a video under a sampling plan: content hash + planned frames + model id."""
+        if self.cache is None:
+            raise ValueError("this VideoChat has no cache")
+        frames = hashlib.sha256(np.ascontiguousarray(plan.indices, dtype=np.int64).tobytes()).hexdigest()
+        parts = [self.cache.video_digest(video), frames, self.model_id]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+
+    def _encode_plan(self, path: str, plan: SamplePlan) -> tuple[EncodedVideo, np.ndarray]:
+        """Stream-encode the planned frames; frames that fail to decode are left out (with a warning)."""
+        try:
+            return self._stream(path, plan), plan.indices
+        except FrameCountError as exc:
+            decoded = exc.received_indices
+        if len(decoded) == 0:
+            raise VideoDecodeError(path, "no planned frame could be decoded")
+        warnings.warn(
+            f"{path}: {len(plan) - len(decoded)} of {len(plan)} planned frames could not be decoded; "
+            "encoding the remaining ones",
+            PartialDecodeWarning,
+            stacklevel=3,
+        )
+        reduced = SamplePlan(plan.info, decoded, plan.info.frame_times[decoded].astype(np.float64), plan.rule + ", undecodable frames left out")
+        try:
+            return self._stream(path, reduced), decoded
+        except FrameCountError as exc:
+            raise VideoDecodeError(path, f"decoding is not repeatable ({exc})") from exc
+
+    def _stream(self, path: str, plan: SamplePlan) -> EncodedVideo:
+        config = self.model.config
+        chunk = config.compressor_batch_size * config.frames_per_group
+        num_groups = -(-max(len(plan), config.frames_per_group) // config.frames_per_group)
+        with _bar(self.progress, len(plan), "decode", "frame", 0) as decode_bar, _bar(
+            self.progress, num_groups, "encode", "group", 1
+        ) as encode_bar:
+            encoder = StreamingEncoder(self.model, self.processor, len(plan), on_groups=encode_bar.update)
+            batches = iter_frames(path, plan, batch_size=chunk, size=config.image_size)
+            received: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+            position = 0
+            for batch in batches:
+                received.append(batch.indices)
+                decode_bar.update(len(batch))
+                if not np.array_equal(batch.indices, plan.indices[position : position + len(batch)]):
+                    break  # a frame failed to decode: the group layout no longer holds
+                encoder.add(batch.frames, batch.indices, batch.timestamps)
+                position += len(batch)
+            # After a break this drains the decoder, to learn which frames do decode.
+            decoded = np.concatenate(received + [b.indices for b in batches])
+            if not np.array_equal(decoded, plan.indices):
+                raise FrameCountError(len(plan), decoded)
+            return encoder.finish()
+
+    # ----- answering -------------------------------------------------------------------
+    def ask(
+        self,
+        video: str | Path | VideoEncoding,
+        question: str,
+        options: GenerationOptions | None = None,
+        sampling: FrameSampling | None = None,
+    ) -> Answer:
+        """Answer ``question`` about a video path or a :class:`VideoEncoding` from :meth:`encode`."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question is empty")
+        started = time.perf_counter()
+        encoding = video if isinstance(video, VideoEncoding) else self.encode(video, sampling)
+        encode_seconds = time.perf_counter() - started if not isinstance(video, VideoEncoding) else 0.0
+        opts = options or GenerationOptions()
+        answer_started = time.perf_counter()
+        input_ids = self.processor.tokenize_prompt(question)
+        time_ids = self.processor.time_sequence_ids(encoding.encoded.timestamps)
+        num_visual = encoding.encoded.tokens.shape[0] * encoding.encoded.tokens.shape[1]
+        budget = self.visual_budget(len(input_ids) - 1, len(time_ids) - num_visual, opts)
+        keep_ratio = self.model.config.keep_ratio if opts.keep_ratio is None else opts.keep_ratio
+        kept = self.model.selector.num_kept(num_visual, keep_ratio, budget)
+        tokenizer = self.processor.tokenizer
+        generate_kwargs: dict[str, Any] = {
+            "max_new_tokens": opts.max_new_tokens,
+            "do_sample": opts.do_sample,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        }
+        if opts.do_sample:
+            generate_kwargs.update(temperature=opts.temperature, top_p=opts.top_p)
+        devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # sampling is seeded; the caller's RNG is untouched
+            torch.manual_seed(opts.seed)
+            new_ids = self.model.generate(
+                input_ids,
+                encoded=encoding.encoded,
+                time_sequence_ids=time_ids,
+                keep_ratio=keep_ratio,
+                max_visual_tokens=budget,
+                **generate_kwargs,
+            )
+        text = self.processor.decode(new_ids)
+        finished = time.perf_counter()
+        return Answer(
+            video=encoding.video,
+            question=question,
+            answer=text,
+            token_ids=new_ids.flatten().tolist(),
+            frames=encoding.num_frames,
+            groups=encoding.encoded.num_groups,
+            visual_tokens=num_visual,
+            visual_tokens_kept=kept,
+            llm_input_tokens=len(input_ids) - 1 + len(time_ids) - num_visual + kept,
+            new_tokens=int(new_ids.shape[-1]),
+            cache_hit=encoding.cache_hit,
+            timings=Timings(encode=encode_seconds, answer=finished - answer_started, total=finished - started),
+        )
+
+    def visual_budget(self, prompt_tokens: int, time_tokens: int, options: GenerationOptions) -> int:
+        """Most visual tokens the LLM may see: the user's budget, capped by what fits the context.
+
+        Raises ``ValueError`` when the prompt, the timestamp text and the answer
+        alone exceed the context (too many frames for this model).
+        """
+        room = self.model.config.max_position_embeddings - prompt_tokens - time_tokens - options.max_new_tokens
+        if room < 0:
+            raise ValueError(
+                f"the prompt ({prompt_tokens} tokens), the timestamps of the groups ({time_tokens} tokens) and "
+                f"{options.max_new_tokens} new tokens exceed the model's context of "
+                f"{self.model.config.max_position_embeddings}; sample fewer frames"
+            )
+        if options.max_visual_tokens is None:
+            return room
+        if options.max_visual_tokens < 0:
+            raise ValueError(f"max_visual_tokens must be >= 0, got {options.max_visual_tokens}")
+        return min(options.max_visual_tokens, room)
+
+    def ask_many(
+        self,
+        items: Iterable[tuple[str | Path, str]],
+        options: GenerationOptions | None = None,
+        sampling: FrameSampling | None = None,
+    ) -> list[Answer]:
+        """Answer (video, question) pairs, encoding each distinct video once; answers in input order."""
+        items = list(items)
+        for i, (_, question) in enumerate(items):
+            if not isinstance(question, str) or not question.strip():
+                raise ValueError(f"item {i}: the question is empty")
+        by_video: dict[str, list[int]] = {}
+        for i, (video, _) in enumerate(items):
+            by_video.setdefault(str(video), []).append(i)
+        answers: list[Answer | None] = [None] * len(items)
+        for video, positions in by_video.items():
+            encoding = self.encode(video, sampling)
+            for n, i in enumerate(positions):
+                answer = self.ask(encoding, items[i][1], options)
+                # The first question of a video pays for obtaining its encoding.
+                if n == 0:
+                    answer.timings = Timings(
+                        encode=encoding.encode_seconds,
+                        answer=answer.timings.answer,
+                        total=encoding.encode_seconds + answer.timings.answer,
+                    )
+                answers[i] = answer
+        return [a for a in answers if a is not None]
+
+
+def _bar(enabled: bool, total: int, desc: str, unit: str, position: int) -> tqdm:
+    """A tqdm progress bar on stderr (inert when not ``enabled``)."""
+    return tqdm(total=total, desc=desc, unit=unit, position=position, disable=not enabled, dynamic_ncols=True)

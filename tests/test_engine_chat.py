@@ -1,0 +1,126 @@
+"""VideoChat: per-question selection within the token budget, batches, sampling, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from engine_fixtures import CallCounter, tiny_chat, tiny_model, write_video
+
+from recot.engine import FrameSampling, GenerationOptions, VideoChat
+from recot.model.checkpoint import CheckpointError
+from recot.video import NotAVideoError, VideoNotFoundError
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("videos")
+    return write_video(root / "a.mp4", num_frames=60), write_video(root / "b.mp4", num_frames=45, seed=3)
+
+
+def _kept_counts(chat: VideoChat) -> list[int]:
+    kept: list[int] = []
+    chat.model.selector.register_forward_hook(lambda m, a, out: kept.append(len(out.kept_visual)))
+    return kept
+
+
+def test_visual_token_budget_is_respected(videos) -> None:
+    chat = tiny_chat(None)
+    kept = _kept_counts(chat)
+    encoding = chat.encode(videos[0], FrameSampling(num_frames=40))  # 10 groups x 9 = 90 visual tokens
+    full = chat.ask(encoding, "Describe it.", GenerationOptions(max_new_tokens=4, keep_ratio=1.0))
+    assert (full.visual_tokens, full.visual_tokens_kept, kept[-1]) == (90, 90, 90)
+    capped = chat.ask(encoding, "Describe it.", GenerationOptions(max_new_tokens=4, keep_ratio=1.0, max_visual_tokens=25))
+    assert capped.visual_tokens_kept == kept[-1] == 25
+    assert capped.llm_input_tokens == full.llm_input_tokens - 65
+    ratio = chat.ask(encoding, "Describe it.", GenerationOptions(max_new_tokens=4, keep_ratio=0.5, max_visual_tokens=80))
+    assert ratio.visual_tokens_kept == kept[-1] == 45
+
+
+def test_budget_is_capped_by_the_context(videos) -> None:
+    # 16 groups: 16 x 13 time-text tokens + ~60 prompt tokens + 8 new leave 300 - 276 = 24 visual tokens.
+    model, processor = tiny_model(max_position_embeddings=300)
+    chat = VideoChat(model, processor)
+    kept = _kept_counts(chat)
+    answer = chat.ask(videos[0], "Why?", GenerationOptions(max_new_tokens=8, keep_ratio=1.0), FrameSampling(num_frames=64))
+    prompt = len(processor.tokenize_prompt("Why?")) - 1
+    room = 300 - prompt - 16 * 13 - 8
+    assert answer.visual_tokens_kept == kept[-1] == room
+    assert answer.llm_input_tokens + 8 == 300
+    with pytest.raises(ValueError, match="exceed the model's context of 300; sample fewer frames"):
+        chat.ask(videos[0], "Why?", GenerationOptions(max_new_tokens=8), FrameSampling(num_frames=90))
+
+
+def test_ask_many_encodes_each_video_once(videos) -> None:
+    chat = tiny_chat(None)
+    counter = CallCounter(chat.model.vision_tower)
+    items = [(videos[0], "One?"), (videos[1], "Two?"), (videos[0], "Three?")]
+    answers = chat.ask_many(items, GenerationOptions(max_new_tokens=5), FrameSampling(num_frames=20))
+    assert counter.frames == 40  # 20 frames of each video, once
+    assert [a.question for a in answers] == ["One?", "Two?", "Three?"]
+    assert [a.video for a in answers] == [str(videos[0]), str(videos[1]), str(videos[0])]
+    single = chat.ask(videos[0], "Three?", GenerationOptions(max_new_tokens=5), FrameSampling(num_frames=20))
+    assert answers[2].token_ids == single.token_ids
+    assert answers[0].timings.encode > 0 and answers[2].timings.encode == 0
+
+
+def test_sampling_is_seeded(videos) -> None:
+    chat = tiny_chat(None)
+    encoding = chat.encode(videos[0], FrameSampling(num_frames=16))
+
+    def ask(**kw: object) -> list[int]:
+        options = GenerationOptions(max_new_tokens=24, do_sample=True, temperature=2.0, **kw)
+        return chat.ask(encoding, "Sample something.", options).token_ids
+
+    torch.manual_seed(123)
+    outside = torch.rand(1)
+    assert ask(seed=1) == ask(seed=1)
+    assert ask(seed=1) != ask(seed=2)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), outside), "asking must not disturb the caller's random state"
+    greedy = chat.ask(encoding, "Sample something.", GenerationOptions(max_new_tokens=24)).token_ids
+    assert greedy == chat.ask(encoding, "Sample something.", GenerationOptions(max_new_tokens=24, seed=9)).token_ids
+
+
+def test_default_sampling_is_one_frame_a_second(videos) -> None:
+    chat = tiny_chat(None)
+    plan = chat.plan(videos[0])  # 60 frames at 30 fps = 2 s
+    assert plan.indices.tolist() == [0, 30]
+    assert chat.encode(videos[0]).num_frames == 2
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, videos) -> None:
+    chat = tiny_chat(None)
+    with pytest.raises(ValueError, match="the question is empty"):
+        chat.ask(videos[0], "   ")
+    with pytest.raises(ValueError, match="item 1: the question is empty"):
+        chat.ask_many([(videos[0], "ok"), (videos[0], "")])
+    with pytest.raises(VideoNotFoundError, match="missing.mp4: no such file"):
+        chat.ask(tmp_path / "missing.mp4", "What?")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(NotAVideoError, match="junk.mp4"):
+        chat.ask(junk, "What?")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        VideoChat.from_pretrained(tmp_path / "no-model")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="cannot read model config"):
+        VideoChat.from_pretrained(tmp_path / "broken")
+    with pytest.raises(ValueError, match="max_visual_tokens must be >= 0"):
+        chat.ask(videos[0], "Why?", GenerationOptions(max_visual_tokens=-1), FrameSampling(num_frames=8))
+
+
+def test_from_pretrained_round_trip_and_weights_id(tmp_path, videos) -> None:
+    model, processor = tiny_model()
+    model.save_pretrained(tmp_path / "m", tokenizer=processor.tokenizer)
+    loaded = VideoChat.from_pretrained(tmp_path / "m")
+    in_memory = VideoChat(model, processor)
+    options, sampling = GenerationOptions(max_new_tokens=6), FrameSampling(num_frames=12)
+    assert loaded.ask(videos[1], "Same?", options, sampling).token_ids == in_memory.ask(videos[1], "Same?", options, sampling).token_ids
+    first_id = loaded.model_id
+    with torch.no_grad():
+        model.compressor.temporal_encoding[0, 0] += 1.0
+    model.save_pretrained(tmp_path / "m", tokenizer=processor.tokenizer)
+    assert VideoChat.from_pretrained(tmp_path / "m").model_id != first_id
