@@ -266,3 +266,18 @@ def test_half_precision_runs_close_to_float32(dtype):
         low = model.to(dtype)(**inputs, keep_ratio=1.0).logits
     assert low.dtype == dtype
     assert (low.float() - ref32).abs().max() < 0.15 * ref32.abs().max()
+
+
+def test_selector_scores_do_not_depend_on_window_chunking():
+    selector, sequence, layout = _selector()
+    text = torch.randn(5, sequence.shape[1])
+    with torch.no_grad():
+        whole = selector.score(sequence, layout, text)
+        selector.windows_per_chunk = 2
+        chunked = selector.score(sequence, layout, text)
+        kept = selector(sequence, layout, text, keep_ratio=0.5)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    # Rotating only the kept rows equals rotating everything and then keeping.
+    full = visual_rotary(sequence, selector.rotary_base)[kept.kept_positions]
+    visual = layout.visual_mask[kept.kept_positions]
+    torch.testing.assert_close(kept.sequence[~visual], full[~visual])

@@ -41,8 +41,12 @@ class TimeSequenceLayout:
         return mask
 
 
-def visual_rotary(sequence: torch.Tensor, base: float) -> torch.Tensor:
+def visual_rotary(sequence: torch.Tensor, base: float, positions: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate channel pairs (2i, 2i+1) of (L, D) by angle ``p * exp(2i * -ln(base) / D)``.
+
+    ``p`` is each row's position, ``positions`` (L,) or by default 0..L-1; each
+    row is rotated independently, so rotating a subset of rows at their
+    original positions equals rotating all rows and then taking the subset.
 
     Angles in float32 with exactly this exp-based formula (a pow-based inverse
     frequency differs in the last bits); the rotation in at least float32, cast
@@ -50,7 +54,9 @@ def visual_rotary(sequence: torch.Tensor, base: float) -> torch.Tensor:
     """
     length, dim = sequence.shape
     inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=sequence.device) * (-math.log(base) / dim))
-    angle = torch.arange(length, dtype=torch.float32, device=sequence.device)[:, None] * inv_freq[None, :]
+    if positions is None:
+        positions = torch.arange(length, device=sequence.device)
+    angle = positions.to(torch.float32)[:, None] * inv_freq[None, :]
     cos, sin = angle.cos(), angle.sin()
     x = sequence.to(upcast(sequence.dtype))
     even, odd = x[:, 0::2], x[:, 1::2]
@@ -78,8 +84,8 @@ class WindowTimeToTokenAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, sequence: torch.Tensor, layout: TimeSequenceLayout) -> torch.Tensor:
-        """(L, D) time sequence -> (num_visual, D) attended visual tokens, in order."""
+    def forward(self, sequence: torch.Tensor, windows: list[tuple[int, int, int]]) -> torch.Tensor:
+        """(L, D) time sequence and some of its windows -> their attended visual tokens (sum V, D), in order."""
         if self.official_compat:
             query_proj, key_proj, value_proj = self.k_proj, self.q_proj, self.q_proj
         else:
@@ -87,11 +93,11 @@ class WindowTimeToTokenAttention(nn.Module):
         head_dim = sequence.shape[-1] // self.num_heads
         # Windows with the same token counts are batched into one attention call.
         by_shape: dict[tuple[int, int], list[int]] = {}
-        for g, (_, n_time, n_visual) in enumerate(layout.windows):
+        for g, (_, n_time, n_visual) in enumerate(windows):
             by_shape.setdefault((n_time, n_visual), []).append(g)
         results: dict[int, torch.Tensor] = {}
         for (n_time, n_visual), groups in by_shape.items():
-            starts = torch.tensor([layout.windows[g][0] for g in groups], device=sequence.device)
+            starts = torch.tensor([windows[g][0] for g in groups], device=sequence.device)
             time_idx = starts[:, None] + torch.arange(n_time, device=sequence.device)
             vis_idx = starts[:, None] + n_time + torch.arange(n_visual, device=sequence.device)
             time_tokens, visual_tokens = sequence[time_idx], sequence[vis_idx]  # (W, n_t, D), (W, V, D)
@@ -104,7 +110,7 @@ class WindowTimeToTokenAttention(nn.Module):
             )
             attended = self.out_proj(attn.transpose(1, 2).flatten(2))  # (W, V, D)
             results.update(zip(groups, attended.unbind(0)))
-        return torch.cat([results[g] for g in range(len(layout.windows))])
+        return torch.cat([results[g] for g in range(len(windows))])
 
 
 @dataclass
@@ -125,6 +131,9 @@ class QueryAwareSelector(nn.Module):
     ``int(V * keep_ratio)``, capped by ``max_visual_tokens``, rounded down to a
     multiple of ``config.selector_multiple`` (16 for the released model).
     """
+
+    #: Windows attended at once when scoring: bounds memory for long videos.
+    windows_per_chunk = 256
 
     def __init__(self, config: VideoXLProConfig) -> None:
         super().__init__()
@@ -150,11 +159,16 @@ class QueryAwareSelector(nn.Module):
         """(V,) relevance of each visual token (at least float32), min-max normalised to [0, 1].
 
         All-equal scores (where the released code divides by zero) become 0.
+        The mean over prompt tokens of <W_i, Q_j> is taken as <W_i, mean_j Q_j>,
+        and the windows are attended a chunk at a time, so that memory stays
+        bounded for hundreds of thousands of visual tokens.
         """
-        attended = self.window_attention(sequence, layout)  # (V, D)
-        query = self.text_mlp(text_embeds)  # (n_text, D)
-        wide = upcast(attended.dtype)
-        raw = (attended.to(wide) @ query.to(wide).t()).mean(dim=1)
+        wide = upcast(sequence.dtype)
+        query = self.text_mlp(text_embeds).to(wide).mean(dim=0)  # (D,)
+        raw = torch.cat([
+            self.window_attention(sequence, layout.windows[i : i + self.windows_per_chunk]).to(wide) @ query
+            for i in range(0, len(layout.windows), self.windows_per_chunk)
+        ])
         low, high = raw.min(), raw.max()
         if high == low:
             return torch.zeros_like(raw)
@@ -169,13 +183,14 @@ class QueryAwareSelector(nn.Module):
         max_visual_tokens: int | None = None,
     ) -> Selection:
         scores = self.score(sequence, layout, text_embeds)
-        visual_positions = layout.visual_mask.to(sequence.device).nonzero().squeeze(1)
-        rotated = visual_rotary(sequence, self.rotary_base)
-        rotated[visual_positions] = rotated[visual_positions] + scores.to(rotated.dtype)[:, None]
-
+        visual_mask = layout.visual_mask.to(sequence.device)
+        visual_positions = visual_mask.nonzero().squeeze(1)
         k = self.num_kept(len(visual_positions), keep_ratio, max_visual_tokens)
         kept_visual = scores.topk(k).indices.sort().values
-        keep = ~layout.visual_mask.to(sequence.device)
+        keep = ~visual_mask
         keep[visual_positions[kept_visual]] = True
         kept_positions = keep.nonzero().squeeze(1)
-        return Selection(rotated[kept_positions], kept_positions, kept_visual, scores)
+        # Rotate (at the original positions), then add each kept visual token's score.
+        kept = visual_rotary(sequence[kept_positions], self.rotary_base, kept_positions)
+        kept[visual_mask[kept_positions]] += scores[kept_visual].to(kept.dtype)[:, None]
+        return Selection(kept, kept_positions, kept_visual, scores)
