@@ -19,8 +19,9 @@ Encode (streaming, :mod:`recot.engine.stream`):
 
 Answer (selector + prefill):
   weights + token store + time sequence (L_s D b) + selector working set
-  (about 5 (V D) tensors of the window attention, float32 rotary copies of the
-  time sequence, ~4 L_s D 4) + LLM prefill: KV cache (2 layers L kv_dim b),
+  (the window attention of one chunk of W windows, about 5 (W P D) tensors and
+  a float32 copy; the scores; float32 rotary copies of the kept rows, ~3 L_k D 4)
+  + LLM prefill: KV cache (2 layers L kv_dim b),
   one layer's activations (4 L D b, or 2 L D b + 3 L I_llm b in the MLP) and
   ``math`` attention scores (heads L^2 b), + the logits of the last position.
 
@@ -39,6 +40,7 @@ import torch
 
 from recot.config import VideoXLProConfig
 from recot.model.checkpoint import parse_dtype
+from recot.model.selector import QueryAwareSelector
 
 Attention = Literal["fused", "math"]
 _FLOAT32 = 4
@@ -176,7 +178,8 @@ def plan_memory(
     llm_layer = max(4 * llm_len * d * b, 2 * llm_len * d * b + 3 * llm_len * config.intermediate_size * b)
     if attention == "math":
         llm_layer += config.num_attention_heads * llm_len**2 * b
-    selector = max(5 * visual * d * b, 4 * seq_len * d * _FLOAT32)
+    chunk = min(groups, QueryAwareSelector.windows_per_chunk) * p * d
+    selector = 5 * chunk * b + chunk * _FLOAT32 + 2 * visual * _FLOAT32 + 3 * (time_tokens + kept) * d * _FLOAT32
     answer = {
         "weights": weights,
         "token_store": store,
