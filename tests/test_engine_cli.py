@@ -106,3 +106,16 @@ def test_plan_command(capsys) -> None:
     assert plan["encode"]["token_store"] == 2048 * 144 * 2048 * 2
     code, out, _ = _run(capsys, "plan", "--frames", "256")
     assert code == 0 and "encode peak:" in out and "answer peak:" in out and "kv_cache" in out
+
+
+def test_demo_runs_the_main_job_on_the_generated_sample(capsys, tmp_path) -> None:
+    argv = ["demo", "--frames", "8", "--max-new-tokens", "2", "--cache-dir", tmp_path, "--json", "--no-progress"]
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["video"].endswith("samples/sample-1h-160x120-1fps.mp4")
+    assert record["question"] == "When does the big red disc appear, and for how long?"
+    assert record["frames"] == 8 and record["groups"] == 2 and not record["cache_hit"]
+    assert "UNTRAINED" in err and "llava_qwen" not in err  # no transformers warning about the config
+    code, out, err = _run(capsys, *argv)
+    assert code == 0 and json.loads(out)["cache_hit"] and "writing the sample video" not in err

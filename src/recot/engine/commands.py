@@ -1,9 +1,10 @@
-"""``recot ask``, ``recot cache ls|clear`` and ``recot plan``.
+"""``recot ask``, ``recot demo``, ``recot cache ls|clear`` and ``recot plan``.
 
 ``recot ask VIDEO QUESTION [QUESTION ...]`` or ``recot ask --jsonl FILE``
 answers questions, encoding each video once (and caching it); ``--json``
-prints one JSON record per answer. ``recot plan --frames N`` prints the
-expected peak memory of encoding and answering.
+prints one JSON record per answer. ``recot demo`` does the same on a generated
+hour-long sample video. ``recot plan --frames N`` prints the expected peak
+memory of encoding and answering.
 """
 
 from __future__ import annotations
@@ -36,35 +37,28 @@ class AskRow(BaseModel):
     question: str
 
 
+DEMO_QUESTION = "When does the big red disc appear, and for how long?"
+
+
 class UsageError(ValueError):
     """Bad command-line input (exit code 2)."""
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``ask``, ``cache`` and ``plan`` to the ``recot`` command."""
+    """Add ``ask``, ``demo``, ``cache`` and ``plan`` to the ``recot`` command."""
     ask = subparsers.add_parser("ask", help="answer questions about a (long) video", description=__doc__)
     ask.add_argument("video", nargs="?", help="video file, image or directory of frames")
     ask.add_argument("questions", nargs="*", metavar="QUESTION", help="one or more questions")
     ask.add_argument("--jsonl", type=Path, help="file of {\"video\": ..., \"question\": ...} rows instead")
-    _model_args(ask)
-    frames = ask.add_mutually_exclusive_group()
-    frames.add_argument("--frames", type=int, help="sample N frames uniformly")
-    frames.add_argument("--fps", type=float, help="sample F frames a second (default: 1, at most 4096 frames)")
-    ask.add_argument("--max-frames", type=int, help="cap on the number of frames")
-    ask.add_argument("--start", type=float, help="first second of the video to use")
-    ask.add_argument("--end", type=float, help="last second of the video to use")
-    ask.add_argument("--keep-ratio", type=float, help="share of visual tokens the selector keeps (default: model's)")
-    ask.add_argument("--max-visual-tokens", type=int, help="most visual tokens the LLM may see (default: what fits)")
-    ask.add_argument("--max-new-tokens", type=int, default=128)
-    ask.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    ask.add_argument("--temperature", type=float, default=1.0)
-    ask.add_argument("--top-p", type=float, default=1.0)
-    ask.add_argument("--seed", type=int, default=0, help="seed of the sampler (sampling is reproducible)")
-    ask.add_argument("--json", action="store_true", help="print one JSON record per answer")
-    _cache_args(ask)
-    ask.add_argument("--no-cache", action="store_true", help="neither read nor write the encode cache")
-    ask.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _ask_options(ask)
     ask.set_defaults(func=run_ask)
+
+    demo = subparsers.add_parser(
+        "demo", help="answer a question about a generated hour-long sample video (the main job, no downloads)"
+    )
+    demo.add_argument("questions", nargs="*", metavar="QUESTION", default=[DEMO_QUESTION], help=f"default: {DEMO_QUESTION!r}")
+    _ask_options(demo)
+    demo.set_defaults(func=run_demo, video=None, jsonl=None)
 
     cache = subparsers.add_parser("cache", help="list or clear the encoded-video cache")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
@@ -87,6 +81,28 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument("--attention", choices=("fused", "math"), default="fused", help="SDPA kernel assumed")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=run_plan)
+
+
+def _ask_options(ask: argparse.ArgumentParser) -> None:
+    """Model, sampling, selection, generation and cache options of ``ask`` and ``demo``."""
+    _model_args(ask)
+    frames = ask.add_mutually_exclusive_group()
+    frames.add_argument("--frames", type=int, help="sample N frames uniformly")
+    frames.add_argument("--fps", type=float, help="sample F frames a second (default: 1, at most 4096 frames)")
+    ask.add_argument("--max-frames", type=int, help="cap on the number of frames")
+    ask.add_argument("--start", type=float, help="first second of the video to use")
+    ask.add_argument("--end", type=float, help="last second of the video to use")
+    ask.add_argument("--keep-ratio", type=float, help="share of visual tokens the selector keeps (default: model's)")
+    ask.add_argument("--max-visual-tokens", type=int, help="most visual tokens the LLM may see (default: what fits)")
+    ask.add_argument("--max-new-tokens", type=int, default=128)
+    ask.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    ask.add_argument("--temperature", type=float, default=1.0)
+    ask.add_argument("--top-p", type=float, default=1.0)
+    ask.add_argument("--seed", type=int, default=0, help="seed of the sampler (sampling is reproducible)")
+    ask.add_argument("--json", action="store_true", help="print one JSON record per answer")
+    _cache_args(ask)
+    ask.add_argument("--no-cache", action="store_true", help="neither read nor write the encode cache")
+    ask.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +188,7 @@ def run_ask(args: argparse.Namespace) -> int:
         else:
             if len(answers) > 1:
                 print(f"Q: {answer.question}")
-            print(answer.answer)
+            print(answer.answer or f"(no visible text; generated token ids: {answer.token_ids})")
             tqdm.write(
                 f"[{answer.frames} frames, {answer.visual_tokens_kept}/{answer.visual_tokens} visual tokens kept, "
                 f"{'cached' if answer.cache_hit else 'encoded'} in {answer.timings.encode:.2f} s, "
@@ -180,6 +196,25 @@ def run_ask(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``recot demo``: ``recot ask`` on the generated sample video (written once into the cache dir)."""
+    from filelock import FileLock
+
+    from recot.data.sample_video import write_sample_video
+    from recot.engine.cache import resolve_cache_dir
+
+    samples = resolve_cache_dir(args.cache_dir) / "samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    video = samples / "sample-1h-160x120-1fps.mp4"
+    with FileLock(str(samples / f"{video.name}.lock")):
+        if not video.is_file():
+            print(f"recot demo: writing the sample video (1 hour, once) to {video}", file=sys.stderr)
+            write_sample_video(video, progress=not args.no_progress)
+    print(f"recot demo: {video} (a red disc is on screen from 37:12 to 37:32)", file=sys.stderr)
+    args.video = str(video)
+    return run_ask(args)
 
 
 # ----- cache ------------------------------------------------------------------------

@@ -37,9 +37,13 @@ class VideoXLProProcessor:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "VideoXLProProcessor":
         """Load the tokenizer and config of a model directory."""
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PretrainedConfig
 
-        return cls(AutoTokenizer.from_pretrained(str(path)), VideoXLProConfig.load(Path(path) / "config.json"))
+        # An empty config stops AutoTokenizer from reading config.json, whose
+        # model_type (llava_qwen) transformers does not know; the tokenizer
+        # class comes from tokenizer_config.json.
+        tokenizer = AutoTokenizer.from_pretrained(str(path), config=PretrainedConfig())
+        return cls(tokenizer, VideoXLProConfig.load(Path(path) / "config.json"))
 
     # ----- frames -------------------------------------------------------------
     def preprocess_frames(self, frames: Frames) -> torch.Tensor:
