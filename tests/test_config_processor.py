@@ -56,6 +56,7 @@ def test_prompt_is_qwen_chatml(proc):
     ids = proc.tokenize_prompt("Why?")
     assert (ids == -200).sum() == 1
     assert ids[0] == 257  # <|im_start|> is one token
+    assert proc.stop_token_ids == [258]  # <|im_end|> is also the byte tokenizer's eos
     with pytest.raises(ValueError, match="the question is empty"):
         proc.tokenize_prompt("  ")
 

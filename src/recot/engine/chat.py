@@ -281,7 +281,7 @@ class VideoChat:
         generate_kwargs: dict[str, Any] = {
             "max_new_tokens": opts.max_new_tokens,
             "do_sample": opts.do_sample,
-            "eos_token_id": tokenizer.eos_token_id,
+            "eos_token_id": self.processor.stop_token_ids,
             "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         }
         if opts.do_sample:

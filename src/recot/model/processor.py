@@ -136,6 +136,13 @@ class VideoXLProProcessor:
             "time_sequence_ids": self.time_sequence_ids(self.group_timestamps(timestamps)),
         }
 
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end an answer: the chat template's ``<|im_end|>`` and the tokenizer's eos."""
+        ids = [self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id]
+        unknown = self.tokenizer.unk_token_id
+        return sorted({i for i in ids if i is not None and i != unknown})
+
     def decode(self, ids: torch.Tensor) -> str:
         """Generated ids -> text, special tokens dropped."""
         return self.tokenizer.decode(torch.as_tensor(ids).flatten().tolist(), skip_special_tokens=True).strip()
