@@ -111,6 +111,30 @@ def test_clear_and_listing(tmp_path) -> None:
     assert cache.clear() == 1 and cache.entries() == []
 
 
+def test_clear_spares_an_entry_being_written(tmp_path) -> None:
+    cache = EncodingCache(tmp_path, "1MB")
+    cache.store("done", _fake(2), {})
+    cache.file_digest(cache.path_of("done"))  # leaves a digest memo
+    stale = cache.entries_dir / ".stale.safetensors.0.tmp"  # left by a crashed writer
+    stale.write_bytes(b"x")
+
+    def compute() -> tuple[EncodedVideo, dict]:
+        # Another process clears the cache while this one is writing key "busy".
+        in_flight = cache.entries_dir / ".busy.safetensors.1.tmp"
+        in_flight.write_bytes(b"x")
+        assert cache.clear() == 1
+        assert in_flight.exists() and (cache.entries_dir / "busy.lock").exists()
+        in_flight.unlink()
+        return _fake(2), {"frames": 8}
+
+    encoded, metadata, hit = cache.get_or_compute("busy", compute)
+    assert not hit and metadata == {"frames": "8"}
+    assert not stale.exists() and list(cache.digests_dir.iterdir()) == []
+    loaded, stored = cache.load("busy")
+    assert torch.equal(loaded.tokens, encoded.tokens) and stored["frames"] == metadata["frames"]
+    assert [e.key for e in cache.entries()] == ["busy"]
+
+
 def test_two_processes_encode_one_video_once(tmp_path, video) -> None:
     script = textwrap.dedent(
         f"""

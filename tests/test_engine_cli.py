@@ -72,6 +72,8 @@ def test_ask_jsonl_and_text_output(setup, capsys, tmp_path) -> None:
         (["ask", "{video}", "Why?", "--model", "{root}/nope", "--no-cache"], 1, "cannot load the model: model directory"),
         (["ask", "{video}", "Why?", "--model", "{model}", "--cache-size", "lots"], 2, "cannot read cache size 'lots'"),
         (["ask", "--jsonl", "{root}/bad.jsonl", "--model", "{model}"], 2, "bad.jsonl, line 2: question: Field required"),
+        (["ask", "{video}", "Why?", "--model", "{model}", "--dtype", "fp8"], 2, "unknown dtype 'fp8'"),
+        (["ask", "{video}", "Why?", "--model", "{model}", "--device", "cud"], 2, "--device 'cud' is not a device"),
         (["plan", "--frames", "0"], 2, "num_frames must be >= 1"),
         (["plan", "--frames", "8", "--model", "{root}/nope"], 2, "does not exist"),
     ],

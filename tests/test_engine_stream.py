@@ -85,3 +85,5 @@ def test_missing_frames_are_reported() -> None:
         encode_stream(model, processor, [(frames, np.arange(10), np.arange(10) / 30)], 12)
     with pytest.raises(FrameCountError, match="planned 8 frames but the source gave 10"):
         encode_stream(model, processor, [(frames, np.arange(10), np.arange(10) / 30)], 8)
+    with pytest.raises(ValueError, match="a batch of 10 frames came with 9 indices and 10 timestamps"):
+        encode_stream(model, processor, [(frames, np.arange(9), np.arange(10) / 30)], 10)

@@ -79,3 +79,13 @@ def test_temperature_controls_steering():
     hot = semantic_guided_mask(x, 0.5, torch.Generator().manual_seed(0), temperature=100.0)
     cold = semantic_guided_mask(x, 0.5, torch.Generator().manual_seed(0), temperature=0.05)
     assert cold[..., :4].sum() > hot[..., :4].sum()
+
+
+def test_bad_arguments_are_named():
+    x = torch.randn(1, 8, 4, 3, 3)
+    with pytest.raises(ValueError, match="unknown masking strategy 'blocks'"):
+        make_mask("blocks", x, 0.0)  # even when nothing would be masked
+    with pytest.raises(ValueError, match="SGM temperature must be > 0, got 0.0"):
+        semantic_guided_mask(x, 0.5, temperature=0.0)
+    with pytest.raises(ValueError, match=r"mask ratio must be in \[0, 1\), got 1.0"):
+        make_mask("random", x, 1.0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from pydantic import ValidationError
 
 from recot.model.compressor import ReCoTCompressor
 from recot.pretrain.commands import add_commands
@@ -98,11 +99,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str, result_file: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, result_file: str, image_ratio: float = 0.25) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        rows = train(make_cfg(out, steps=4), store=make_store(), progress=False)
+        rows = train(make_cfg(out, steps=4, data={"image_ratio": image_ratio}), store=make_store(), progress=False)
         if rank == 0:
             torch.save(rows, result_file)
     finally:
@@ -118,6 +119,25 @@ def test_two_processes_match_one_process(tmp_path):
     one = torch.load(tmp_path / "one" / "compressor.pt")
     two = torch.load(tmp_path / "two" / "compressor.pt")
     for k in one:
+        torch.testing.assert_close(one[k], two[k], rtol=1e-3, atol=1e-5)
+
+
+def test_two_processes_when_a_rank_draws_only_images(tmp_path):
+    # At image_ratio 0.75 the first global batch is (image, image | video, image): rank 0's
+    # DTS gets no gradient, rank 1's does. The ranks must still agree on the update.
+    cfg = make_cfg(tmp_path / "one", steps=4, data={"image_ratio": 0.75})
+    assert [r.is_image for r in global_batch_refs(make_store(), 0, 0, 4, 0.75)] == [True, True, False, True]
+    single = train(cfg, store=make_store(), progress=False)
+    result = tmp_path / "rows.pt"
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two"), str(result), 0.75), nprocs=2, join=True)
+    double = torch.load(result)
+    assert [r["dts_loss"] for r in double] == pytest.approx([r["dts_loss"] for r in single], rel=1e-4)
+    assert [r["loss"] for r in double] == pytest.approx([r["loss"] for r in single], rel=1e-4)
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["modules"]
+    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["modules"]
+    dts = [k for k in one if k.startswith("dts.")]
+    assert dts
+    for k in dts:
         torch.testing.assert_close(one[k], two[k], rtol=1e-3, atol=1e-5)
 
 
@@ -196,7 +216,7 @@ def test_toml_config_and_relative_paths(tmp_path):
     cfg = load_config(cfg_file)
     assert cfg.masking.strategy == "random" and cfg.masking.ratio == 0.75
     assert cfg.data.paths == [str(tmp_path / "media")]
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match=r"masking\.strategy"):
         PretrainConfig.model_validate({"masking": {"strategy": "bogus"}})
 
 

@@ -92,3 +92,23 @@ def test_probe_bigbuckbunny(bigbuckbunny):
     assert info.avg_fps == pytest.approx(25.0)
     assert info.duration == pytest.approx(5.28)
     assert info.to_dict()["num_keyframes"] == len(info.keyframes)
+
+
+def test_stream_without_average_rate_uses_the_guessed_rate(tmp_path):
+    # IVF (VP8) declares no average frame rate, so the header fallback (guessed_rate) is read;
+    # it must be read while the container is still open.
+    path = tmp_path / "v.ivf"
+    with av.open(str(path), "w", format="ivf") as out:
+        stream = out.add_stream("libvpx", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(10):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * i, np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].average_rate is None
+    header = probe(path, index=False)
+    assert (header.num_frames, header.num_frames_exact, header.avg_fps) == (10, False, 25.0)
+    assert header.duration == pytest.approx(0.4)
+    indexed = probe(path)
+    assert (indexed.num_frames, indexed.codec, indexed.width, indexed.height) == (10, "vp8", 32, 32)
+    np.testing.assert_allclose(indexed.frame_times, np.arange(10) / 25)

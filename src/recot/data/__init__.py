@@ -1,1 +1,1 @@
-"""Data: datasets and the generated sample video."""
+"""Data: the generated sample video and atomic file writes."""

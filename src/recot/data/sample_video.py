@@ -9,13 +9,13 @@ encodes in seconds and takes well under a megabyte.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import av
 import numpy as np
 from tqdm import tqdm
+
+from recot.data.atomic import atomic_path
 
 SHAPE_COLORS = np.array([[40, 90, 220], [30, 170, 60], [230, 200, 40], [150, 60, 190]], dtype=np.uint8)
 NEEDLE_COLOR = np.array([220, 30, 30], dtype=np.uint8)
@@ -58,19 +58,12 @@ def write_sample_video(
     width, height = size
     needle_at = 0.62 * duration if needle_at is None else needle_at
     total = int(duration * fps)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp_name, "w") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"preset": "veryfast", "g": str(10 * fps)}
-            for i in tqdm(range(total), desc="sample video", unit="frame", disable=not progress):
-                image = sample_frame(i / fps, width, height, needle_at, needle_seconds)
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-            container.mux(stream.encode())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "g": str(10 * fps)}
+        for i in tqdm(range(total), desc="sample video", unit="frame", disable=not progress):
+            image = sample_frame(i / fps, width, height, needle_at, needle_seconds)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
     return path

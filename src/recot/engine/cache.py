@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from recot.data.atomic import atomic_path, atomic_write_text
 from recot.model.videoxl_pro import EncodedVideo
 
 #: Bump when the entry layout or the meaning of the tokens changes: older entries become stale.
@@ -100,7 +100,7 @@ def content_digest(path: str | Path, memo_dir: Path | None = None) -> str:
                 digest.update(block)
     hexdigest = digest.hexdigest()
     if memo is not None:
-        _atomic_write_text(memo, hexdigest)
+        atomic_write_text(memo, hexdigest)
     return hexdigest
 
 
@@ -148,10 +148,14 @@ class EncodingCache:
             raise OSError(f"cannot create the cache directory {self.root}: {exc}") from exc
 
     def path_of(self, key: str) -> Path:
+        """Where the entry for ``key`` is stored."""
         return self.entries_dir / f"{key}{_SUFFIX}"
 
-    def video_digest(self, path: str | Path) -> str:
-        """The content hash of a video file, memoised in the cache."""
+    def _lock(self, key: str, timeout: float) -> FileLock:
+        return FileLock(str(self.entries_dir / f"{key}.lock"), timeout=timeout)
+
+    def file_digest(self, path: str | Path) -> str:
+        """The content hash of a file or directory (a video, a weights shard), memoised in the cache."""
         self._prepare()
         return content_digest(path, self.digests_dir)
 
@@ -172,7 +176,10 @@ class EncodingCache:
             warnings.warn(f"cache entry {path} is corrupt or stale: {problem}; recomputing", CacheCorruptWarning, stacklevel=2)
             path.unlink(missing_ok=True)
             return None
-        os.utime(path)  # last use, for LRU eviction
+        try:
+            os.utime(path)  # last use, for LRU eviction
+        except FileNotFoundError:  # deleted meanwhile by ``clear`` in another process; the tensors are read
+            pass
         return EncodedVideo(tensors["tokens"], tensors["timestamps"]), metadata
 
     def store(self, key: str, encoded: EncodedVideo, metadata: dict[str, Any]) -> Path | None:
@@ -185,17 +192,11 @@ class EncodingCache:
         nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
         if nbytes > self.max_bytes:
             return None
-        meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+        meta = _as_strings(metadata)
         meta.update(format=CACHE_FORMAT, key=key, checksum=tensor_digest(tensors), created=str(time.time()))
         path = self.path_of(key)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.entries_dir)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
         self.evict(keep=key)
         return path
 
@@ -208,13 +209,13 @@ class EncodingCache:
         one computes while the other waits for the lock and then reads the entry.
         """
         self._prepare()
-        with FileLock(str(self.entries_dir / f"{key}.lock"), timeout=self.lock_timeout):
+        with self._lock(key, self.lock_timeout):
             found = self.load(key)
             if found is not None:
                 return found[0], found[1], True
             encoded, metadata = compute()
             self.store(key, encoded, metadata)
-            return encoded, {k: str(v) for k, v in metadata.items()}, False
+            return encoded, _as_strings(metadata), False
 
     # ----- listing, eviction, clearing ----------------------------------------
     def entries(self) -> list[CacheEntry]:
@@ -235,6 +236,7 @@ class EncodingCache:
         return sorted(found, key=lambda e: -e.last_used)
 
     def total_bytes(self) -> int:
+        """Total size of the entries in bytes."""
         return sum(e.size for e in self.entries())
 
     def evict(self, keep: str | None = None) -> list[str]:
@@ -250,9 +252,8 @@ class EncodingCache:
                 break
             if entry.key == keep:
                 continue
-            lock = FileLock(str(self.entries_dir / f"{entry.key}.lock"), timeout=0)
             try:
-                with lock:
+                with self._lock(entry.key, 0):
                     entry.path.unlink(missing_ok=True)
             except Timeout:
                 continue
@@ -261,28 +262,33 @@ class EncodingCache:
         return removed
 
     def clear(self) -> int:
-        """Delete every entry and digest memo; returns the number of entries removed."""
+        """Delete every entry and digest memo; returns the number of entries removed.
+
+        Lock files, and the temporary file of an entry, are left alone while
+        another process holds that entry's lock (it is being written).
+        """
         removed = 0
         for entry in self.entries():
             entry.path.unlink(missing_ok=True)
             removed += 1
-        for directory in (self.entries_dir, self.digests_dir):
-            if directory.is_dir():
-                for leftover in directory.iterdir():
-                    if leftover.suffix in (".tmp", ".lock") or directory == self.digests_dir:
-                        _unlink_unlocked(leftover)
+        if self.entries_dir.is_dir():
+            for leftover in self.entries_dir.iterdir():
+                if leftover.suffix == ".lock":
+                    self._unlink_unlocked(leftover, leftover.stem)
+                elif leftover.suffix == ".tmp":  # .<key>.safetensors.<random>.tmp
+                    self._unlink_unlocked(leftover, leftover.name[1:].split(".")[0])
+        if self.digests_dir.is_dir():
+            for leftover in self.digests_dir.iterdir():
+                leftover.unlink(missing_ok=True)
         return removed
 
-
-def _unlink_unlocked(path: Path) -> None:
-    """Remove a file, except a lock file another process is holding."""
-    if path.suffix == ".lock":
+    def _unlink_unlocked(self, path: Path, key: str) -> None:
+        """Remove ``path`` unless another process holds the lock of ``key``."""
         try:
-            with FileLock(str(path), timeout=0):
-                pass
+            with self._lock(key, 0):
+                path.unlink(missing_ok=True)
         except Timeout:
-            return
-    path.unlink(missing_ok=True)
+            pass
 
 
 def _check_entry(key: str, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str | None:
@@ -301,8 +307,6 @@ def _check_entry(key: str, metadata: dict[str, str], tensors: dict[str, torch.Te
     return None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _as_strings(metadata: dict[str, Any]) -> dict[str, str]:
+    """Entry metadata as stored in the safetensors header: strings kept, other values as JSON."""
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}

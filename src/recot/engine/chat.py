@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from recot.engine.cache import EncodingCache, content_digest, tensor_digest
-from recot.engine.stream import FrameCountError, StreamingEncoder
+from recot.engine.stream import FrameCountError, StreamingEncoder, num_groups
 from recot.model.checkpoint import CheckpointError
 from recot.model.processor import VideoXLProProcessor
 from recot.model.videoxl_pro import EncodedVideo, VideoXLPro
@@ -161,7 +161,8 @@ class VideoChat:
 
         Weights loaded from a checkpoint are identified by the hash of its
         safetensors files (memoised in the cache); otherwise by a hash of the
-        state dict. Either changes whenever a weight changes.
+        state dict. The weights' hash is computed on first use and kept for the
+        life of this ``VideoChat``: weights changed in place afterwards are not seen.
         """
         if self._weights_id is None:
             self._weights_id = self._weights_digest()
@@ -173,11 +174,8 @@ class VideoChat:
         files = sorted(self.checkpoint_dir.glob("*.safetensors")) if self.checkpoint_dir is not None else []
         if not files:
             return tensor_digest(dict(self.model.state_dict()))
-        memo = None
-        if self.cache is not None:
-            memo = self.cache.digests_dir
-            memo.mkdir(parents=True, exist_ok=True)
-        return hashlib.sha256("".join(content_digest(f, memo) for f in files).encode()).hexdigest()
+        digest = self.cache.file_digest if self.cache is not None else content_digest
+        return hashlib.sha256("".join(digest(f) for f in files).encode()).hexdigest()
 
     # ----- encoding ---------------------------------------------------------------
     def plan(self, video: str | Path, sampling: FrameSampling | None = None) -> SamplePlan:
@@ -208,7 +206,7 @@ class VideoChat:
         if self.cache is None:
             raise ValueError("this VideoChat has no cache")
         frames = hashlib.sha256(np.ascontiguousarray(plan.indices, dtype=np.int64).tobytes()).hexdigest()
-        parts = [self.cache.video_digest(video), frames, self.model_id]
+        parts = [self.cache.file_digest(video), frames, self.model_id]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
 
     def _encode_plan(self, path: str, plan: SamplePlan) -> tuple[EncodedVideo, np.ndarray]:
@@ -234,9 +232,9 @@ class VideoChat:
     def _stream(self, path: str, plan: SamplePlan) -> EncodedVideo:
         config = self.model.config
         chunk = config.compressor_batch_size * config.frames_per_group
-        num_groups = -(-max(len(plan), config.frames_per_group) // config.frames_per_group)
+        groups = num_groups(len(plan), config.frames_per_group)
         with _bar(self.progress, len(plan), "decode", "frame", 0) as decode_bar, _bar(
-            self.progress, num_groups, "encode", "group", 1
+            self.progress, groups, "encode", "group", 1
         ) as encode_bar:
             encoder = StreamingEncoder(self.model, self.processor, len(plan), on_groups=encode_bar.update)
             batches = iter_frames(path, plan, batch_size=chunk, size=config.image_size)

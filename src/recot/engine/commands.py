@@ -16,6 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm.auto import tqdm
 
@@ -24,7 +25,7 @@ from recot.engine.cache import CacheCorruptWarning, EncodingCache
 from recot.engine.chat import FrameSampling, GenerationOptions, VideoChat
 from recot.engine.default_model import DEFAULT_PRESET, default_model_dir
 from recot.engine.memory import format_bytes, plan_memory
-from recot.model.checkpoint import CheckpointError
+from recot.model.checkpoint import CheckpointError, parse_dtype
 from recot.video import VideoDecodeError
 
 
@@ -169,7 +170,9 @@ def run_ask(args: argparse.Namespace) -> int:
         )  # fmt: skip
         sampling = FrameSampling(args.frames, args.fps, args.max_frames, args.start, args.end)
         cache = None if args.no_cache else EncodingCache(args.cache_dir, args.cache_size)
-    except (UsageError, ValueError) as exc:
+        parse_dtype(args.dtype)
+        _check_device(args.device)
+    except ValueError as exc:  # UsageError included
         return _error("ask", str(exc), 2)
     model_dir = args.model if args.model is not None else default_model_dir(args.cache_dir)
     try:
@@ -196,6 +199,16 @@ def run_ask(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _check_device(device: str | None) -> None:
+    """Raise ``ValueError`` naming ``--device`` when torch does not know the device string."""
+    if device is None:
+        return
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a device torch knows (use cpu, cuda, cuda:1, ...): {exc}") from exc
 
 
 def run_demo(args: argparse.Namespace) -> int:

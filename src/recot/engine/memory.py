@@ -32,13 +32,13 @@ for float32 too. ``attention="math"`` counts the full matrices instead.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from recot.config import VideoXLProConfig
+from recot.engine.stream import num_groups
 from recot.model.checkpoint import parse_dtype
 from recot.model.selector import QueryAwareSelector
 
@@ -136,7 +136,7 @@ def plan_memory(
     g2 = config.grid_size**2
     s = config.image_size
     fpg = config.frames_per_group
-    groups = math.ceil(max(num_frames, fpg) / fpg)
+    groups = num_groups(num_frames, fpg)
     chunk_frames = min(config.compressor_batch_size, groups) * fpg
     vision_batch = min(config.vision_batch_size, chunk_frames)
     p = config.tokens_per_group

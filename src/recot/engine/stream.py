@@ -21,6 +21,11 @@ from recot.model.processor import VideoXLProProcessor
 from recot.model.videoxl_pro import EncodedVideo, VideoXLPro, group_frame_order
 
 
+def num_groups(num_frames: int, frames_per_group: int) -> int:
+    """Groups that ``num_frames`` frames fill (see :func:`recot.model.videoxl_pro.group_frame_order`)."""
+    return -(-max(num_frames, frames_per_group) // frames_per_group)
+
+
 class FrameCountError(RuntimeError):
     """The frame source yielded other frames than planned (e.g. some failed to decode)."""
 
@@ -54,10 +59,8 @@ class StreamingEncoder:
         self.fpg = config.frames_per_group
         self.order = torch.tensor(group_frame_order(num_frames, self.fpg))
         self.chunks = list(self.order.split(config.compressor_batch_size * self.fpg))
-        num_groups = len(self.order) // self.fpg
-        self.tokens = torch.empty(
-            (num_groups, config.tokens_per_group, config.hidden_size), dtype=model.dtype, device=model.device
-        )
+        shape = (num_groups(num_frames, self.fpg), config.tokens_per_group, config.hidden_size)
+        self.tokens = torch.empty(shape, dtype=model.dtype, device=model.device)
         self.frame_timestamps = np.empty(num_frames, dtype=np.float64)
         self.frame_indices = np.empty(num_frames, dtype=np.int64)
         self._received = 0  # frames (plan positions) seen so far
@@ -68,8 +71,13 @@ class StreamingEncoder:
 
     @torch.no_grad()
     def add(self, frames: np.ndarray | torch.Tensor, indices: np.ndarray, timestamps: np.ndarray) -> None:
-        """Append a batch of frames (plan order) and encode every chunk that is now complete."""
+        """Append a batch of frames (plan order) and encode every chunk that is now complete.
+
+        Raises ``ValueError`` when ``frames``, ``indices`` and ``timestamps`` differ in length.
+        """
         n = len(frames)
+        if len(indices) != n or len(timestamps) != n:
+            raise ValueError(f"a batch of {n} frames came with {len(indices)} indices and {len(timestamps)} timestamps")
         if self._received + n > self.num_frames:
             raise FrameCountError(self.num_frames, np.concatenate([self.frame_indices[: self._received], indices]))
         self.frame_indices[self._received : self._received + n] = indices

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from recot.data.atomic import atomic_path
 from recot.video import read_frames
 
 VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v"}
@@ -123,6 +123,7 @@ class FrozenTower:
 
     @torch.no_grad()
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        """float32 features (N, C, h, w) of uint8 frames (N, H, W, 3), in batches of ``batch_size``."""
         parts = [self._fn(frames[i : i + self.batch_size]) for i in range(0, len(frames), self.batch_size)]
         return torch.cat(parts).float()
 
@@ -135,12 +136,11 @@ def _cache_key(path: Path, tower_spec: dict, fps: float, max_frames: int | None)
 
 
 def atomic_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (no torn files)."""
+    """``torch.save`` to a temporary file in the same folder, then rename it into place (no torn files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def extract_features(

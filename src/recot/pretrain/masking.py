@@ -108,8 +108,8 @@ def semantic_guided_mask(
     (redundant) clip gives up more tokens than a changing one. ``temperature``
     sets how strongly redundancy steers the draw (large = uniform).
     """
-    if temperature <= 0:
-        raise ValueError("temperature must be positive")
+    if not temperature > 0:
+        raise ValueError(f"SGM temperature must be > 0, got {temperature}")
     b, _, t, h, w = features.shape
     logits = redundancy_scores(features, temporal_weight, saliency_weight).reshape(b, t * h * w) / temperature
     if scope == "clip":
@@ -129,11 +129,11 @@ def make_mask(
     **sgm_options: float,
 ) -> torch.Tensor:
     """Mask (B, T, H, W) for ``strategy`` in ``STRATEGIES`` ("none" masks nothing)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown masking strategy {strategy!r}; choose from {STRATEGIES}")
     b, _, t, h, w = features.shape
     if strategy == "none" or ratio == 0:
         return torch.zeros(b, t, h, w, dtype=torch.bool)
     if strategy == "random":
         return random_mask((b, t, h, w), ratio, generator)
-    if strategy == "sgm":
-        return semantic_guided_mask(features, ratio, generator, **sgm_options)
-    raise ValueError(f"unknown masking strategy {strategy!r}; choose from {STRATEGIES}")
+    return semantic_guided_mask(features, ratio, generator, **sgm_options)

@@ -116,7 +116,9 @@ class MaskedReconstructionModel(nn.Module):
     ``encode(clips)`` -> (B, C, 1, H, W) compressed tokens (no masking).
     """
 
-    def __init__(self, compressor: ReCoTCompressor, decoder: ReCoTDecoder, channels: int, visible_weight: float = 0.1):
+    def __init__(
+        self, compressor: ReCoTCompressor, decoder: ReCoTDecoder, channels: int, visible_weight: float = 0.1
+    ) -> None:
         super().__init__()
         self.compressor = compressor
         self.decoder = decoder

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,7 +157,7 @@ def build_modules(channels: int, cfg: PretrainConfig) -> PretrainModules:
         return PretrainModules(channels, cfg)
 
 
-def lr_lambda(cfg: OptimConfig):
+def lr_lambda(cfg: OptimConfig) -> Callable[[int], float]:
     """Multiplier of the base lr at a step: linear warm-up, then cosine to ``min_lr_ratio``."""
 
     def f(step: int) -> float:
@@ -347,9 +348,7 @@ def train(
         loss.backward()
         totals = torch.tensor([loss.item() * per_rank, stats["recon"], stats["masked_mse"], stats["visible_mse"], stats["dts_loss"]], dtype=torch.float64)
         if world > 1:
-            for p in params:
-                dist.all_reduce(p.grad)
-                p.grad.div_(world)
+            _all_reduce_grads(params, world, device)
             totals = totals.to(device)
             dist.all_reduce(totals)
         if cfg.optim.grad_clip > 0:
@@ -374,7 +373,37 @@ def train(
     return rows
 
 
-def _save_checkpoint(path, modules, optimizer, scheduler, step, cfg, rank, world) -> None:
+def _all_reduce_grads(params: list[torch.nn.Parameter], world: int, device: torch.device) -> None:
+    """Average gradients over the ranks.
+
+    A parameter that this rank's samples did not reach has no gradient (e.g.
+    DTS, whose loss comes from video clips, on a rank that drew only images),
+    while another rank's may have one. Every rank learns which parameters have a
+    gradient anywhere; those get a zero gradient where missing, so all ranks make
+    the same collective calls and the same update as one process with the whole batch.
+    """
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    dist.all_reduce(present)
+    for p, anywhere in zip(params, present.tolist()):
+        if not anywhere:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+
+def _save_checkpoint(
+    path: Path,
+    modules: PretrainModules,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    cfg: PretrainConfig,
+    rank: int,
+    world: int,
+) -> None:
+    """Write the checkpoint on rank 0 (with every rank's RNG state); all ranks wait for it."""
     states = [_rng_state()]
     if world > 1:
         gathered: list[Any] = [None] * world

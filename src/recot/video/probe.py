@@ -171,12 +171,16 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
         start = _start_time(container, stream, tb)
         packets = _scan_packets(path, container, stream, full=index)
         declared_duration = _header_duration(container, stream, tb)
+        # Read the stream's header while the container is open: closing it frees the stream
+        # (``guessed_rate`` on a closed container crashes the interpreter).
+        header_fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
+        header_frames = int(stream.frames or 0)
+        width, height = ctx.width, ctx.height
 
     first_frame = packets.first_frame
     rotation = round(first_frame.rotation or 0) % 360 if first_frame is not None else 0
-    width, height = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
-    header_fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
-    header_frames = int(stream.frames or 0)
+    if rotation in (90, 270):
+        width, height = height, width
 
     if index:
         if not packets.pts:
