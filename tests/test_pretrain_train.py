@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import importlib.util
 import socket
 
 import numpy as np
@@ -203,6 +204,12 @@ def test_cli_end_to_end_with_tiny_siglip(tmp_path):
     assert len(cached) == 2
     video_feats = max((torch.load(p) for p in cached), key=lambda t: t.shape[0])
     assert video_feats.shape == (16, 64, 6, 6)  # 16 frames at 8 fps, tiny SigLIP: 64 channels, 6x6 grid
+    if importlib.util.find_spec("tensorboard") is not None:  # the train extra installs it
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+        losses = [e.value for e in events.Scalars("pretrain/loss")]
+        np.testing.assert_allclose(losses, [float(r["loss"]) for r in rows], rtol=1e-5)
     # Resume after the end is a no-op that keeps the log.
     args = parser.parse_args(["pretrain-compressor", "--config", str(config), "--resume", "--no-progress"])
     assert args.func(args) == 0
