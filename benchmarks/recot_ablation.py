@@ -38,6 +38,7 @@ from recot.pretrain.train import DTSConfig, MaskingConfig, OptimConfig, Pretrain
 
 SIZE = 224
 GRID = 3
+RESULTS = Path(__file__).parent / "results"
 
 
 def bigbuckbunny() -> Path:
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         p = r["probe"]
         print(f"| {name} | {r['recon']:.3f} | " + " | ".join(f"{a:.2f}" for a in p) + f" | {np.mean(p):.3f} |")
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "recot_ablation.json").write_text(json.dumps(results, indent=2))
     return 0
 
 
