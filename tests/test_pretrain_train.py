@@ -11,11 +11,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from pydantic import ValidationError
+from safetensors.torch import load_file
 
 from recot.model.compressor import ReCoTCompressor
 from recot.pretrain.commands import add_commands
 from recot.pretrain.data import FeatureStore, global_batch_refs, list_media
 from recot.pretrain.train import (
+    COMPRESSOR_FILE,
     DTSConfig,
     OptimConfig,
     PretrainConfig,
@@ -89,8 +91,8 @@ def test_resume_continues_exact_loss_curve(tmp_path):
     with open(tmp_path / "part" / "metrics.csv") as f:
         logged = [float(r["loss"]) for r in csv.DictReader(f)]
     assert logged == pytest.approx([r["loss"] for r in full], abs=0, rel=1e-12)
-    a = torch.load(tmp_path / "full" / "compressor.pt")
-    b = torch.load(tmp_path / "part" / "compressor.pt")
+    a = load_file(tmp_path / "full" / COMPRESSOR_FILE)
+    b = load_file(tmp_path / "part" / COMPRESSOR_FILE)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -117,8 +119,8 @@ def test_two_processes_match_one_process(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two"), str(result)), nprocs=2, join=True)
     double = torch.load(result)
     assert [r["loss"] for r in double] == pytest.approx([r["loss"] for r in single], rel=1e-4)
-    one = torch.load(tmp_path / "one" / "compressor.pt")
-    two = torch.load(tmp_path / "two" / "compressor.pt")
+    one = load_file(tmp_path / "one" / COMPRESSOR_FILE)
+    two = load_file(tmp_path / "two" / COMPRESSOR_FILE)
     for k in one:
         torch.testing.assert_close(one[k], two[k], rtol=1e-3, atol=1e-5)
 
@@ -145,7 +147,7 @@ def test_two_processes_when_a_rank_draws_only_images(tmp_path):
 def test_exported_weights_load_as_released_keys(tmp_path):
     store = make_store()
     train(make_cfg(tmp_path, steps=2), store=store, progress=False)
-    state = torch.load(tmp_path / "compressor.pt")
+    state = load_file(tmp_path / COMPRESSOR_FILE)
     assert state and all(k.startswith("model.sae.") for k in state)
     assert "model.sae.temporal_encoding" in state and "model.sae.encoder.0.q.weight" in state
     comp = ReCoTCompressor(C, norm_groups=8, official_compat=False)
@@ -229,7 +231,7 @@ def test_toml_config_and_relative_paths(tmp_path):
 
 def test_pretrained_compressor_loads_into_full_model(tmp_path):
     from recot.config import VideoXLProConfig
-    from recot.model.checkpoint import from_released_key
+    from recot.model.checkpoint import CheckpointError, from_released_key
     from recot.model.videoxl_pro import VideoXLPro
 
     config = VideoXLProConfig.from_preset("tiny", official_compat=False)
@@ -243,13 +245,14 @@ def test_pretrained_compressor_loads_into_full_model(tmp_path):
         optim=OptimConfig(steps=2, batch_size=2, warmup_steps=1),
     )
     train(cfg, store=store, progress=False)
-    state = torch.load(tmp_path / "compressor.pt")
+    state = load_file(tmp_path / COMPRESSOR_FILE)
     model = VideoXLPro(config)
-    missing, unexpected = model.load_state_dict({from_released_key(k): v for k, v in state.items()}, strict=False)
-    assert not unexpected
-    assert not [k for k in missing if k.startswith("compressor.")]
+    model.load_compressor(tmp_path / COMPRESSOR_FILE)
     for k, v in state.items():
         assert torch.equal(model.state_dict()[from_released_key(k)], v)
+    # Weights of another width are refused by name.
+    with pytest.raises(CheckpointError, match=r"wrong shape \(\d+\): model\.sae\."):
+        VideoXLPro(VideoXLProConfig.from_preset("small")).load_compressor(tmp_path / COMPRESSOR_FILE)
     clip = torch.randn(1, config.vision_hidden_size, 4, 3, 3)
     with torch.no_grad():
         assert model.compressor(clip).shape == (1, config.vision_hidden_size, 1, 3, 3)

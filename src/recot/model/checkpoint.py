@@ -212,6 +212,44 @@ def load_pretrained(
     return model.eval()
 
 
+def save_compressor(compressor: torch.nn.Module, path: str | Path) -> None:
+    """Write a compressor's weights to a safetensors file under the released keys (``model.sae.*``), atomically."""
+    from recot.data.atomic import atomic_path
+
+    state = {to_released_key("compressor." + k): v.detach().contiguous().cpu() for k, v in compressor.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+
+
+def load_compressor(model: "VideoXLPro", path: str | Path) -> None:
+    """Load compressor weights (``model.sae.*``, e.g. from ReCoT pre-training) into ``model``, strictly.
+
+    Raises :class:`CheckpointError` naming missing, unexpected or mis-shaped keys.
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    expected = {to_released_key("compressor." + k): v for k, v in model.compressor.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or mismatched:
+        problems = [f"{title} ({len(keys)}): " + ", ".join(keys)
+                    for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
+                    if keys]  # fmt: skip
+        raise CheckpointError(f"compressor weights {path} do not fit the model:\n  " + "\n  ".join(problems))
+    with torch.no_grad():
+        for key, value in state.items():
+            expected[key].copy_(value)
+
+
 def _shards(state: dict[str, torch.Tensor], max_shard_size: int | None) -> Iterator[dict[str, torch.Tensor]]:
     shard: dict[str, torch.Tensor] = {}
     size = 0

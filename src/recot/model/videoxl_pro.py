@@ -371,6 +371,12 @@ class VideoXLPro(nn.Module):
 
         return load_pretrained(cls, path, dtype=dtype, device=device, attn_implementation=attn_implementation)
 
+    def load_compressor(self, path: str | Path) -> None:
+        """Load pre-trained compressor weights (``recot pretrain-compressor``'s ``compressor.safetensors``)."""
+        from recot.model.checkpoint import load_compressor
+
+        load_compressor(self, path)
+
     def save_pretrained(self, path: str | Path, tokenizer: Any | None = None, max_shard_size: int | None = None) -> None:
         """Write config, weights (released key names) and tokenizer to ``path`` atomically."""
         from recot.model.checkpoint import save_pretrained

@@ -10,8 +10,8 @@ Checkpoints (``<output>/checkpoint.pt``) hold model, decoder, DTS, mask token,
 optimizer, scheduler, RNG states and the step, written atomically every
 ``checkpoint_every`` steps. Because batches and masks are pure functions of
 (seed, step, sample), ``--resume`` continues the exact loss curve. The final
-compressor is exported as ``compressor.pt`` with the released checkpoint's
-keys (``model.sae.*``).
+compressor is exported as ``compressor.safetensors`` with the released
+checkpoint's keys (``model.sae.*``); ``VideoXLPro.load_compressor`` loads it.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 
+from recot.model.checkpoint import save_compressor
 from recot.model.compressor import ReCoTCompressor
 from recot.pretrain.data import FeatureStore, FrozenTower, SampleRef, atomic_save, build_feature_store, global_batch_refs
 from recot.pretrain.dts import DynamicTokenSynthesizer, dts_prediction_loss
 from recot.pretrain.masking import make_mask
 from recot.pretrain.objective import MaskedReconstructionModel, ReCoTDecoder
 
-RELEASED_PREFIX = "model.sae."
+COMPRESSOR_FILE = "compressor.safetensors"
 METRIC_FIELDS = ["step", "loss", "recon", "masked_mse", "visible_mse", "dts_loss", "lr", "seconds"]
 
 
@@ -239,11 +240,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def released_state_dict(compressor: ReCoTCompressor) -> dict[str, torch.Tensor]:
-    """The compressor's weights with the released checkpoint's keys (``model.sae.*``)."""
-    return {RELEASED_PREFIX + k: v.detach().clone() for k, v in compressor.state_dict().items()}
-
-
 class _MetricsLog:
     """CSV log (always) and TensorBoard (when installed) on rank 0; on resume the CSV is cut back to the step."""
 
@@ -369,7 +365,7 @@ def train(
     bar.close()
     log.close()
     if rank == 0 and end == cfg.optim.steps:
-        atomic_save(released_state_dict(modules.recon.compressor), out / "compressor.pt")
+        save_compressor(modules.recon.compressor, out / COMPRESSOR_FILE)
     return rows
 
 
