@@ -100,9 +100,11 @@ class VideoXLProProcessor:
     def time_sequence_ids(self, group_timestamps: Sequence[float] | torch.Tensor) -> torch.Tensor:
         """(L_s,) ids: per group its ``Time ...s:`` text, then P placeholder ids."""
         placeholders = [self.config.placeholder_token_id] * self.config.tokens_per_group
+        texts = [self.time_text(t) for t in torch.as_tensor(group_timestamps, dtype=torch.float64).tolist()]
         ids: list[int] = []
-        for t in torch.as_tensor(group_timestamps, dtype=torch.float64).tolist():
-            ids += self.tokenizer(self.time_text(t), add_special_tokens=False).input_ids + placeholders
+        # One batched call: thousands of groups tokenise in one pass of the Rust tokenizer.
+        for text_ids in self.tokenizer(texts, add_special_tokens=False).input_ids if texts else []:
+            ids += text_ids + placeholders
         return torch.tensor(ids, dtype=torch.long)
 
     def group_timestamps(self, frame_timestamps: Sequence[float] | torch.Tensor) -> torch.Tensor:
