@@ -15,6 +15,7 @@ preset on CPU (weights do not change the cost). The video is generated once:
 
     python benchmarks/long_video.py                   # all frame counts, writes benchmarks/results/long_video.*
     python benchmarks/long_video.py --frames 256 1024 # a subset
+    python benchmarks/long_video.py --video hour_720p.mp4 --name long_video_720p   # a real-size video
 """
 
 from __future__ import annotations
@@ -111,10 +112,18 @@ def run_child(mode: str, num_frames: int, video: Path, model_dir: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def write_report(rows: list[dict], video: Path) -> None:
+def describe_video(video: Path) -> str:
+    """'300 s, 30 fps, 160x120 h264' for the report."""
+    from recot.video import probe
+
+    info = probe(video, index=False)
+    return f"{info.duration:.0f} s, {info.avg_fps:g} fps, {info.width}x{info.height} {info.codec}"
+
+
+def write_report(rows: list[dict], video: Path, name: str = "long_video") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPUs", "python": platform.python_version(), "video": "300 s, 30 fps, 160x120 h264", "model": "untrained small preset, float32, CPU"}
-    (RESULTS / "long_video.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPUs", "python": platform.python_version(), "video": describe_video(video), "model": "untrained small preset, float32, CPU"}
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
     by = {(r["mode"], r["frames"]): r for r in rows}
     frames = sorted({r["frames"] for r in rows})
@@ -147,9 +156,9 @@ def write_report(rows: list[dict], video: Path) -> None:
             lo, hi = by[(mode, frames[0])], by[(mode, frames[-1])]
             growth = (hi["encode_peak_rss"] - hi["token_bytes"]) / (lo["encode_peak_rss"] - lo["token_bytes"])
             lines += ["", f"{mode.capitalize()} encode peak RSS (tokens aside) at {frames[-1]} frames / at {frames[0]} frames: **{growth:.2f}x**."]
-    lines += ["", "Reproduce: `python benchmarks/long_video.py` (about 20 minutes on 2 CPU cores; the video is generated "
-              "once under the recot cache directory).", ""]  # fmt: skip
-    (RESULTS / "long_video.md").write_text("\n".join(lines))
+    command = " ".join(["python benchmarks/long_video.py", *sys.argv[1:]])
+    lines += ["", f"Reproduce: `{command}` (the default video is generated once under the recot cache directory).", ""]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
 
     import matplotlib
 
@@ -169,7 +178,7 @@ def write_report(rows: list[dict], video: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "long_video.png", dpi=120)
+    fig.savefig(RESULTS / f"{name}.png", dpi=120)
 
 
 def _cpus() -> int:
@@ -182,6 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[256, 1024, 4096, 8192])
     parser.add_argument("--modes", nargs="+", default=["engine", "baseline"], choices=["engine", "baseline"])
+    parser.add_argument("--video", type=Path, help="benchmark this video instead of the generated 300 s 160x120 one")
+    parser.add_argument("--name", default="long_video", help="results file name under benchmarks/results/")
     parser.add_argument("--worker", nargs=4, metavar=("MODE", "N", "VIDEO", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -191,7 +202,7 @@ def main() -> None:
 
     from recot.engine import default_model_dir, resolve_cache_dir
 
-    video = make_video(resolve_cache_dir() / "bench" / "long_video_300s_30fps_160x120.mp4")
+    video = args.video or make_video(resolve_cache_dir() / "bench" / "long_video_300s_30fps_160x120.mp4")
     model_dir = default_model_dir(announce=False)
     rows = []
     for n in args.frames:
@@ -199,7 +210,7 @@ def main() -> None:
             row = run_child(mode, n, video, model_dir)
             rows.append(row)
             print(f"{mode:>8} {n:>5} frames: encode peak RSS {row['encode_peak_rss'] / 2**20:7.0f} MiB, encode {row['encode_s']:6.1f} s", flush=True)
-    write_report(rows, video)
+    write_report(rows, video, args.name)
 
 
 if __name__ == "__main__":
