@@ -256,3 +256,21 @@ def test_pretrained_compressor_loads_into_full_model(tmp_path):
     clip = torch.randn(1, config.vision_hidden_size, 4, 3, 3)
     with torch.no_grad():
         assert model.compressor(clip).shape == (1, config.vision_hidden_size, 1, 3, 3)
+
+
+def test_bad_config_files_are_named(tmp_path, capsys):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("masking: {strategy: bogus}\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: masking\.strategy"):
+        load_config(bad_yaml)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[optim\nsteps = 3\n")
+    with pytest.raises(ValueError, match=r"cannot read pre-training config .*broken\.toml"):
+        load_config(broken)
+    with pytest.raises(ValueError, match=r"cannot read pre-training config .*missing\.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["pretrain-compressor", "--config", str(bad_yaml)])
+    assert args.func(args) == 2
+    assert "recot pretrain-compressor: error:" in capsys.readouterr().err

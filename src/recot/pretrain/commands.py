@@ -8,6 +8,7 @@ pretrain-compressor --config FILE`` (gloo on CPU, NCCL on GPU).
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     from recot.pretrain.train import init_distributed_from_env, load_config, train
 
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ValueError as exc:
+        print(f"recot pretrain-compressor: error: {exc}", file=sys.stderr)
+        return 2
     if args.output_dir:
         cfg.output_dir = args.output_dir
     if args.steps is not None:

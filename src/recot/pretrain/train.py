@@ -28,7 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recot.model.checkpoint import save_compressor
 from recot.model.compressor import ReCoTCompressor
@@ -123,17 +124,31 @@ class PretrainConfig(_Section):
 
 
 def load_config(path: str | Path) -> PretrainConfig:
-    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config; relative data paths are from its folder."""
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config; relative data paths are from its folder.
+
+    Raises ``ValueError`` naming the file and what is wrong with it.
+    """
     path = Path(path)
-    if path.suffix.lower() == ".toml":
-        import tomllib
+    try:
+        text = path.read_text()
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
 
-        raw = tomllib.loads(path.read_text())
-    else:
-        import yaml
-
-        raw = yaml.safe_load(path.read_text()) or {}
-    cfg = PretrainConfig.model_validate(raw)
+            raw = tomllib.loads(text)
+        else:
+            raw = yaml.safe_load(text) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read pre-training config {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"pre-training config {path} must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        cfg = PretrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"pre-training config {path}: {problems}") from exc
     base = path.parent
     cfg.data.paths = [p if Path(p).is_absolute() else str(base / p) for p in cfg.data.paths]
     return cfg
