@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from recot.model.compressor import ReCoTCompressor
 from recot.pretrain.commands import add_commands
-from recot.pretrain.data import FeatureStore, global_batch_refs, list_media
+from recot.pretrain.data import FeatureStore, FrozenTower, global_batch_refs, list_media
 from recot.pretrain.train import (
     COMPRESSOR_FILE,
     DTSConfig,
@@ -274,3 +274,18 @@ def test_bad_config_files_are_named(tmp_path, capsys):
     args = parser.parse_args(["pretrain-compressor", "--config", str(bad_yaml)])
     assert args.func(args) == 2
     assert "recot pretrain-compressor: error:" in capsys.readouterr().err
+
+
+def test_corrupt_feature_cache_is_recomputed(tmp_path):
+    from recot.pretrain.data import extract_features
+
+    _write_media(tmp_path / "media")
+    tower = FrozenTower("siglip", preset="tiny")
+    image = tmp_path / "media" / "still.png"
+    first = extract_features(tower, image, False, 1.0, None, tmp_path / "cache")
+    (cache_file,) = (tmp_path / "cache").glob("*.pt")
+    cache_file.write_bytes(cache_file.read_bytes()[:20])
+    with pytest.warns(UserWarning, match=r"feature cache .* of .*still\.png is unreadable"):
+        again = extract_features(tower, image, False, 1.0, None, tmp_path / "cache")
+    assert torch.equal(first, again)
+    assert torch.equal(torch.load(cache_file), first)  # the cache file was rewritten

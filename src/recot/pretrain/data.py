@@ -13,6 +13,8 @@ of the global batch see exactly what one process would.
 from __future__ import annotations
 
 import hashlib
+import pickle
+import warnings
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,12 +153,18 @@ def extract_features(
     max_frames: int | None,
     cache_dir: Path | None,
 ) -> torch.Tensor:
-    """Features (F, C, h, w) float16 of one file, read from / written to the cache."""
+    """Features (F, C, h, w) float16 of one file, read from / written to the cache.
+
+    An unreadable cache file is reported (naming it and the media file) and recomputed.
+    """
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"{_cache_key(path, tower.spec, fps if is_video else 0.0, max_frames)}.pt"
         if cache_file.exists():
-            return torch.load(cache_file, weights_only=True)
+            try:
+                return torch.load(cache_file, weights_only=True)
+            except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+                warnings.warn(f"feature cache {cache_file} of {path} is unreadable ({exc}); recomputing", stacklevel=2)
     frames = read_media_frames(path, fps, tower.image_size, max_frames)
     feats = tower(frames).half()
     if cache_file is not None:
