@@ -289,3 +289,13 @@ def test_corrupt_feature_cache_is_recomputed(tmp_path):
         again = extract_features(tower, image, False, 1.0, None, tmp_path / "cache")
     assert torch.equal(first, again)
     assert torch.equal(torch.load(cache_file), first)  # the cache file was rewritten
+
+
+def test_missing_data_path_is_a_clean_error(tmp_path, capsys):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{paths: [nowhere]}}\n")
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["pretrain-compressor", "--config", str(config), "--no-progress"])
+    assert args.func(args) == 2
+    assert "data path not found" in capsys.readouterr().err

@@ -46,6 +46,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
         rows = train(cfg, resume=args.resume, progress=not args.no_progress)
         if rows and (not joined or dist.get_rank() == 0):
             print(f"step {int(rows[-1]['step'])}: loss {rows[-1]['loss']:.5f}; outputs in {cfg.output_dir}")
+    except FileNotFoundError as exc:  # a data path of the config
+        print(f"recot pretrain-compressor: error: {exc} (config {args.config})", file=sys.stderr)
+        return 2
     finally:
         if joined:
             dist.destroy_process_group()
