@@ -41,6 +41,10 @@ def test_cache_hit_same_answer_without_vision_tower(tmp_path, video) -> None:
     other_counter = CallCounter(other.model.vision_tower)
     third = other.ask(video, "What happens?", OPTIONS, SAMPLING)
     assert third.cache_hit and other_counter.calls == 0 and third.token_ids == first.token_ids
+    # A cached encoding still says which frames it holds.
+    fresh = chat.encode(video, SAMPLING, use_cache=False)
+    cached = other.encode(video, SAMPLING)
+    assert cached.cache_hit and cached.frame_indices == fresh.frame_indices and len(fresh.frame_indices) == 24
 
 
 def test_key_depends_on_frames_weights_and_content(tmp_path, video) -> None:

@@ -108,6 +108,9 @@ def test_bad_inputs_give_clear_errors(tmp_path, videos) -> None:
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="cannot read model config"):
         VideoChat.from_pretrained(tmp_path / "broken")
+    encoding = chat.encode(videos[0], FrameSampling(num_frames=8))
+    with pytest.raises(ValueError, match="sampling applies to a video file"):
+        chat.ask(encoding, "Why?", None, FrameSampling(num_frames=4))
     with pytest.raises(ValueError, match="max_visual_tokens must be >= 0"):
         chat.ask(videos[0], "Why?", GenerationOptions(max_visual_tokens=-1), FrameSampling(num_frames=8))
 

@@ -195,11 +195,17 @@ class VideoChat:
 
         def compute() -> tuple[EncodedVideo, dict[str, Any]]:
             encoded, indices = self._encode_plan(path, plan)
-            return encoded, {"video": str(Path(path).resolve()), "rule": plan.rule, "frames": len(indices), "model_id": self.model_id}
+            return encoded, {
+                "video": str(Path(path).resolve()),
+                "rule": plan.rule,
+                "frames": len(indices),
+                "frame_indices": json.dumps(indices.tolist()),
+                "model_id": self.model_id,
+            }
 
         encoded, metadata, hit = self.cache.get_or_compute(key, compute)
-        frames = int(metadata["frames"])
-        return VideoEncoding(path, encoded, frames, None, hit, time.perf_counter() - started, key)
+        indices = json.loads(metadata["frame_indices"]) if "frame_indices" in metadata else None
+        return VideoEncoding(path, encoded, int(metadata["frames"]), indices, hit, time.perf_counter() - started, key)
 
     def cache_key(self, video: str | Path, plan: SamplePlan) -> str:
         """The cache key of a video under a sampling plan: content hash + planned frames + model id."""
@@ -264,6 +270,8 @@ class VideoChat:
         """Answer ``question`` about a video path or a :class:`VideoEncoding` from :meth:`encode`."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
+        if isinstance(video, VideoEncoding) and sampling is not None:
+            raise ValueError("sampling applies to a video file; this VideoEncoding was sampled when it was encoded")
         started = time.perf_counter()
         encoding = video if isinstance(video, VideoEncoding) else self.encode(video, sampling)
         encode_seconds = time.perf_counter() - started if not isinstance(video, VideoEncoding) else 0.0

@@ -240,7 +240,8 @@ def run_cache_ls(args: argparse.Namespace) -> int:
     entries = cache.entries()
     if args.json:
         for e in entries:
-            print(json.dumps({"key": e.key, "path": str(e.path), "size": e.size, "last_used": e.last_used, **e.metadata}))
+            metadata = {k: v for k, v in e.metadata.items() if k != "frame_indices"}  # one line per entry stays short
+            print(json.dumps({"key": e.key, "path": str(e.path), "size": e.size, "last_used": e.last_used, **metadata}))
         return 0
     print(f"{cache.entries_dir}: {len(entries)} entries, {format_bytes(sum(e.size for e in entries))} "
           f"of {format_bytes(cache.max_bytes)}")  # fmt: skip
