@@ -16,6 +16,13 @@ from recot import __version__
 COMMAND_MODULES: list[str] = ["recot.video.commands", "recot.engine.commands", "recot.pretrain.commands"]
 
 
+def report_error(command: str, message: str, code: int = 1) -> int:
+    """Print ``recot COMMAND: error: MESSAGE`` to stderr and return the exit code
+    (1 for bad input such as an unreadable video or model, 2 for bad usage)."""
+    print(f"recot {command}: error: {message}", file=sys.stderr)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every area's sub-commands."""
     import importlib

@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm.auto import tqdm
 
+from recot.cli import report_error
 from recot.config import VideoXLProConfig
 from recot.engine.cache import CacheCorruptWarning, EncodingCache
 from recot.engine.chat import FrameSampling, GenerationOptions, VideoChat
@@ -117,11 +118,6 @@ def _cache_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-size", help="size limit, e.g. 20GB (default: $RECOT_CACHE_SIZE or 20GB)")
 
 
-def _error(command: str, message: str, code: int = 1) -> int:
-    print(f"recot {command}: error: {message}", file=sys.stderr)
-    return code
-
-
 # ----- ask -----------------------------------------------------------------------
 def read_rows(path: Path) -> list[tuple[str, str]]:
     """(video, question) pairs of a JSONL file; errors name the line."""
@@ -173,18 +169,18 @@ def run_ask(args: argparse.Namespace) -> int:
         parse_dtype(args.dtype)
         _check_device(args.device)
     except ValueError as exc:  # UsageError included
-        return _error("ask", str(exc), 2)
+        return report_error("ask", str(exc), 2)
     model_dir = args.model if args.model is not None else default_model_dir(args.cache_dir)
     try:
         chat = VideoChat.from_pretrained(model_dir, dtype=args.dtype, device=args.device, cache=cache, progress=not args.no_progress)
     except CheckpointError as exc:
-        return _error("ask", f"cannot load the model: {exc}")
+        return report_error("ask", f"cannot load the model: {exc}")
     with warnings.catch_warnings():
         warnings.simplefilter("always", CacheCorruptWarning)
         try:
             answers = chat.ask_many(items, options, sampling)
         except (VideoDecodeError, ValueError, OSError) as exc:
-            return _error("ask", str(exc))
+            return report_error("ask", str(exc))
     for answer in answers:
         if args.json:
             print(answer.model_dump_json())
@@ -236,7 +232,7 @@ def run_cache_ls(args: argparse.Namespace) -> int:
     try:
         cache = EncodingCache(args.cache_dir, args.cache_size)
     except ValueError as exc:
-        return _error("cache", str(exc), 2)
+        return report_error("cache", str(exc), 2)
     entries = cache.entries()
     if args.json:
         for e in entries:
@@ -257,7 +253,7 @@ def run_cache_clear(args: argparse.Namespace) -> int:
     try:
         cache = EncodingCache(args.cache_dir, args.cache_size)
     except ValueError as exc:
-        return _error("cache", str(exc), 2)
+        return report_error("cache", str(exc), 2)
     print(f"removed {cache.clear()} cached encodings from {cache.entries_dir}")
     return 0
 
@@ -273,7 +269,7 @@ def run_plan(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens, attention=args.attention,
         )  # fmt: skip
     except (ValueError, KeyError) as exc:
-        return _error("plan", str(exc).strip("'\""), 2)
+        return report_error("plan", str(exc).strip("'\""), 2)
     if args.json:
         print(json.dumps(plan.to_dict()))
         return 0

@@ -8,7 +8,8 @@ pretrain-compressor --config FILE`` (gloo on CPU, NCCL on GPU).
 from __future__ import annotations
 
 import argparse
-import sys
+
+from recot.cli import report_error
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +36,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ValueError as exc:
-        print(f"recot pretrain-compressor: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("pretrain-compressor", str(exc), 2)
     if args.output_dir:
         cfg.output_dir = args.output_dir
     if args.steps is not None:
@@ -47,8 +47,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         if rows and (not joined or dist.get_rank() == 0):
             print(f"step {int(rows[-1]['step'])}: loss {rows[-1]['loss']:.5f}; outputs in {cfg.output_dir}")
     except FileNotFoundError as exc:  # a data path of the config
-        print(f"recot pretrain-compressor: error: {exc} (config {args.config})", file=sys.stderr)
-        return 2
+        return report_error("pretrain-compressor", f"{exc} (config {args.config})", 2)
     finally:
         if joined:
             dist.destroy_process_group()

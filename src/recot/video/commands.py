@@ -6,12 +6,12 @@ import argparse
 import csv
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from PIL import Image
 
+from recot.cli import report_error
 from recot.video.backends import BACKENDS
 from recot.video.decode import iter_frames
 from recot.video.errors import VideoDecodeError
@@ -58,8 +58,7 @@ def run_info(args: argparse.Namespace) -> int:
     try:
         info = probe(args.file)
     except VideoDecodeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error("video info", str(e))
     fields = info.to_dict()
     if args.json:
         print(json.dumps(fields, indent=2))
@@ -79,8 +78,7 @@ def run_frames(args: argparse.Namespace) -> int:
     """Sample frames, write ``frame_NNNNNN.jpg`` files and ``timestamps.csv`` into ``--out`` atomically."""
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"error: {out} exists and is not an empty directory", file=sys.stderr)
-        return 1
+        return report_error("video frames", f"{out} exists and is not an empty directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -102,8 +100,7 @@ def run_frames(args: argparse.Namespace) -> int:
             out.rmdir()
         tmp.rename(out)
     except (VideoDecodeError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error("video frames", str(e))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
