@@ -147,6 +147,25 @@ def infer_sizes_from_tensors(files: _TensorFiles, config: VideoXLProConfig) -> d
     return sizes
 
 
+def _check_keys(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], optional: set[str], what: str
+) -> None:
+    """Raise :class:`CheckpointError` (``what``, then every missing, unexpected and
+    mis-shaped key by name) unless ``found`` fits ``expected``; keys in ``optional`` may be absent."""
+    missing = sorted(set(expected) - set(found) - optional)
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {found[k]} vs model {expected[k]}" for k in set(found) & set(expected) if found[k] != expected[k]
+    )
+    problems = [
+        f"  {title} ({len(keys)}): " + ", ".join(keys)
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError("\n".join([what + ":", *problems]))
+
+
 def load_pretrained(
     cls: type["VideoXLPro"],
     path: str | Path,
@@ -181,20 +200,9 @@ def load_pretrained(
     expected = {to_released_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
     tied = config.tie_word_embeddings
     required = {k for k in expected if not (tied and k == TIED_KEY)}
-    present = set(files.location)
-    missing = sorted(required - present)
-    unexpected = sorted(present - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {files.shape(k)} vs model {expected[k]}"
-        for k in required & present
-        if files.shape(k) != expected[k]
-    )
-    if missing or unexpected or mismatched:
-        lines = [f"checkpoint {directory} does not match the model built from its config.json:"]
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
-            if keys:
-                lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys))
-        raise CheckpointError("\n".join(lines))
+    found = {k: files.shape(k) for k in files.location}
+    _check_keys(expected, found, {TIED_KEY} if tied else set(),
+                f"checkpoint {directory} does not match the model built from its config.json")  # fmt: skip
 
     state = {}
     for key in sorted(required):
@@ -203,8 +211,6 @@ def load_pretrained(
     model.load_state_dict(state, strict=False, assign=True)
     if tied:
         model.language_model.lm_head.weight = model.language_model.get_input_embeddings().weight
-    elif TIED_KEY not in present:
-        raise CheckpointError(f"checkpoint {directory}: missing (1): {TIED_KEY} (embeddings are not tied)")
     model.to(target)  # buffers (rotary frequencies, position ids) keep their own dtype
     still_meta = [name for name, p in model.named_parameters() if p.is_meta]
     if still_meta:
@@ -233,18 +239,12 @@ def load_compressor(model: "VideoXLPro", path: str | Path) -> None:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     expected = {to_released_key("compressor." + k): v for k, v in model.compressor.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
+    _check_keys(
+        {k: tuple(v.shape) for k, v in expected.items()},
+        {k: tuple(v.shape) for k, v in state.items()},
+        set(),
+        f"compressor weights {path} do not fit the model",
     )
-    if missing or unexpected or mismatched:
-        problems = [f"{title} ({len(keys)}): " + ", ".join(keys)
-                    for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
-                    if keys]  # fmt: skip
-        raise CheckpointError(f"compressor weights {path} do not fit the model:\n  " + "\n  ".join(problems))
     with torch.no_grad():
         for key, value in state.items():
             expected[key].copy_(value)
