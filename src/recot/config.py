@@ -115,10 +115,6 @@ class VideoXLProConfig:
         """Visual tokens the LLM sees per group of frames (144 for the released model)."""
         return self.pooled_side**2
 
-    @property
-    def selector_head_dim(self) -> int:
-        return self.hidden_size // self.selector_num_heads
-
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when sizes do not fit together."""
         problems = []
