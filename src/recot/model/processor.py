@@ -18,6 +18,7 @@ from PIL import Image
 
 from recot.config import IMAGE_TOKEN, VideoXLProConfig
 from recot.model.videoxl_pro import group_frame_order
+from recot.video.decode import frames_to_tensor
 
 Frames = np.ndarray | torch.Tensor | Image.Image | Sequence[Image.Image | np.ndarray]
 
@@ -69,10 +70,7 @@ class VideoXLProProcessor:
 
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (N, S, S, 3) already at the model's size -> normalised float32 (N, 3, S, S)."""
-        mean = torch.tensor(self.config.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.config.image_std, dtype=torch.float32).view(1, 3, 1, 1)
-        pixels = frames.permute(0, 3, 1, 2).float() / 255.0
-        return (pixels - mean) / std
+        return frames_to_tensor(frames, self.config.image_mean, self.config.image_std)
 
     # ----- text -----------------------------------------------------------------
     def prompt(self, question: str, with_video: bool = True) -> str:

@@ -54,6 +54,21 @@ MAX_DECODE_ERRORS = 8
 Size = int | tuple[int, int]
 
 
+def frames_to_tensor(
+    frames: np.ndarray | torch.Tensor,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """uint8 RGB (B, H, W, 3) -> (B, 3, H, W) float in [0, 1], then ``(x - mean) / std`` when given."""
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).to(dtype).div_(255.0)
+    if mean is not None:
+        x = x.sub_(torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1))
+    if std is not None:
+        x = x.div_(torch.tensor(std, dtype=dtype).view(1, -1, 1, 1))
+    return x
+
+
 @dataclass
 class FrameBatch:
     """Decoded frames: ``frames`` uint8 RGB (B, H, W, 3), their ``indices`` and ``timestamps`` (seconds)."""
@@ -69,12 +84,7 @@ class FrameBatch:
         self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
         """Frames as a (B, 3, H, W) float tensor in [0, 1], then ``(x - mean) / std`` when given."""
-        x = torch.from_numpy(self.frames).permute(0, 3, 1, 2).to(dtype).div_(255.0)
-        if mean is not None:
-            x = x.sub_(torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1))
-        if std is not None:
-            x = x.div_(torch.tensor(std, dtype=dtype).view(1, -1, 1, 1))
-        return x
+        return frames_to_tensor(self.frames, mean, std, dtype)
 
     @classmethod
     def concat(cls, batches: Sequence[FrameBatch]) -> FrameBatch:
