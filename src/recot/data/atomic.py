@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock
 
 
 @contextmanager
@@ -33,3 +35,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def build_once(target: Path, build: Callable[[], None]) -> Path:
+    """Run ``build`` (which must create ``target`` atomically) unless ``target`` exists.
+
+    A lock file beside ``target`` makes concurrent processes build it once; the
+    others wait and then use it.
+    """
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(f"{target.name}.lock"))):
+        if not target.exists():
+            build()
+    return target

@@ -209,18 +209,17 @@ def _check_device(device: str | None) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """``recot demo``: ``recot ask`` on the generated sample video (written once into the cache dir)."""
-    from filelock import FileLock
-
+    from recot.data.atomic import build_once
     from recot.data.sample_video import write_sample_video
     from recot.engine.cache import resolve_cache_dir
 
-    samples = resolve_cache_dir(args.cache_dir) / "samples"
-    samples.mkdir(parents=True, exist_ok=True)
-    video = samples / "sample-1h-160x120-1fps.mp4"
-    with FileLock(str(samples / f"{video.name}.lock")):
-        if not video.is_file():
-            print(f"recot demo: writing the sample video (1 hour, once) to {video}", file=sys.stderr)
-            write_sample_video(video, progress=not args.no_progress)
+    video = resolve_cache_dir(args.cache_dir) / "samples" / "sample-1h-160x120-1fps.mp4"
+
+    def write() -> None:
+        print(f"recot demo: writing the sample video (1 hour, once) to {video}", file=sys.stderr)
+        write_sample_video(video, progress=not args.no_progress)
+
+    build_once(video, write)
     print(f"recot demo: {video} (a red disc is on screen from 37:12 to 37:32)", file=sys.stderr)
     args.video = str(video)
     return run_ask(args)

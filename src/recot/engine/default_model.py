@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
 from recot.config import VideoXLProConfig
+from recot.data.atomic import build_once
 from recot.engine.cache import resolve_cache_dir
 from recot.model.tokenizer import build_byte_tokenizer
 from recot.model.videoxl_pro import VideoXLPro
@@ -37,13 +37,8 @@ def default_model_dir(cache_dir: str | Path | None = None, announce: bool = True
     target = root / f"untrained-{DEFAULT_PRESET}-seed{DEFAULT_SEED}"
     if announce:
         print(NOTICE.format(preset=DEFAULT_PRESET, seed=DEFAULT_SEED), file=sys.stderr)
-    if (target / "config.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{target.name}.lock")):
-        if not (target / "config.json").is_file():
-            build_default_model().save_pretrained(target, tokenizer=build_byte_tokenizer())
-    return target
+    # save_pretrained renames a finished directory into place, so its existence means complete.
+    return build_once(target, lambda: build_default_model().save_pretrained(target, tokenizer=build_byte_tokenizer()))
 
 
 def build_default_model() -> VideoXLPro:
