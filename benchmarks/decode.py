@@ -82,7 +82,7 @@ def worker(method: str, path: str, count: int) -> dict:
             stream.thread_type = "AUTO"
             total = stream.frames
             wanted = np.floor(np.linspace(0, total - 1, count)).astype(int)
-            repeats = dict(zip(*np.unique(wanted, return_counts=True)))
+            repeats = dict(zip(*np.unique(wanted, return_counts=True), strict=False))
             for i, frame in enumerate(c.decode(stream)):
                 if i in repeats:
                     checksum += int(frame.to_ndarray(format="rgb24")[::97, ::97].sum()) * int(repeats[i])

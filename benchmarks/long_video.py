@@ -62,7 +62,7 @@ def worker(mode: str, num_frames: int, video: str, model_dir: str) -> dict:
     import torch
 
     from recot.engine import EncodingCache, FrameSampling, GenerationOptions, VideoChat, VideoEncoding
-    from recot.model.videoxl_pro import EncodedVideo, group_frame_order
+    from recot.model import EncodedVideo, group_frame_order
     from recot.model.vision import resize_to_grid
     from recot.video import read_frames
 

@@ -30,7 +30,7 @@ def write_video(path: Path, num_frames: int = 48, size: tuple[int, int] = (64, 4
     return path
 
 
-def tiny_model(seed: int = 0, **overrides: object) -> tuple[VideoXLPro, VideoXLProProcessor]:
+def tiny_model_and_processor(seed: int = 0, **overrides: object) -> tuple[VideoXLPro, VideoXLProProcessor]:
     """The tiny preset with weights from ``seed`` and the byte tokenizer."""
     config = VideoXLProConfig.from_preset("tiny", **overrides)
     with torch.random.fork_rng(devices=[]):
@@ -40,7 +40,7 @@ def tiny_model(seed: int = 0, **overrides: object) -> tuple[VideoXLPro, VideoXLP
 
 
 def tiny_chat(cache_dir: Path | None, max_bytes: int | str = "1GB", **overrides: object) -> VideoChat:
-    model, processor = tiny_model(**overrides)
+    model, processor = tiny_model_and_processor(**overrides)
     cache = EncodingCache(cache_dir, max_bytes) if cache_dir is not None else None
     return VideoChat(model, processor, cache=cache)
 

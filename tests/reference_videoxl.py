@@ -1,4 +1,4 @@
-"""An independent, deliberately literal implementation of MODEL.md sections 3-8.
+"""An independent, deliberately literal implementation of docs/released-model.md (the released model's computation, quirks included) sections 3-8.
 
 It reads weights by their released key names and spells out every step with
 loops and explicit index arithmetic instead of reusing recot's modules, so
@@ -107,7 +107,7 @@ def compressor(x: torch.Tensor, sd: dict, groups: int, official: bool) -> torch.
 
 
 def group_official(frames: torch.Tensor) -> torch.Tensor:
-    """(4G, C, H, W) -> (G, C, 4, H, W) by MODEL.md's index rule for the raw reshape."""
+    """(4G, C, H, W) -> (G, C, 4, H, W) by the index rule of docs/released-model.md for the raw reshape."""
     n, c, h, w = frames.shape
     out = torch.empty(n // 4, c, 4, h, w, dtype=frames.dtype)
     for g in range(n // 4):
@@ -153,7 +153,7 @@ def selector_inputs(
     heads: int,
     multiple: int,
 ) -> dict:
-    """MODEL.md sections 7-8: returns scores, kept indices and the LLM inputs_embeds (L, D)."""
+    """docs/released-model.md sections 7-8: returns scores, kept indices and the LLM inputs_embeds (L, D)."""
     embed = sd["model.embed_tokens.weight"]
     d = embed.shape[1]
     seq = torch.stack([embed[i] if i != placeholder else embed.new_zeros(d) for i in time_ids])

@@ -67,7 +67,7 @@ def test_saved_files_use_released_names_without_tied_head(saved):
 def test_round_trip_is_bit_exact(saved):
     model, path = saved
     loaded = VideoXLPro.from_pretrained(path)
-    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b), k
     assert loaded.language_model.lm_head.weight is loaded.language_model.get_input_embeddings().weight
     assert torch.equal(_outputs(model), _outputs(loaded))

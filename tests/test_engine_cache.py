@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_fixtures import CallCounter, tiny_chat, write_video
 
+from engine_fixtures import CallCounter, tiny_chat, write_video
 from recot.engine import CacheCorruptWarning, EncodingCache, FrameSampling, GenerationOptions
 from recot.engine.cache import parse_size, resolve_cache_dir
 from recot.model.videoxl_pro import EncodedVideo
@@ -49,17 +49,17 @@ def test_cache_hit_same_answer_without_vision_tower(tmp_path, video) -> None:
 
 def test_key_depends_on_frames_weights_and_content(tmp_path, video) -> None:
     chat = tiny_chat(tmp_path / "cache")
-    base = chat.cache_key(video, chat.plan(video, SAMPLING))
-    assert chat.cache_key(video, chat.plan(video, FrameSampling(num_frames=25))) != base
+    base = chat.cache.key(video, chat.plan(video, SAMPLING).indices, chat.model_id)
+    assert chat.cache.key(video, chat.plan(video, FrameSampling(num_frames=25)).indices, chat.model_id) != base
     changed = tiny_chat(tmp_path / "cache")
     with torch.no_grad():
         changed.model.projector[0].bias[0] += 1e-3
-    assert changed.cache_key(video, changed.plan(video, SAMPLING)) != base
+    assert changed.cache.key(video, changed.plan(video, SAMPLING).indices, changed.model_id) != base
     copy = tmp_path / "copy.mp4"
     copy.write_bytes(video.read_bytes())
-    assert chat.cache_key(copy, chat.plan(copy, SAMPLING)) == base  # same content, other path
+    assert chat.cache.key(copy, chat.plan(copy, SAMPLING).indices, chat.model_id) == base  # same content, other path
     other = write_video(tmp_path / "other.mp4", num_frames=60, seed=1)
-    assert chat.cache_key(other, chat.plan(other, SAMPLING)) != base
+    assert chat.cache.key(other, chat.plan(other, SAMPLING).indices, chat.model_id) != base
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_tensor_bytes", "stale_format"])
@@ -139,6 +139,7 @@ def test_clear_spares_an_entry_being_written(tmp_path) -> None:
     assert [e.key for e in cache.entries()] == ["busy"]
 
 
+@pytest.mark.slow
 def test_two_processes_encode_one_video_once(tmp_path, video) -> None:
     script = textwrap.dedent(
         f"""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from engine_fixtures import CallCounter, tiny_chat, tiny_model, write_video
 
-from recot.engine import FrameSampling, GenerationOptions, VideoChat
+from engine_fixtures import CallCounter, tiny_chat, tiny_model_and_processor, write_video
+from recot.engine import FrameGapFiller, FrameSampling, GenerationOptions, VideoChat
 from recot.model.checkpoint import CheckpointError
-from recot.video import NotAVideoError, VideoNotFoundError
+from recot.video import FrameBatch, NotAVideoError, PartialDecodeWarning, VideoNotFoundError, read_frames
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_visual_token_budget_is_respected(videos) -> None:
 
 def test_budget_is_capped_by_the_context(videos) -> None:
     # 16 groups: 16 x 13 time-text tokens + ~60 prompt tokens + 8 new leave 300 - 276 = 24 visual tokens.
-    model, processor = tiny_model(max_position_embeddings=300)
+    model, processor = tiny_model_and_processor(max_position_embeddings=300)
     chat = VideoChat(model, processor)
     kept = _kept_counts(chat)
     answer = chat.ask(videos[0], "Why?", GenerationOptions(max_new_tokens=8, keep_ratio=1.0), FrameSampling(num_frames=64))
@@ -48,7 +49,7 @@ def test_budget_is_capped_by_the_context(videos) -> None:
     room = 300 - prompt - 16 * 13 - 8
     assert answer.visual_tokens_kept == kept[-1] == room
     assert answer.llm_input_tokens + 8 == 300
-    with pytest.raises(ValueError, match="exceed the model's context of 300; sample fewer frames"):
+    with pytest.raises(ValueError, match="leave no room for visual tokens in the model's context of 300; sample fewer frames"):
         chat.ask(videos[0], "Why?", GenerationOptions(max_new_tokens=8), FrameSampling(num_frames=90))
 
 
@@ -111,12 +112,29 @@ def test_bad_inputs_give_clear_errors(tmp_path, videos) -> None:
     encoding = chat.encode(videos[0], FrameSampling(num_frames=8))
     with pytest.raises(ValueError, match="sampling applies to a video file"):
         chat.ask(encoding, "Why?", None, FrameSampling(num_frames=4))
-    with pytest.raises(ValueError, match="max_visual_tokens must be >= 0"):
-        chat.ask(videos[0], "Why?", GenerationOptions(max_visual_tokens=-1), FrameSampling(num_frames=8))
+    with pytest.raises(ValueError, match="max_visual_tokens must be >= 1, got 0"):
+        GenerationOptions(max_visual_tokens=0)
+    for bad, message in [
+        ({"keep_ratio": 0.0}, "keep_ratio must be in \\(0, 1\\], got 0.0"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be >= 1, got 0"),
+        ({"do_sample": True, "temperature": 0.0}, "temperature must be > 0 when sampling, got 0.0"),
+        ({"top_p": 1.5}, "top_p must be in \\(0, 1\\], got 1.5"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            GenerationOptions(**bad)
+    for bad, message in [
+        ({"num_frames": 0}, "num_frames must be >= 1, got 0"),
+        ({"fps": 1.0, "max_frames": 0}, "max_frames must be >= 1, got 0"),
+        ({"fps": 0.0}, "fps must be > 0, got 0.0"),
+        ({"num_frames": 4, "fps": 1.0}, "give num_frames or fps, not both"),
+        ({"start": 5.0, "end": 2.0}, "end \\(2.0\\) must be after start \\(5.0\\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            FrameSampling(**bad)
 
 
 def test_from_pretrained_round_trip_and_weights_id(tmp_path, videos) -> None:
-    model, processor = tiny_model()
+    model, processor = tiny_model_and_processor()
     model.save_pretrained(tmp_path / "m", tokenizer=processor.tokenizer)
     loaded = VideoChat.from_pretrained(tmp_path / "m")
     in_memory = VideoChat(model, processor)
@@ -127,3 +145,55 @@ def test_from_pretrained_round_trip_and_weights_id(tmp_path, videos) -> None:
         model.compressor.temporal_encoding[0, 0] += 1.0
     model.save_pretrained(tmp_path / "m", tokenizer=processor.tokenizer)
     assert VideoChat.from_pretrained(tmp_path / "m").model_id != first_id
+
+
+def _batch(indices: list[int]) -> FrameBatch:
+    frames = np.stack([np.full((2, 2, 3), i, dtype=np.uint8) for i in indices]) if indices else np.empty((0, 2, 2, 3), np.uint8)
+    return FrameBatch(frames, np.array(indices, dtype=np.int64), np.array(indices, dtype=np.float64) / 10)
+
+
+def test_gap_filler_replaces_missing_frames_by_their_neighbours() -> None:
+    filler = FrameGapFiller(np.array([0, 5, 10, 15, 20, 25]))
+    first = filler.fill(_batch([5, 10]))  # frame 0 failed: it takes the next decoded frame
+    second = filler.fill(_batch([20]))  # frame 15 failed: it takes the previous one
+    tail = filler.finish()  # frame 25 failed, at the end
+    out = FrameBatch.concat([first, second, tail])
+    assert out.indices.tolist() == [5, 5, 10, 10, 20, 20] == filler.source_indices.tolist()
+    assert out.frames[:, 0, 0, 0].tolist() == [5, 5, 10, 10, 20, 20]
+    assert out.timestamps.tolist() == [0.5, 0.5, 1.0, 1.0, 2.0, 2.0]
+    assert filler.missing == 3
+    complete = FrameGapFiller(np.array([1, 2]))
+    batch = _batch([1, 2])
+    assert complete.fill(batch) is batch and len(complete.finish()) == 0 and complete.missing == 0
+    assert FrameGapFiller(np.array([1, 2])).finish() is None  # nothing decoded at all
+    with pytest.raises(ValueError, match="the decoder returned frame 7, which is not in the plan"):
+        FrameGapFiller(np.array([1, 2])).fill(_batch([7]))
+
+
+def test_a_damaged_video_is_decoded_once(tmp_path, videos, monkeypatch) -> None:
+    import recot.engine.chat as chat_module
+
+    calls = []
+    real_iter_frames = chat_module.iter_frames
+
+    def dropping(path, plan, **kwargs):
+        calls.append(path)
+        for batch in real_iter_frames(path, plan, **kwargs):
+            keep = np.isin(batch.indices, plan.indices[[3, 4, 9]], invert=True)  # three frames "fail"
+            yield FrameBatch(batch.frames[keep], batch.indices[keep], batch.timestamps[keep])
+
+    chat = tiny_chat(None)
+    sampling = FrameSampling(num_frames=12)
+    clean = chat.encode(videos[0], sampling)
+    monkeypatch.setattr(chat_module, "iter_frames", dropping)
+    with pytest.warns(PartialDecodeWarning, match="3 of 12 planned frames could not be decoded"):
+        damaged = chat.encode(videos[0], sampling)
+    assert len(calls) == 1
+    planned = chat.plan(videos[0], sampling).indices
+    assert damaged.frame_indices == planned[[0, 1, 2, 2, 2, 5, 6, 7, 8, 8, 10, 11]].tolist()
+    # The tokens are those of the filled-in frames, encoded directly.
+    frames = read_frames(videos[0], num_frames=12, size=chat.model.config.image_size)
+    filled = [0, 1, 2, 2, 2, 5, 6, 7, 8, 8, 10, 11]
+    expected = chat.model.encode_video(torch.from_numpy(frames.frames[filled]), frames.timestamps[filled])
+    assert torch.equal(damaged.encoded.tokens, expected.tokens)
+    assert not torch.equal(damaged.encoded.tokens, clean.encoded.tokens)

@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_fixtures import tiny_model, write_video
 
+from engine_fixtures import tiny_model_and_processor, write_video
 from recot.cli import main
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
-    model, processor = tiny_model()
+    model, processor = tiny_model_and_processor()
     model.save_pretrained(root / "model", tokenizer=processor.tokenizer)
     return {"root": root, "model": root / "model", "video": write_video(root / "v.mp4", num_frames=60)}
 

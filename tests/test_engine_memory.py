@@ -13,6 +13,8 @@ import torch
 
 from recot import VideoXLProConfig
 from recot.engine.memory import count_parameters, plan_memory
+from recot.model.processor import VideoXLProProcessor
+from recot.model.tokenizer import build_byte_tokenizer
 from recot.model.videoxl_pro import VideoXLPro
 
 
@@ -20,7 +22,7 @@ def test_parameter_count_and_sizes() -> None:
     config = VideoXLProConfig.from_preset("tiny")
     torch.manual_seed(0)
     assert count_parameters(config) == sum(p.numel() for p in VideoXLPro(config).parameters())
-    plan = plan_memory(config, 100, dtype="bf16")
+    plan = plan_memory(config, 100, 13, dtype="bf16")
     assert plan.num_groups == 25 and plan.visual_tokens == 225
     assert plan.encode["weights"] == count_parameters(config) * 2
     assert plan.encode["token_store"] == 225 * 64 * 2
@@ -28,7 +30,7 @@ def test_parameter_count_and_sizes() -> None:
 
 def test_encode_peak_grows_only_by_the_tokens() -> None:
     config = VideoXLProConfig.from_preset("videoxl-pro-3b")
-    small, large = plan_memory(config, 256, "bf16"), plan_memory(config, 8192, "bf16")
+    small, large = plan_memory(config, 256, 10, "bf16"), plan_memory(config, 8192, 10, "bf16")
     assert large.encode_peak - small.encode_peak == (2048 - 64) * 144 * 2048 * 2
     # The visual budget keeps the LLM input within the 32K context at any length.
     assert large.llm_input_tokens <= 32768 - 128
@@ -42,7 +44,7 @@ _MEASURE = textwrap.dedent(
     import numpy as np, psutil, torch
     from recot import EncodedVideo, VideoXLPro, VideoXLProConfig, VideoXLProProcessor
     from recot.engine import GenerationOptions, VideoChat, VideoEncoding
-    from recot.engine.stream import StreamingEncoder
+    from recot.model import StreamingEncoder
     from recot.model.tokenizer import build_byte_tokenizer
     phase, overrides, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
     config = VideoXLProConfig.from_preset("small", **overrides)
@@ -63,10 +65,10 @@ _MEASURE = textwrap.dedent(
     thread = threading.Thread(target=poll)
     thread.start()
     if phase == "encode":
-        encoder = StreamingEncoder(model, processor, n)
+        encoder = StreamingEncoder(model, n)
         for i in range(0, n, chunk):
             m = min(chunk, n - i)
-            encoder.add(frames[:m], np.arange(i, i + m), np.arange(i, i + m) / 30)
+            encoder.add(frames[:m], np.arange(i, i + m) / 30)
         encoder.finish()
         prompt = 0
     else:
@@ -79,6 +81,7 @@ _MEASURE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("phase", "overrides", "frames"),
     [
@@ -95,7 +98,9 @@ def test_plan_matches_measured_peak_on_cpu(phase, overrides, frames) -> None:
     assert out.returncode == 0, out.stderr
     measured = json.loads(out.stdout.strip().splitlines()[-1])
     config = VideoXLProConfig.from_preset("small", **overrides)
-    plan = plan_memory(config, frames, prompt_tokens=measured["prompt"] or 64, max_new_tokens=4)
+    time_tokens = VideoXLProProcessor(build_byte_tokenizer(), config).time_text_tokens()
+    assert time_tokens == len(b"Time 0000.0s:")  # one token a byte
+    plan = plan_memory(config, frames, time_tokens, prompt_tokens=measured["prompt"] or 64, max_new_tokens=4)
     already_there = plan.encode["weights"] + (plan.encode["token_store"] if phase == "answer" else 0)
     planned = (plan.encode_peak if phase == "encode" else plan.answer_peak) - already_there
     # +-35%: the plan counts tensors, not allocator slack, kernel workspaces or

@@ -9,8 +9,9 @@ import reference_videoxl as ref
 from model_helpers import random_frames, randomize, tiny_model, tiny_processor
 from recot import EncodedVideo, VideoXLProConfig
 from recot.model.compressor import ReCoTCompressor, TemporalAttentionBlock
-from recot.model.selector import QueryAwareSelector, TimeSequenceLayout, visual_rotary
-from recot.model.videoxl_pro import group_frame_order, layout_from_ids
+from recot.model.groups import group_frame_order
+from recot.model.selector import QueryAwareSelector, TimeSequenceLayout, num_kept, visual_rotary
+from recot.model.videoxl_pro import layout_from_ids
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,25 @@ def test_selector_keep_ratio_one_keeps_everything_and_budget_caps():
     assert len(all_kept.sequence) == len(sequence)
     assert len(capped.kept_visual) == 32  # 40 rounded down to a multiple of 16
     with pytest.raises(ValueError, match="keep_ratio"):
-        selector.num_kept(144, 1.5)
+        num_kept(selector.config, 144, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("num_visual", "ratio", "cap", "expected"),
+    [
+        (144, 0.85, None, 112),  # released rule: int(122.4) = 122, rounded down to 112
+        (16, 0.85, None, 13),  # one tiny group: 13 rounds to 0, so the 13 are kept
+        (9, 0.5, None, 4),
+        (1, 0.85, None, 1),  # a single token is never dropped
+        (144, 0.85, 10, 10),  # a cap below the multiple: the cap itself
+        (0, 0.85, None, 0),
+    ],
+)
+def test_num_kept_never_rounds_a_video_to_nothing(num_visual, ratio, cap, expected):
+    config = VideoXLProConfig.from_preset("tiny", selector_multiple=16)
+    assert num_kept(config, num_visual, ratio, cap) == expected
+    with pytest.raises(ValueError, match="max_visual_tokens must be >= 1, got 0"):
+        num_kept(config, num_visual, ratio, 0)
 
 
 def test_selector_adds_score_after_rotation():
@@ -171,17 +190,17 @@ def test_shapes_through_every_stage():
     inputs = proc("Where is the cat?", random_frames(9), [0.1 * i for i in range(9)])
     out = model(**inputs, keep_ratio=0.5, return_intermediates=True)
     inter = out.intermediates
-    assert inter["vision_features"].shape == (12, 49, 64)
-    assert inter["resized_features"].shape == (12, 64, 6, 6)
-    assert inter["compressor_input"].shape == (3, 64, 4, 6, 6)
-    assert inter["compressor_output"].shape == (3, 36, 64)
-    assert inter["projector_output"].shape == (3, 36, 64)
-    assert inter["pooled_tokens"].shape == (3, 9, 64)
-    assert inter["selector_scores"].shape == (27,)
-    assert len(inter["kept_visual_indices"]) == 13
+    assert inter.encoder.vision_features.shape == (12, 49, 64)
+    assert inter.encoder.resized_features.shape == (12, 64, 6, 6)
+    assert inter.encoder.compressor_input.shape == (3, 64, 4, 6, 6)
+    assert inter.encoder.compressor_output.shape == (3, 36, 64)
+    assert inter.encoder.projector_output.shape == (3, 36, 64)
+    assert inter.encoder.pooled_tokens.shape == (3, 9, 64)
+    assert inter.inputs.selection.scores.shape == (27,)
+    assert len(inter.inputs.selection.kept_visual) == 13
     n_time = len(inputs["time_sequence_ids"]) - 27
-    assert inter["inputs_embeds"].shape == (1, len(inputs["input_ids"]) - 1 + n_time + 13, 64)
-    assert out.logits.shape == (1, inter["inputs_embeds"].shape[1], 512)
+    assert inter.inputs.inputs_embeds.shape == (1, len(inputs["input_ids"]) - 1 + n_time + 13, 64)
+    assert out.logits.shape == (1, inter.inputs.inputs_embeds.shape[1], 512)
 
 
 def test_encode_video_group_timestamps_and_chunking():
@@ -195,7 +214,7 @@ def test_encode_video_group_timestamps_and_chunking():
     assert encoded.timestamps.tolist() == [float(order[4 * g]) for g in range(6)]
     # Chunked (compressor_batch_size=4 groups) equals all groups at once.
     with torch.no_grad():
-        whole = model.encode_groups(pixels[order])
+        whole = model.encode_groups(pixels[order]).pooled_tokens
     torch.testing.assert_close(encoded.tokens, whole, rtol=1e-5, atol=1e-6)
 
 
@@ -206,9 +225,9 @@ def test_image_is_a_static_clip_and_text_only_works():
     inputs = proc("Describe the image.", image)
     assert inputs["pixel_values"].shape == (1, 3, 98, 98)
     out = model(**inputs, keep_ratio=1.0, return_intermediates=True)
-    grouped = out.intermediates["compressor_input"]
+    grouped = out.intermediates.encoder.compressor_input
     # Official layout of 4 identical frames: every frame slot holds the same image.
-    resized = out.intermediates["resized_features"]
+    resized = out.intermediates.encoder.resized_features
     assert torch.equal(resized[0], resized[3])
     assert grouped.shape == (1, 64, 4, 6, 6)
     text_only = proc("Say hi.")
@@ -224,8 +243,8 @@ def test_generate_is_greedy_and_deterministic():
     b = model.generate(**inputs, keep_ratio=0.5, max_new_tokens=6, eos_token_id=None, pad_token_id=256)
     assert torch.equal(a, b) and a.shape == (1, 6)
     # Greedy: each token is the argmax of the model's own logits for the prefix.
-    embeds, _ = model.embed_inputs(inputs["input_ids"], model.encode_video(inputs["pixel_values"], inputs["timestamps"]),
-                                   inputs["time_sequence_ids"], keep_ratio=0.5)
+    embeds = model.embed_inputs(inputs["input_ids"], model.encode_video(inputs["pixel_values"], inputs["timestamps"]),
+                                 inputs["time_sequence_ids"], keep_ratio=0.5).inputs_embeds
     with torch.no_grad():
         first = model.language_model(inputs_embeds=embeds).logits[0, -1].argmax()
     assert a[0, 0] == first

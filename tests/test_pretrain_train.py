@@ -113,6 +113,7 @@ def _worker(rank: int, world: int, port: int, out: str, result_file: str, image_
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     single = train(make_cfg(tmp_path / "one", steps=4), store=make_store(), progress=False)
     result = tmp_path / "rows.pt"
@@ -125,6 +126,7 @@ def test_two_processes_match_one_process(tmp_path):
         torch.testing.assert_close(one[k], two[k], rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_when_a_rank_draws_only_images(tmp_path):
     # At image_ratio 0.75 the first global batch is (image, image | video, image): rank 0's
     # DTS gets no gradient, rank 1's does. The ranks must still agree on the update.

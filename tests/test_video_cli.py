@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from video_fixtures import frame_id
 
 from recot.cli import main
+from video_fixtures import frame_id
 
 
 def test_info_json(videos, capsys):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-import torch
-from video_fixtures import FPS, VFR_PTS, frame_id
 
 from recot.video import FrameBatch, iter_frames, plan_frames, probe, read_frames
 from recot.video.decode import decoded_frame_count, plan_runs
+from video_fixtures import FPS, VFR_PTS, frame_id
 
 CODECS = ["h264_mp4", "h264_mp4_faststart", "hevc_mkv", "vp9_webm", "mpeg4_avi", "mjpeg_avi", "mpeg2_ts", "odd_mp4"]
 
@@ -116,15 +115,6 @@ def test_bigbuckbunny_streaming_equals_one_shot(bigbuckbunny):
     on_screen = np.floor(np.arange(22) * 25 / 4).astype(int)  # the frame shown at k/4 s at 25 fps
     assert streamed.indices.tolist() == on_screen.tolist()
     np.testing.assert_allclose(streamed.timestamps, on_screen / 25, atol=1e-6)
-
-
-def test_to_tensor_normalises(videos):
-    batch = read_frames(videos["h264_mp4"], num_frames=2, size=16)
-    x = batch.to_tensor(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
-    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32
-    expected = (torch.from_numpy(batch.frames).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
-    assert torch.allclose(x, expected)
-    assert x.min() >= -1 and x.max() <= 1
 
 
 def test_images_and_frame_directories(videos):

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-from video_fixtures import frame_id
 
 from recot.video import (
     CorruptVideoError,
@@ -23,6 +22,7 @@ from recot.video import (
     probe,
     read_frames,
 )
+from video_fixtures import frame_id
 
 
 @pytest.mark.parametrize(

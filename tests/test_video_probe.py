@@ -5,9 +5,9 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-from video_fixtures import FPS, START_OFFSET, VFR_PTS, N
 
 from recot.video import plan_frames, probe
+from video_fixtures import FPS, START_OFFSET, VFR_PTS, N
 
 CODECS = {
     "h264_mp4": "h264",

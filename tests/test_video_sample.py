@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from video_fixtures import FPS, VFR_PTS, N
 
 from recot.video import VideoRangeError, plan_frames, probe
+from video_fixtures import FPS, VFR_PTS, N
 
 
 @pytest.fixture(scope="module")

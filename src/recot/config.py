@@ -32,7 +32,7 @@ class VideoXLProConfig:
     Groups of fields: vision tower (SigLIP), the 27x27 -> 24x24 resize,
     ReCoT compressor, projector and pooling, query-aware selector, language
     model (Qwen2) and the timestamp text. ``official_compat`` switches on the
-    released checkpoint's quirks (see ``MODEL.md``): the raw-reshape frame
+    released checkpoint's quirks (see ``docs/released-model.md``): the raw-reshape frame
     layout of a group, the transposed relative-position logit term of the
     temporal attention, and the swapped projections of the time-to-token
     window attention. It is on for every checkpoint in the released layout.
@@ -141,7 +141,7 @@ class VideoXLProConfig:
 
     # ----- presets --------------------------------------------------------
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "VideoXLProConfig":
+    def from_preset(cls, name: str, **overrides: Any) -> VideoXLProConfig:
         """Build a named preset (see ``PRESETS``), with fields overridden by keyword."""
         if name not in PRESETS:
             raise KeyError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
@@ -210,7 +210,7 @@ class VideoXLProConfig:
         }
 
     @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> "VideoXLProConfig":
+    def from_json_dict(cls, data: dict[str, Any]) -> VideoXLProConfig:
         """Read a ``config.json``: ours (with a ``recot`` section) or the released one.
 
         The released file carries the language-model sizes and a few ``mm_*``
@@ -248,7 +248,7 @@ class VideoXLProConfig:
         Path(path).write_text(json.dumps(self.to_json_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "VideoXLProConfig":
+    def load(cls, path: str | Path) -> VideoXLProConfig:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

@@ -1,27 +1,33 @@
 """Long-video inference: streaming encoder, encode-once cache, ``VideoChat`` and memory planning.
 
 ``VideoChat`` loads a model once; ``encode(video)`` streams the video through
-the vision tower and compressor in bounded memory and caches the compressed
+the vision tower and compressor in bounded memory (``recot.model.StreamingEncoder``) and caches the compressed
 tokens on disk; ``ask(video, question)`` runs the query-aware selector and the
 language model on them.
 """
 
 from recot.engine.cache import CacheCorruptWarning, EncodingCache, resolve_cache_dir
-from recot.engine.chat import Answer, FrameSampling, GenerationOptions, Timings, VideoChat, VideoEncoding
+from recot.engine.chat import (
+    Answer,
+    FrameGapFiller,
+    FrameSampling,
+    GenerationOptions,
+    Timings,
+    VideoChat,
+    VideoEncoding,
+)
 from recot.engine.default_model import default_model_dir
-from recot.engine.stream import StreamingEncoder, encode_stream
 
 __all__ = [
     "Answer",
     "CacheCorruptWarning",
     "EncodingCache",
+    "FrameGapFiller",
     "FrameSampling",
     "GenerationOptions",
-    "StreamingEncoder",
     "Timings",
     "VideoChat",
     "VideoEncoding",
     "default_model_dir",
-    "encode_stream",
     "resolve_cache_dir",
 ]

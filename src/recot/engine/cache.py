@@ -18,17 +18,19 @@ metadata or checksum) is deleted with a warning and recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import platformdirs
 import torch
 from filelock import FileLock, Timeout
@@ -36,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from recot.data.atomic import atomic_path, atomic_write_text
-from recot.model.videoxl_pro import EncodedVideo
+from recot.model.encoder import EncodedVideo
 
 #: Bump when the entry layout or the meaning of the tokens changes: older entries become stale.
 CACHE_FORMAT = "1"
@@ -114,6 +116,23 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def model_fingerprint(model: torch.nn.Module, checkpoint_dir: Path | None, file_digest: Callable[[Path], str]) -> str:
+    """Identity of a model for cache keys: weights, config, dtype and device type.
+
+    Weights loaded from a checkpoint are identified by the hash of its
+    safetensors files (``file_digest``, memoised by the cache); otherwise by a
+    hash of the state dict.
+    """
+    files = sorted(checkpoint_dir.glob("*.safetensors")) if checkpoint_dir is not None else []
+    if files:
+        weights = hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()
+    else:
+        weights = tensor_digest(dict(model.state_dict()))
+    config = json.dumps(model.config.to_json_dict(), sort_keys=True, default=str)
+    parts = [weights, config, str(next(model.parameters()).dtype), next(model.parameters()).device.type]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """One stored encoding, as listed by :meth:`EncodingCache.entries`."""
@@ -160,6 +179,12 @@ class EncodingCache:
         return content_digest(path, self.digests_dir)
 
     # ----- get / put --------------------------------------------------------
+    def key(self, video: str | Path, frame_indices: Sequence[int] | np.ndarray, model_id: str) -> str:
+        """The key of a video's encoding: content hash + the frames sampled + the model's identity."""
+        frames = hashlib.sha256(np.ascontiguousarray(frame_indices, dtype=np.int64).tobytes()).hexdigest()
+        parts = [self.file_digest(video), frames, model_id]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+
     def load(self, key: str) -> tuple[EncodedVideo, dict[str, str]] | None:
         """The entry for ``key``, or None when missing; a corrupt entry is deleted (with a warning)."""
         path = self.path_of(key)
@@ -176,10 +201,9 @@ class EncodingCache:
             warnings.warn(f"cache entry {path} is corrupt or stale: {problem}; recomputing", CacheCorruptWarning, stacklevel=2)
             path.unlink(missing_ok=True)
             return None
-        try:
+        # Deleted meanwhile by ``clear`` in another process: the tensors are read already.
+        with contextlib.suppress(FileNotFoundError):
             os.utime(path)  # last use, for LRU eviction
-        except FileNotFoundError:  # deleted meanwhile by ``clear`` in another process; the tensors are read
-            pass
         return EncodedVideo(tensors["tokens"], tensors["timestamps"]), metadata
 
     def store(self, key: str, encoded: EncodedVideo, metadata: dict[str, Any]) -> Path | None:

@@ -11,7 +11,6 @@ answer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -25,12 +24,22 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from recot.engine.cache import EncodingCache, content_digest, tensor_digest
-from recot.engine.stream import FrameCountError, StreamingEncoder, num_groups
+from recot.engine.cache import EncodingCache, content_digest, model_fingerprint
 from recot.model.checkpoint import CheckpointError
+from recot.model.encoder import EncodedVideo, StreamingEncoder
+from recot.model.groups import GroupPlan
 from recot.model.processor import VideoXLProProcessor
-from recot.model.videoxl_pro import EncodedVideo, VideoXLPro
-from recot.video import PartialDecodeWarning, SamplePlan, VideoDecodeError, iter_frames, plan_frames, probe
+from recot.model.selector import context_budget, num_kept
+from recot.model.videoxl_pro import VideoXLPro
+from recot.video import (
+    FrameBatch,
+    PartialDecodeWarning,
+    SamplePlan,
+    VideoDecodeError,
+    iter_frames,
+    plan_frames,
+    probe,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,18 @@ class FrameSampling:
     max_frames: int | None = None
     start: float | None = None
     end: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_frames is not None and self.fps is not None:
+            raise ValueError("give num_frames or fps, not both")
+        for name in ("num_frames", "max_frames"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
 
     def resolved(self) -> FrameSampling:
         """With the default rule filled in when neither ``num_frames`` nor ``fps`` is given."""
@@ -70,6 +91,18 @@ class GenerationOptions:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.keep_ratio is not None and not 0.0 < self.keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if self.max_visual_tokens is not None and self.max_visual_tokens < 1:
+            raise ValueError(f"max_visual_tokens must be >= 1, got {self.max_visual_tokens}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclass
@@ -132,7 +165,7 @@ class VideoChat:
         self.cache = cache
         self.progress = progress
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self._weights_id: str | None = None
+        self._model_id: str | None = None
 
     @classmethod
     def from_pretrained(
@@ -157,25 +190,15 @@ class VideoChat:
     # ----- identity -------------------------------------------------------------
     @property
     def model_id(self) -> str:
-        """Identity of the model for cache keys: weights, config, dtype and device type.
+        """Identity of the model for cache keys (:func:`recot.engine.cache.model_fingerprint`).
 
-        Weights loaded from a checkpoint are identified by the hash of its
-        safetensors files (memoised in the cache); otherwise by a hash of the
-        state dict. The weights' hash is computed on first use and kept for the
-        life of this ``VideoChat``: weights changed in place afterwards are not seen.
+        Computed on first use and kept for the life of this ``VideoChat``:
+        weights changed in place afterwards are not seen.
         """
-        if self._weights_id is None:
-            self._weights_id = self._weights_digest()
-        config = json.dumps(self.model.config.to_json_dict(), sort_keys=True, default=str)
-        parts = [self._weights_id, config, str(self.model.dtype), self.model.device.type]
-        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-    def _weights_digest(self) -> str:
-        files = sorted(self.checkpoint_dir.glob("*.safetensors")) if self.checkpoint_dir is not None else []
-        if not files:
-            return tensor_digest(dict(self.model.state_dict()))
-        digest = self.cache.file_digest if self.cache is not None else content_digest
-        return hashlib.sha256("".join(digest(f) for f in files).encode()).hexdigest()
+        if self._model_id is None:
+            digest = self.cache.file_digest if self.cache is not None else content_digest
+            self._model_id = model_fingerprint(self.model, self.checkpoint_dir, digest)
+        return self._model_id
 
     # ----- encoding ---------------------------------------------------------------
     def plan(self, video: str | Path, sampling: FrameSampling | None = None) -> SamplePlan:
@@ -191,7 +214,7 @@ class VideoChat:
         if self.cache is None or not use_cache:
             encoded, indices = self._encode_plan(path, plan)
             return VideoEncoding(path, encoded, len(indices), indices.tolist(), False, time.perf_counter() - started)
-        key = self.cache_key(path, plan)
+        key = self.cache.key(path, plan.indices, self.model_id)
 
         def compute() -> tuple[EncodedVideo, dict[str, Any]]:
             encoded, indices = self._encode_plan(path, plan)
@@ -207,57 +230,40 @@ class VideoChat:
         indices = json.loads(metadata["frame_indices"]) if "frame_indices" in metadata else None
         return VideoEncoding(path, encoded, int(metadata["frames"]), indices, hit, time.perf_counter() - started, key)
 
-    def cache_key(self, video: str | Path, plan: SamplePlan) -> str:
-        """The cache key of a video under a sampling plan: content hash + planned frames + model id."""
-        if self.cache is None:
-            raise ValueError("this VideoChat has no cache")
-        frames = hashlib.sha256(np.ascontiguousarray(plan.indices, dtype=np.int64).tobytes()).hexdigest()
-        parts = [self.cache.file_digest(video), frames, self.model_id]
-        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
-
     def _encode_plan(self, path: str, plan: SamplePlan) -> tuple[EncodedVideo, np.ndarray]:
-        """Stream-encode the planned frames; frames that fail to decode are left out (with a warning)."""
-        try:
-            return self._stream(path, plan), plan.indices
-        except FrameCountError as exc:
-            decoded = exc.received_indices
-        if len(decoded) == 0:
-            raise VideoDecodeError(path, "no planned frame could be decoded")
-        warnings.warn(
-            f"{path}: {len(plan) - len(decoded)} of {len(plan)} planned frames could not be decoded; "
-            "encoding the remaining ones",
-            PartialDecodeWarning,
-            stacklevel=3,
-        )
-        reduced = SamplePlan(plan.info, decoded, plan.info.frame_times[decoded].astype(np.float64), plan.rule + ", undecodable frames left out")
-        try:
-            return self._stream(path, reduced), decoded
-        except FrameCountError as exc:
-            raise VideoDecodeError(path, f"decoding is not repeatable ({exc})") from exc
+        """Stream-encode the planned frames in one decoding pass.
 
-    def _stream(self, path: str, plan: SamplePlan) -> EncodedVideo:
+        Returns the encoding and the source frame index of each planned
+        position. A planned frame that fails to decode is replaced by its
+        nearest decoded predecessor (successor at the start), with a warning, so
+        the group layout holds and the file is read once.
+        """
         config = self.model.config
+        groups = GroupPlan.for_config(len(plan), config)
         chunk = config.compressor_batch_size * config.frames_per_group
-        groups = num_groups(len(plan), config.frames_per_group)
+        filler = FrameGapFiller(plan.indices)
         with _bar(self.progress, len(plan), "decode", "frame", 0) as decode_bar, _bar(
-            self.progress, groups, "encode", "group", 1
-        ) as encode_bar:
-            encoder = StreamingEncoder(self.model, self.processor, len(plan), on_groups=encode_bar.update)
-            batches = iter_frames(path, plan, batch_size=chunk, size=config.image_size)
-            received: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
-            position = 0
-            for batch in batches:
-                received.append(batch.indices)
+            self.progress, groups.num_groups, "encode", "group", 1
+        ) as encode_bar, torch.inference_mode():
+            encoder = StreamingEncoder(self.model, len(plan), on_groups=encode_bar.update)
+            for batch in iter_frames(path, plan, batch_size=chunk, size=config.image_size):
                 decode_bar.update(len(batch))
-                if not np.array_equal(batch.indices, plan.indices[position : position + len(batch)]):
-                    break  # a frame failed to decode: the group layout no longer holds
-                encoder.add(batch.frames, batch.indices, batch.timestamps)
-                position += len(batch)
-            # After a break this drains the decoder, to learn which frames do decode.
-            decoded = np.concatenate(received + [b.indices for b in batches])
-            if not np.array_equal(decoded, plan.indices):
-                raise FrameCountError(len(plan), decoded)
-            return encoder.finish()
+                complete = filler.fill(batch)
+                encoder.add(complete.frames, complete.timestamps)
+            tail = filler.finish()
+            if tail is None:
+                raise VideoDecodeError(path, "no planned frame could be decoded")
+            if len(tail):
+                encoder.add(tail.frames, tail.timestamps)
+            encoded = encoder.finish()
+        if filler.missing:
+            warnings.warn(
+                f"{path}: {filler.missing} of {len(plan)} planned frames could not be decoded; "
+                "each was replaced by the nearest decoded frame",
+                PartialDecodeWarning,
+                stacklevel=3,
+            )
+        return encoded, filler.source_indices
 
     # ----- answering -------------------------------------------------------------------
     def ask(
@@ -280,9 +286,11 @@ class VideoChat:
         input_ids = self.processor.tokenize_prompt(question)
         time_ids = self.processor.time_sequence_ids(encoding.encoded.timestamps)
         num_visual = encoding.encoded.tokens.shape[0] * encoding.encoded.tokens.shape[1]
-        budget = self.visual_budget(len(input_ids) - 1, len(time_ids) - num_visual, opts)
+        budget = context_budget(
+            self.model.config, len(input_ids) - 1, len(time_ids) - num_visual, opts.max_new_tokens, opts.max_visual_tokens
+        )
         keep_ratio = self.model.config.keep_ratio if opts.keep_ratio is None else opts.keep_ratio
-        kept = self.model.selector.num_kept(num_visual, keep_ratio, budget)
+        kept = num_kept(self.model.config, num_visual, keep_ratio, budget)
         tokenizer = self.processor.tokenizer
         generate_kwargs: dict[str, Any] = {
             "max_new_tokens": opts.max_new_tokens,
@@ -320,25 +328,6 @@ class VideoChat:
             timings=Timings(encode=encode_seconds, answer=finished - answer_started, total=finished - started),
         )
 
-    def visual_budget(self, prompt_tokens: int, time_tokens: int, options: GenerationOptions) -> int:
-        """Most visual tokens the LLM may see: the user's budget, capped by what fits the context.
-
-        Raises ``ValueError`` when the prompt, the timestamp text and the answer
-        alone exceed the context (too many frames for this model).
-        """
-        room = self.model.config.max_position_embeddings - prompt_tokens - time_tokens - options.max_new_tokens
-        if room < 0:
-            raise ValueError(
-                f"the prompt ({prompt_tokens} tokens), the timestamps of the groups ({time_tokens} tokens) and "
-                f"{options.max_new_tokens} new tokens exceed the model's context of "
-                f"{self.model.config.max_position_embeddings}; sample fewer frames"
-            )
-        if options.max_visual_tokens is None:
-            return room
-        if options.max_visual_tokens < 0:
-            raise ValueError(f"max_visual_tokens must be >= 0, got {options.max_visual_tokens}")
-        return min(options.max_visual_tokens, room)
-
     def ask_many(
         self,
         items: Iterable[tuple[str | Path, str]],
@@ -367,6 +356,66 @@ class VideoChat:
                     )
                 answers[i] = answer
         return [a for a in answers if a is not None]
+
+
+class FrameGapFiller:
+    """Turns decoded batches into complete plan-ordered batches, filling frames that failed to decode.
+
+    ``planned`` are the planned source frame indices. A missing planned frame
+    takes the previous decoded frame (the next one, before the first decoded
+    frame), so every planned position has a frame and the group layout holds.
+    """
+
+    def __init__(self, planned: np.ndarray) -> None:
+        self.planned = np.asarray(planned)
+        self.source_indices = np.empty(len(self.planned), dtype=np.int64)
+        self.missing = 0
+        self._position = 0
+        self._leading = 0  # missing positions before the first decoded frame
+        self._last: FrameBatch | None = None  # the last decoded frame, as a batch of one
+
+    def fill(self, batch: FrameBatch) -> FrameBatch:
+        """The batch with the missing planned frames before and among its frames filled in."""
+        start = self._position
+        if self._leading == 0 and np.array_equal(batch.indices, self.planned[start : start + len(batch)]):
+            self._take(batch, len(batch))  # the common case: nothing missing
+            return batch
+        rows: list[FrameBatch] = []
+        for j in range(len(batch)):
+            frame = _rows(batch, j, j + 1)
+            while self._position < len(self.planned) and self.planned[self._position] != frame.indices[0]:
+                self.missing += 1
+                if self._last is None:
+                    self._leading += 1
+                else:
+                    rows.append(self._take(self._last, 1))
+            if self._position == len(self.planned):
+                raise ValueError(f"the decoder returned frame {int(frame.indices[0])}, which is not in the plan")
+            if self._leading:
+                rows.append(self._take(FrameBatch.concat([frame] * self._leading), self._leading))
+                self._leading = 0
+            rows.append(self._take(frame, 1))
+            self._last = frame
+        return FrameBatch.concat(rows) if rows else batch
+
+    def finish(self) -> FrameBatch | None:
+        """Frames for the planned positions after the last decoded frame (None: nothing decoded at all)."""
+        if self._last is None:
+            return None
+        remaining = len(self.planned) - self._position
+        self.missing += remaining
+        return self._take(FrameBatch.concat([self._last] * remaining), remaining) if remaining else _rows(self._last, 0, 0)
+
+    def _take(self, rows: FrameBatch, n: int) -> FrameBatch:
+        self.source_indices[self._position : self._position + n] = rows.indices
+        self._position += n
+        if len(rows):
+            self._last = _rows(rows, len(rows) - 1, len(rows))
+        return rows
+
+
+def _rows(batch: FrameBatch, start: int, stop: int) -> FrameBatch:
+    return FrameBatch(batch.frames[start:stop], batch.indices[start:stop], batch.timestamps[start:stop])
 
 
 def _bar(enabled: bool, total: int, desc: str, unit: str, position: int) -> tqdm:

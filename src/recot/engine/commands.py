@@ -25,7 +25,7 @@ from recot.config import VideoXLProConfig
 from recot.engine.cache import CacheCorruptWarning, EncodingCache
 from recot.engine.chat import FrameSampling, GenerationOptions, VideoChat
 from recot.engine.default_model import DEFAULT_PRESET, default_model_dir
-from recot.engine.memory import format_bytes, plan_memory
+from recot.engine.memory import QWEN25_TIME_TEXT_TOKENS, format_bytes, plan_memory
 from recot.model.checkpoint import CheckpointError, parse_dtype
 from recot.video import VideoDecodeError
 
@@ -264,7 +264,7 @@ def run_plan(args: argparse.Namespace) -> int:
         config = _plan_config(args.model)
         dtype = args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32")
         plan = plan_memory(
-            config, args.frames, dtype=dtype, keep_ratio=args.keep_ratio, max_visual_tokens=args.max_visual_tokens,
+            config, args.frames, _time_text_tokens(args.model, config), dtype=dtype, keep_ratio=args.keep_ratio, max_visual_tokens=args.max_visual_tokens,
             max_new_tokens=args.max_new_tokens, attention=args.attention,
         )  # fmt: skip
     except (ValueError, KeyError) as exc:
@@ -282,6 +282,19 @@ def run_plan(args: argparse.Namespace) -> int:
           "   and prefill [llm_inputs + kv_cache + llm_activations]: they do not overlap)")  # fmt: skip
     print(f"peak: {format_bytes(plan.peak)} (plus the runtime itself: CUDA context or Python/PyTorch, a few hundred MiB)")
     return 0
+
+
+def _time_text_tokens(model: str | None, config: VideoXLProConfig) -> int:
+    """Tokens of one timestamp text, measured with the model's tokenizer where there is one."""
+    from recot.model.processor import VideoXLProProcessor
+    from recot.model.tokenizer import build_byte_tokenizer
+
+    if model is not None and Path(model).is_dir():
+        return VideoXLProProcessor.from_pretrained(model).time_text_tokens()
+    if config.extra.get("preset") == "videoxl-pro-3b":
+        return QWEN25_TIME_TEXT_TOKENS
+    # The small presets are paired with the byte tokenizer (the default model ships with it).
+    return VideoXLProProcessor(build_byte_tokenizer(), config).time_text_tokens()
 
 
 def _plan_config(model: str | None) -> VideoXLProConfig:

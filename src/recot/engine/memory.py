@@ -5,7 +5,7 @@ Units below: F frames per compressor chunk, B frames per vision-tower batch,
 N patches per frame, C vision width, I vision MLP width, g grid side, D LLM
 width, G groups, P tokens per group, L LLM input length, b bytes per element.
 
-Encode (streaming, :mod:`recot.engine.stream`):
+Encode (streaming, :mod:`recot.model.encoder`):
   weights + token store (G P D b) + decode buffers (uint8 batch, pending
   normalised frames) + the largest of
   * vision tower: the features of the chunk so far (F N C b) and, inside one
@@ -38,14 +38,18 @@ from typing import Literal
 import torch
 
 from recot.config import VideoXLProConfig
-from recot.engine.stream import num_groups
 from recot.model.checkpoint import parse_dtype
-from recot.model.selector import QueryAwareSelector
+from recot.model.groups import GroupPlan
+from recot.model.selector import QueryAwareSelector, context_budget, num_kept
 
 Attention = Literal["fused", "math"]
 _FLOAT32 = 4
 # Text of a typical question with its chat template; enough for a planning estimate.
 DEFAULT_PROMPT_TOKENS = 64
+#: Tokens of one ``Time 0004.0s:`` text under the released model's Qwen2.5 tokenizer (it splits
+#: digits). Used for the bare ``videoxl-pro-3b`` preset, whose tokenizer does not ship with recot;
+#: a checkpoint's own tokenizer is measured instead (``VideoXLProProcessor.time_text_tokens``).
+QWEN25_TIME_TEXT_TOKENS = 10
 
 
 @dataclass
@@ -110,20 +114,20 @@ def count_parameters(config: VideoXLProConfig) -> int:
 def plan_memory(
     config: VideoXLProConfig,
     num_frames: int,
+    time_tokens_per_group: int,
     dtype: torch.dtype | str | None = None,
     keep_ratio: float | None = None,
     max_visual_tokens: int | None = None,
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
     max_new_tokens: int = 128,
-    time_tokens_per_group: int | None = None,
     attention: Attention = "fused",
 ) -> MemoryPlan:
     """Estimate peak memory of encoding ``num_frames`` frames and of answering one question.
 
-    ``time_tokens_per_group`` is the length of a ``Time ...s:`` text (10 for the
-    Qwen2.5 tokenizer; 13 for the byte tokenizer: default from the vocabulary
-    size). The visual budget is capped by the context as in
-    :meth:`recot.engine.VideoChat.visual_budget`.
+    ``time_tokens_per_group`` is the length of a ``Time ...s:`` text under the
+    model's tokenizer (:meth:`recot.VideoXLProProcessor.time_text_tokens`). The
+    visual budget and the kept tokens are those of answering
+    (:func:`recot.model.selector.context_budget`, ``num_kept``).
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -136,7 +140,7 @@ def plan_memory(
     g2 = config.grid_size**2
     s = config.image_size
     fpg = config.frames_per_group
-    groups = num_groups(num_frames, fpg)
+    groups = GroupPlan.for_config(num_frames, config).num_groups
     chunk_frames = min(config.compressor_batch_size, groups) * fpg
     vision_batch = min(config.vision_batch_size, chunk_frames)
     p = config.tokens_per_group
@@ -165,11 +169,9 @@ def plan_memory(
     }
 
     # --- answer -------------------------------------------------------------
-    time_tokens = groups * (time_tokens_per_group or _time_text_tokens(config))
-    room = config.max_position_embeddings - prompt_tokens - time_tokens - max_new_tokens
-    budget = max(room, 0) if max_visual_tokens is None else max(min(max_visual_tokens, room), 0)
-    ratio = config.keep_ratio if keep_ratio is None else keep_ratio
-    kept = min(int(visual * ratio), budget) // config.selector_multiple * config.selector_multiple
+    time_tokens = groups * time_tokens_per_group
+    budget = context_budget(config, prompt_tokens, time_tokens, max_new_tokens, max_visual_tokens)
+    kept = num_kept(config, visual, config.keep_ratio if keep_ratio is None else keep_ratio, budget)
     seq_len = time_tokens + visual
     llm_len = prompt_tokens + time_tokens + kept
     total_len = llm_len + max_new_tokens
@@ -190,12 +192,6 @@ def plan_memory(
         "llm_activations": llm_layer + config.vocab_size * _FLOAT32,
     }
     return MemoryPlan(num_frames, groups, visual, kept, llm_len, str(torch_dtype).replace("torch.", ""), encode, answer)
-
-
-def _time_text_tokens(config: VideoXLProConfig) -> int:
-    """Tokens of one ``Time 0004.0s:`` text: one per byte for the byte tokenizer, 10 for Qwen2.5."""
-    text = config.time_format.format(t=0.0)
-    return len(text.encode()) if config.vocab_size <= 1024 else 10
 
 
 def format_bytes(n: int) -> str:

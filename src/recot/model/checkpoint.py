@@ -16,17 +16,19 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import torch
 from accelerate import init_empty_weights
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from recot.config import VideoXLProConfig
 
-if TYPE_CHECKING:
-    from recot.model.videoxl_pro import VideoXLPro
+# Functions here take the model class or instance as an argument (``VideoXLPro``
+# calls them), so this module never imports the model module: no import cycle.
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 #: (our module prefix, released checkpoint prefix).
 KEY_PREFIXES: list[tuple[str, str]] = [
@@ -167,12 +169,12 @@ def _check_keys(
 
 
 def load_pretrained(
-    cls: type["VideoXLPro"],
+    cls: type[ModelT],
     path: str | Path,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     attn_implementation: str = "sdpa",
-) -> "VideoXLPro":
+) -> ModelT:
     """Build the model from ``path/config.json`` and load its tensors strictly.
 
     Raises :class:`CheckpointError` naming every missing, unexpected or
@@ -227,7 +229,7 @@ def save_compressor(compressor: torch.nn.Module, path: str | Path) -> None:
         save_file(state, str(tmp), metadata={"format": "pt"})
 
 
-def load_compressor(model: "VideoXLPro", path: str | Path) -> None:
+def load_compressor(model: nn.Module, path: str | Path) -> None:
     """Load compressor weights (``model.sae.*``, e.g. from ReCoT pre-training) into ``model``, strictly.
 
     Raises :class:`CheckpointError` naming missing, unexpected or mis-shaped keys.
@@ -264,7 +266,7 @@ def _shards(state: dict[str, torch.Tensor], max_shard_size: int | None) -> Itera
 
 
 def save_pretrained(
-    model: "VideoXLPro", path: str | Path, tokenizer: Any | None = None, max_shard_size: int | None = None
+    model: nn.Module, path: str | Path, tokenizer: Any | None = None, max_shard_size: int | None = None
 ) -> None:
     """Write ``path`` in the released layout, atomically (a temp dir renamed into place).
 

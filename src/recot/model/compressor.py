@@ -147,7 +147,7 @@ class ReCoTCompressor(nn.Module):
         self.encoder = nn.Sequential(*blocks)
 
     @classmethod
-    def from_config(cls, config: VideoXLProConfig) -> "ReCoTCompressor":
+    def from_config(cls, config: VideoXLProConfig) -> ReCoTCompressor:
         return cls(
             channels=config.vision_hidden_size,
             frames=config.frames_per_group,

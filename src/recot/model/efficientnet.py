@@ -125,7 +125,7 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(1280, 1000)
 
     @classmethod
-    def pretrained(cls) -> "EfficientNetLite0":
+    def pretrained(cls) -> EfficientNetLite0:
         """The network with the ImageNet weights of the optional package, in eval mode."""
         model = cls()
         state = torch.load(weights_path(), map_location="cpu", weights_only=True)

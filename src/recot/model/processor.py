@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from recot.config import IMAGE_TOKEN, VideoXLProConfig
-from recot.model.videoxl_pro import group_frame_order
-from recot.video.decode import frames_to_tensor
+from recot.model.frames import normalize_frames
+from recot.model.groups import GroupPlan
 
 Frames = np.ndarray | torch.Tensor | Image.Image | Sequence[Image.Image | np.ndarray]
 
@@ -36,7 +36,7 @@ class VideoXLProProcessor:
             )
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "VideoXLProProcessor":
+    def from_pretrained(cls, path: str | Path) -> VideoXLProProcessor:
         """Load the tokenizer and config of a model directory."""
         from transformers import AutoTokenizer, PretrainedConfig
 
@@ -70,7 +70,7 @@ class VideoXLProProcessor:
 
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (N, S, S, 3) already at the model's size -> normalised float32 (N, 3, S, S)."""
-        return frames_to_tensor(frames, self.config.image_mean, self.config.image_std)
+        return normalize_frames(frames, self.config.image_mean, self.config.image_std)
 
     # ----- text -----------------------------------------------------------------
     def prompt(self, question: str, with_video: bool = True) -> str:
@@ -95,6 +95,10 @@ class VideoXLProProcessor:
     def time_text(self, seconds: float) -> str:
         return self.config.time_format.format(t=seconds)
 
+    def time_text_tokens(self, seconds: float = 0.0) -> int:
+        """Tokens of one group's timestamp text (``Time 0004.0s:``: 10 with Qwen2.5, 13 with the byte tokenizer)."""
+        return len(self.tokenizer(self.time_text(seconds), add_special_tokens=False).input_ids)
+
     def time_sequence_ids(self, group_timestamps: Sequence[float] | torch.Tensor) -> torch.Tensor:
         """(L_s,) ids: per group its ``Time ...s:`` text, then P placeholder ids."""
         placeholders = [self.config.placeholder_token_id] * self.config.tokens_per_group
@@ -108,8 +112,7 @@ class VideoXLProProcessor:
     def group_timestamps(self, frame_timestamps: Sequence[float] | torch.Tensor) -> torch.Tensor:
         """(G,) the time of each group's first frame, after filling groups."""
         times = torch.as_tensor(frame_timestamps, dtype=torch.float64)
-        order = group_frame_order(len(times), self.config.frames_per_group)
-        return times[order[:: self.config.frames_per_group]]
+        return GroupPlan.for_config(len(times), self.config).group_timestamps(times)
 
     def __call__(
         self, question: str, frames: Frames | None = None, timestamps: Sequence[float] | None = None

@@ -109,7 +109,7 @@ class WindowTimeToTokenAttention(nn.Module):
                 heads(query_proj(visual_tokens)), heads(key_proj(time_tokens)), heads(value_proj(time_tokens))
             )
             attended = self.out_proj(attn.transpose(1, 2).flatten(2))  # (W, V, D)
-            results.update(zip(groups, attended.unbind(0)))
+            results.update(zip(groups, attended.unbind(0), strict=False))
         return torch.cat([results[g] for g in range(len(windows))])
 
 
@@ -123,13 +123,62 @@ class Selection:
     scores: torch.Tensor  # (V,) min-max normalised scores, at least float32
 
 
+def num_kept(config: VideoXLProConfig, num_visual: int, keep_ratio: float, max_visual_tokens: int | None = None) -> int:
+    """How many of ``num_visual`` visual tokens survive selection.
+
+    ``int(num_visual * keep_ratio)``, capped by ``max_visual_tokens``, rounded
+    down to a multiple of ``config.selector_multiple`` as released; but never
+    zero for a non-empty video: where rounding would leave nothing (a still
+    image, a video of one group), at least one token is kept, up to the cap.
+    """
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    k = int(num_visual * keep_ratio)
+    if max_visual_tokens is not None:
+        if max_visual_tokens < 1:
+            raise ValueError(f"max_visual_tokens must be >= 1, got {max_visual_tokens}")
+        k = min(k, max_visual_tokens)
+    multiple = config.selector_multiple
+    rounded = k // multiple * multiple
+    return rounded if rounded or not num_visual else max(k, 1)
+
+
+def context_budget(
+    config: VideoXLProConfig,
+    prompt_tokens: int,
+    time_tokens: int,
+    max_new_tokens: int,
+    max_visual_tokens: int | None = None,
+) -> int:
+    """Most visual tokens the LLM may see: ``max_visual_tokens``, capped by what fits its context.
+
+    The context (``max_position_embeddings``) must hold the prompt, the
+    timestamp text of every group, the kept visual tokens and the answer.
+    Raises ``ValueError`` when not even one visual token fits (too many frames
+    for this model).
+    """
+    room = config.max_position_embeddings - prompt_tokens - time_tokens - max_new_tokens
+    if room < 1:
+        raise ValueError(
+            f"the prompt ({prompt_tokens} tokens), the timestamps of the groups ({time_tokens} tokens) and "
+            f"{max_new_tokens} new tokens leave no room for visual tokens in the model's context of "
+            f"{config.max_position_embeddings}; sample fewer frames"
+        )
+    if max_visual_tokens is None:
+        return room
+    if max_visual_tokens < 1:
+        raise ValueError(f"max_visual_tokens must be >= 1, got {max_visual_tokens}")
+    return min(max_visual_tokens, room)
+
+
 class QueryAwareSelector(nn.Module):
     """Score visual tokens against the prompt and keep the best ones.
 
     Inputs: time sequence S (L, D) with its layout, and the embedded prompt
     tokens (n_text, D). Output: a :class:`Selection`. The number kept is
-    ``int(V * keep_ratio)``, capped by ``max_visual_tokens``, rounded down to a
-    multiple of ``config.selector_multiple`` (16 for the released model).
+    :func:`num_kept`: ``int(V * keep_ratio)``, capped by ``max_visual_tokens``,
+    rounded down to a multiple of ``config.selector_multiple`` (16 for the
+    released model).
     """
 
     #: Windows attended at once when scoring: bounds memory for long videos.
@@ -137,23 +186,12 @@ class QueryAwareSelector(nn.Module):
 
     def __init__(self, config: VideoXLProConfig) -> None:
         super().__init__()
+        self.config = config
         self.rotary_base = config.rope_theta
-        self.multiple = config.selector_multiple
         self.text_mlp = nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.GELU())
         self.window_attention = WindowTimeToTokenAttention(
             config.hidden_size, config.selector_num_heads, config.official_compat
         )
-
-    def num_kept(self, num_visual: int, keep_ratio: float, max_visual_tokens: int | None = None) -> int:
-        """How many visual tokens survive selection."""
-        if not 0.0 < keep_ratio <= 1.0:
-            raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
-        k = int(num_visual * keep_ratio)
-        if max_visual_tokens is not None:
-            if max_visual_tokens < 0:
-                raise ValueError(f"max_visual_tokens must be >= 0, got {max_visual_tokens}")
-            k = min(k, max_visual_tokens)
-        return k // self.multiple * self.multiple
 
     def score(self, sequence: torch.Tensor, layout: TimeSequenceLayout, text_embeds: torch.Tensor) -> torch.Tensor:
         """(V,) relevance of each visual token (at least float32), min-max normalised to [0, 1].
@@ -185,7 +223,7 @@ class QueryAwareSelector(nn.Module):
         scores = self.score(sequence, layout, text_embeds)
         visual_mask = layout.visual_mask.to(sequence.device)
         visual_positions = visual_mask.nonzero().squeeze(1)
-        k = self.num_kept(len(visual_positions), keep_ratio, max_visual_tokens)
+        k = num_kept(self.config, len(visual_positions), keep_ratio, max_visual_tokens)
         kept_visual = scores.topk(k).indices.sort().values
         keep = ~visual_mask
         keep[visual_positions[kept_visual]] = True

@@ -19,7 +19,7 @@ g=24, P=144):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +29,11 @@ from torch import nn
 from transformers import Qwen2ForCausalLM
 
 from recot.config import VideoXLProConfig
+from recot.model import checkpoint
 from recot.model.compressor import ReCoTCompressor
+from recot.model.encoder import EncodedVideo, EncoderStages, StreamingEncoder
 from recot.model.selector import QueryAwareSelector, Selection, TimeSequenceLayout
 from recot.model.vision import VisionTower, resize_to_grid
-
-
-def group_frame_order(num_frames: int, frames_per_group: int = 4) -> list[int]:
-    """Frame indices, in order, that fill whole groups of ``frames_per_group``.
-
-    Fewer frames than a group: the last frame is repeated. Otherwise, when
-    ``num_frames`` is not a multiple of the group size, ``m`` distinct frames are
-    each duplicated once in place. The released code picks them at random; here
-    they are evenly spaced (frame ``(2j + 1) * N // (2m)`` for ``j < m``), so the
-    same video always gives the same tokens.
-    """
-    if num_frames < 1:
-        raise ValueError(f"need at least one frame, got {num_frames}")
-    if num_frames < frames_per_group:
-        return list(range(num_frames)) + [num_frames - 1] * (frames_per_group - num_frames)
-    missing = -num_frames % frames_per_group
-    duplicated = {(2 * j + 1) * num_frames // (2 * missing) for j in range(missing)}
-    order = []
-    for i in range(num_frames):
-        order += [i, i] if i in duplicated else [i]
-    return order
 
 
 def layout_from_ids(time_sequence_ids: torch.Tensor, placeholder_id: int) -> TimeSequenceLayout:
@@ -73,35 +54,35 @@ def layout_from_ids(time_sequence_ids: torch.Tensor, placeholder_id: int) -> Tim
 
 
 @dataclass
-class EncodedVideo:
-    """A video's compressed, pre-selection tokens: what the encode-once cache stores.
+class LLMInputs:
+    """What the language model receives for one prompt (:meth:`VideoXLPro.embed_inputs`).
 
-    ``tokens`` (G, P, D) pooled visual tokens; ``timestamps`` (G,) float64, the
-    time in seconds of each group's first frame.
+    ``inputs_embeds`` (1, L', D) and ``labels`` (1, L') aligned with them (or
+    None); with a video, the embedded ``time_sequence`` (L_s, D) and the
+    selector's :class:`~recot.model.selector.Selection`.
     """
 
-    tokens: torch.Tensor
-    timestamps: torch.Tensor
+    inputs_embeds: torch.Tensor
+    labels: torch.Tensor | None = None
+    time_sequence: torch.Tensor | None = None
+    selection: Selection | None = None
 
-    def __post_init__(self) -> None:
-        if self.tokens.dim() != 3 or self.timestamps.shape != (self.tokens.shape[0],):
-            raise ValueError(
-                f"EncodedVideo needs tokens (G, P, D) and timestamps (G,), got "
-                f"{tuple(self.tokens.shape)} and {tuple(self.timestamps.shape)}"
-            )
 
-    @property
-    def num_groups(self) -> int:
-        return self.tokens.shape[0]
+@dataclass
+class VideoXLProIntermediates:
+    """Every stage of one forward pass: the encoder's (None when the video came encoded) and the LLM inputs'."""
+
+    encoder: EncoderStages | None
+    inputs: LLMInputs
 
 
 @dataclass
 class VideoXLProOutput:
-    """Result of :meth:`VideoXLPro.forward`: logits (1, L, vocab), optional loss and intermediates."""
+    """Result of :meth:`VideoXLPro.forward`: logits (1, L', vocab), optional loss and intermediates."""
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
-    intermediates: dict[str, Any] = field(default_factory=dict)
+    intermediates: VideoXLProIntermediates | None = None
 
 
 class VideoXLPro(nn.Module):
@@ -165,11 +146,8 @@ class VideoXLPro(nn.Module):
         pooled = F.avg_pool2d(grid, self.config.pool_stride)
         return pooled.flatten(2).transpose(1, 2)
 
-    def encode_groups(self, pixel_values: torch.Tensor, intermediates: dict | None = None) -> torch.Tensor:
-        """(4G, 3, S, S) frames already in group order -> (G, P, D) pooled visual tokens.
-
-        Pass a dict as ``intermediates`` to receive every stage's output.
-        """
+    def encode_groups(self, pixel_values: torch.Tensor) -> EncoderStages:
+        """(4G, 3, S, S) pixel values already in group order -> every stage, ending in (G, P, D) pooled tokens."""
         pixel_values = pixel_values.to(self.device, self.dtype)
         features = self.vision_tower(pixel_values)
         resized = resize_to_grid(features, self.config.grid_size)
@@ -177,40 +155,27 @@ class VideoXLPro(nn.Module):
         compressed = self.compressor(grouped)  # (G, C, 1, g, g)
         compressed = compressed[:, :, 0].flatten(2).transpose(1, 2)  # (G, g*g, C)
         projected = self.projector(compressed)
-        pooled = self.pool(projected)
-        if intermediates is not None:
-            for name, value in [
-                ("vision_features", features),
-                ("resized_features", resized),
-                ("compressor_input", grouped),
-                ("compressor_output", compressed),
-                ("projector_output", projected),
-                ("pooled_tokens", pooled),
-            ]:
-                intermediates.setdefault(name, []).append(value)
-        return pooled
+        return EncoderStages(features, resized, grouped, compressed, projected, self.pool(projected))
 
     @torch.no_grad()
-    def encode_video(
-        self, pixel_values: torch.Tensor, timestamps: torch.Tensor | list[float], intermediates: dict | None = None
-    ) -> EncodedVideo:
-        """(N, 3, S, S) frames with their times -> :class:`EncodedVideo`.
+    def encode_video(self, frames: torch.Tensor, timestamps: torch.Tensor | list[float]) -> EncodedVideo:
+        """(N, 3, S, S) pixel values or uint8 (N, S, S, 3) frames, with their times -> :class:`EncodedVideo`.
 
-        Frames are expanded to whole groups (:func:`group_frame_order`) and
-        encoded ``config.compressor_batch_size`` groups at a time; the streaming
-        engine encodes the same chunks, so both give identical tokens.
+        The :class:`~recot.model.encoder.StreamingEncoder` fed one batch: frames
+        fill whole groups (:class:`~recot.model.groups.GroupPlan`) and are encoded
+        ``config.compressor_batch_size`` groups at a time.
         """
+        return self._encode(frames, timestamps)[0]
+
+    def _encode(
+        self, frames: torch.Tensor, timestamps: torch.Tensor | list[float], keep_stages: bool = False
+    ) -> tuple[EncodedVideo, EncoderStages | None]:
         timestamps = torch.as_tensor(timestamps, dtype=torch.float64)
-        if timestamps.shape != (pixel_values.shape[0],):
-            raise ValueError(f"{pixel_values.shape[0]} frames but {timestamps.numel()} timestamps")
-        order = torch.tensor(group_frame_order(pixel_values.shape[0], self.config.frames_per_group))
-        chunk = self.config.compressor_batch_size * self.config.frames_per_group
-        tokens = torch.cat([self.encode_groups(pixel_values[idx], intermediates) for idx in order.split(chunk)])
-        if intermediates is not None:
-            for name, parts in list(intermediates.items()):
-                if isinstance(parts, list):
-                    intermediates[name] = torch.cat(parts)
-        return EncodedVideo(tokens, timestamps[order[:: self.config.frames_per_group]])
+        if timestamps.shape != (frames.shape[0],):
+            raise ValueError(f"{frames.shape[0]} frames but {timestamps.numel()} timestamps")
+        encoder = StreamingEncoder(self, frames.shape[0], keep_stages=keep_stages, grad=torch.is_grad_enabled())
+        encoder.add(frames, timestamps)
+        return encoder.finish(), encoder.stages
 
     # ----- time sequence, selection, prompt -------------------------------------
     def build_time_sequence(
@@ -245,13 +210,12 @@ class VideoXLPro(nn.Module):
         keep_ratio: float | None = None,
         max_visual_tokens: int | None = None,
         labels: torch.Tensor | None = None,
-        intermediates: dict | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Prompt ids (L,) with one ``image_token_index`` -> LLM ``inputs_embeds`` (1, L', D).
+    ) -> LLMInputs:
+        """Prompt ids (L,) with one ``image_token_index`` -> the LLM's :class:`LLMInputs`.
 
         The selector scores the video against every prompt token except the
         image marker (with ``labels``, only tokens whose label is -100: the answer
-        is never scored against). Returns the embeddings and labels aligned with them.
+        is never scored against). Labels come back aligned with the embeddings.
         """
         input_ids = _as_1d(input_ids).to(self.device)
         labels = None if labels is None else _as_1d(labels).to(self.device)
@@ -260,7 +224,7 @@ class VideoXLPro(nn.Module):
         if not image_positions:
             if encoded is not None:
                 raise ValueError("a video was given but input_ids has no image token")
-            return embed(input_ids)[None], None if labels is None else labels[None]
+            return LLMInputs(embed(input_ids)[None], None if labels is None else labels[None])
         if len(image_positions) > 1 or encoded is None or time_sequence_ids is None:
             raise ValueError(
                 f"input_ids has {len(image_positions)} image tokens; exactly one is needed, "
@@ -276,18 +240,10 @@ class VideoXLPro(nn.Module):
         ratio = self.config.keep_ratio if keep_ratio is None else keep_ratio
         selection: Selection = self.selector(sequence, layout, text_embeds, ratio, max_visual_tokens)
         inputs_embeds = torch.cat([embed(input_ids[:pos]), selection.sequence, embed(input_ids[pos + 1 :])])
-        if intermediates is not None:
-            intermediates.update(
-                time_sequence=sequence,
-                selector_scores=selection.scores,
-                kept_visual_indices=selection.kept_visual,
-                kept_positions=selection.kept_positions,
-                inputs_embeds=inputs_embeds[None],
-            )
         if labels is not None:
             ignore = labels.new_full((len(selection.sequence),), -100)
             labels = torch.cat([labels[:pos], ignore, labels[pos + 1 :]])[None]
-        return inputs_embeds[None], labels
+        return LLMInputs(inputs_embeds[None], labels, sequence, selection)
 
     def forward(
         self,
@@ -307,13 +263,11 @@ class VideoXLPro(nn.Module):
         where the video goes; ``time_sequence_ids`` (L_s,) are the per-group
         timestamp ids and placeholders (see :class:`recot.VideoXLProProcessor`).
         """
-        intermediates: dict[str, Any] | None = {} if return_intermediates else None
-        encoded = self._video(pixel_values, timestamps, encoded, intermediates)
-        inputs_embeds, labels = self.embed_inputs(
-            input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens, labels, intermediates
-        )
-        out = self.language_model(inputs_embeds=inputs_embeds, labels=labels)
-        return VideoXLProOutput(out.logits, out.loss, intermediates or {})
+        encoded, stages = self._video(pixel_values, timestamps, encoded, keep_stages=return_intermediates)
+        inputs = self.embed_inputs(input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens, labels)
+        out = self.language_model(inputs_embeds=inputs.inputs_embeds, labels=inputs.labels)
+        intermediates = VideoXLProIntermediates(stages, inputs) if return_intermediates else None
+        return VideoXLProOutput(out.logits, out.loss, intermediates)
 
     @torch.no_grad()
     def generate(
@@ -332,8 +286,8 @@ class VideoXLPro(nn.Module):
         Extra keyword arguments go to transformers' ``generate`` (``max_new_tokens``,
         ``do_sample``, ``temperature``, ``eos_token_id``...), which uses the KV cache.
         """
-        encoded = self._video(pixel_values, timestamps, encoded)
-        inputs_embeds, _ = self.embed_inputs(input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens)
+        encoded, _ = self._video(pixel_values, timestamps, encoded)
+        inputs_embeds = self.embed_inputs(input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens).inputs_embeds
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("max_new_tokens", 128)
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=self.device)
@@ -346,16 +300,16 @@ class VideoXLPro(nn.Module):
         pixel_values: torch.Tensor | None,
         timestamps: torch.Tensor | list[float] | None,
         encoded: EncodedVideo | None,
-        intermediates: dict | None = None,
-    ) -> EncodedVideo | None:
-        """The video of a call: encoded from frames, or the given encoding."""
+        keep_stages: bool = False,
+    ) -> tuple[EncodedVideo | None, EncoderStages | None]:
+        """The video of a call: encoded from frames (with its stages when asked), or the given encoding."""
         if pixel_values is None:
-            return encoded
+            return encoded, None
         if encoded is not None:
             raise ValueError("give the video either as pixel_values or as encoded, not both")
         if timestamps is None:
             raise ValueError("pixel_values need their timestamps")
-        return self.encode_video(pixel_values, timestamps, intermediates)
+        return self._encode(pixel_values, timestamps, keep_stages)
 
     # ----- checkpoints ---------------------------------------------------------
     @classmethod
@@ -365,23 +319,17 @@ class VideoXLPro(nn.Module):
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
         attn_implementation: str = "sdpa",
-    ) -> "VideoXLPro":
+    ) -> VideoXLPro:
         """Load a directory in the released layout (see :mod:`recot.model.checkpoint`)."""
-        from recot.model.checkpoint import load_pretrained
-
-        return load_pretrained(cls, path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        return checkpoint.load_pretrained(cls, path, dtype=dtype, device=device, attn_implementation=attn_implementation)
 
     def load_compressor(self, path: str | Path) -> None:
         """Load pre-trained compressor weights (``recot pretrain-compressor``'s ``compressor.safetensors``)."""
-        from recot.model.checkpoint import load_compressor
-
-        load_compressor(self, path)
+        checkpoint.load_compressor(self, path)
 
     def save_pretrained(self, path: str | Path, tokenizer: Any | None = None, max_shard_size: int | None = None) -> None:
         """Write config, weights (released key names) and tokenizer to ``path`` atomically."""
-        from recot.model.checkpoint import save_pretrained
-
-        save_pretrained(self, path, tokenizer=tokenizer, max_shard_size=max_shard_size)
+        checkpoint.save_pretrained(self, path, tokenizer=tokenizer, max_shard_size=max_shard_size)
 
 
 def _as_1d(ids: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""ReCoT self-supervised pre-training of the compressor (issue 4; design in ``docs/recot.md``).
+"""ReCoT self-supervised pre-training of the compressor (design in ``docs/recot.md``).
 
 Masked reconstruction (:mod:`.objective`), Semantic-Guided Masking
 (:mod:`.masking`), the Dynamic Token Synthesizer (:mod:`.dts`), cached frozen

@@ -13,9 +13,9 @@ of the global batch see exactly what one process would.
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import warnings
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +99,7 @@ class FrozenTower:
             self._fn: Callable[[np.ndarray], torch.Tensor] = self.module
         elif name == "siglip":
             from recot.config import VideoXLProConfig
+            from recot.model.frames import normalize_frames
             from recot.model.vision import VisionTower, resize_to_grid
 
             cfg = VideoXLProConfig.from_preset(preset)
@@ -111,13 +112,10 @@ class FrozenTower:
             self.module = tower
             self.image_size = cfg.image_size
             self.channels = cfg.vision_hidden_size
-            mean = torch.tensor(cfg.image_mean).view(1, 3, 1, 1)
-            std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
-
             @torch.no_grad()
             def run(frames: np.ndarray) -> torch.Tensor:
-                x = torch.tensor(np.asarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-                return resize_to_grid(tower((x - mean) / std), cfg.grid_size)
+                pixels = normalize_frames(np.ascontiguousarray(frames), cfg.image_mean, cfg.image_std)
+                return resize_to_grid(tower(pixels), cfg.grid_size)
 
             self._fn = run
         else:

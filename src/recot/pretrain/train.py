@@ -33,7 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recot.model.checkpoint import save_compressor
 from recot.model.compressor import ReCoTCompressor
-from recot.pretrain.data import FeatureStore, FrozenTower, SampleRef, atomic_save, build_feature_store, global_batch_refs
+from recot.pretrain.data import (
+    FeatureStore,
+    FrozenTower,
+    SampleRef,
+    atomic_save,
+    build_feature_store,
+    global_batch_refs,
+)
 from recot.pretrain.dts import DynamicTokenSynthesizer, dts_prediction_loss
 from recot.pretrain.masking import make_mask
 from recot.pretrain.objective import MaskedReconstructionModel, ReCoTDecoder
@@ -368,7 +375,7 @@ def train(
         optimizer.step()
         scheduler.step()
         means = (totals.cpu() / cfg.optim.batch_size).tolist()
-        row = dict(zip(METRIC_FIELDS, [step + 1, *means, lr, time.perf_counter() - t0]))
+        row = dict(zip(METRIC_FIELDS, [step + 1, *means, lr, time.perf_counter() - t0], strict=False))
         rows.append(row)
         if (step + 1) % cfg.log_every == 0 or step + 1 == end:
             log.write(row)
@@ -395,7 +402,7 @@ def _all_reduce_grads(params: list[torch.nn.Parameter], world: int, device: torc
     """
     present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
     dist.all_reduce(present)
-    for p, anywhere in zip(params, present.tolist()):
+    for p, anywhere in zip(params, present.tolist(), strict=False):
         if not anywhere:
             continue
         if p.grad is None:

@@ -114,7 +114,7 @@ def frame_mappings(info: VideoInfo) -> str:
     durations = np.diff(pts, append=pts[-1] + last)
     key = np.zeros(len(pts), dtype=np.int64)
     key[info.keyframes] = 1
-    rows = zip(pts.tolist(), durations.tolist(), key.tolist())
+    rows = zip(pts.tolist(), durations.tolist(), key.tolist(), strict=False)
     frames = [{"pts": p, "duration": d, "key_frame": k} for p, d, k in rows]
     return json.dumps({"frames": frames})
 
@@ -163,7 +163,7 @@ def iter_torchcodec(
         if frames.shape[1:3] != (info.height, info.width):
             raise BackendFailure(f"torchcodec frames are {frames.shape[2]}x{frames.shape[1]}, "
                                  f"the probe says {info.width}x{info.height}")
-        for index, rgb in zip(chunk.tolist(), frames):
+        for index, rgb in zip(chunk.tolist(), frames, strict=False):
             rgb = resize_rgb(rgb, out_size)
             budget.pause()
             yield index, rgb

@@ -88,7 +88,7 @@ def run_frames(args: argparse.Namespace) -> int:
         )
         rows = []
         for batch in iter_frames(args.file, plan, batch_size=32, size=args.size, backend=args.backend):
-            for rgb, index, timestamp in zip(batch.frames, batch.indices, batch.timestamps):
+            for rgb, index, timestamp in zip(batch.frames, batch.indices, batch.timestamps, strict=False):
                 name = f"frame_{len(rows):06d}.jpg"
                 Image.fromarray(rgb).save(tmp / name, quality=args.quality)
                 rows.append((name, int(index), f"{timestamp:.6f}"))

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from recot.video.backends import (
@@ -54,21 +53,6 @@ MAX_DECODE_ERRORS = 8
 Size = int | tuple[int, int]
 
 
-def frames_to_tensor(
-    frames: np.ndarray | torch.Tensor,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """uint8 RGB (B, H, W, 3) -> (B, 3, H, W) float in [0, 1], then ``(x - mean) / std`` when given."""
-    x = torch.as_tensor(frames).permute(0, 3, 1, 2).to(dtype).div_(255.0)
-    if mean is not None:
-        x = x.sub_(torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1))
-    if std is not None:
-        x = x.div_(torch.tensor(std, dtype=dtype).view(1, -1, 1, 1))
-    return x
-
-
 @dataclass
 class FrameBatch:
     """Decoded frames: ``frames`` uint8 RGB (B, H, W, 3), their ``indices`` and ``timestamps`` (seconds)."""
@@ -79,12 +63,6 @@ class FrameBatch:
 
     def __len__(self) -> int:
         return len(self.indices)
-
-    def to_tensor(
-        self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, dtype: torch.dtype = torch.float32
-    ) -> torch.Tensor:
-        """Frames as a (B, 3, H, W) float tensor in [0, 1], then ``(x - mean) / std`` when given."""
-        return frames_to_tensor(self.frames, mean, std, dtype)
 
     @classmethod
     def concat(cls, batches: Sequence[FrameBatch]) -> FrameBatch:
@@ -175,7 +153,7 @@ def iter_frames(
     chosen = choose_backend(info, backend, out_size)
     budget = _Budget(info, default_timeout(info) if timeout is None else timeout)
     wanted, repeats = np.unique(plan.indices, return_counts=True)
-    repeat_of = dict(zip(wanted.tolist(), repeats.tolist()))
+    repeat_of = dict(zip(wanted.tolist(), repeats.tolist(), strict=False))
 
     if chosen == "torchcodec":
         source = _decode_video_torchcodec(info, wanted, out_size, budget, threads, strict=backend == "torchcodec")
@@ -281,7 +259,7 @@ def _decode_video(
     """
     decoded = [] if decoded is None else decoded
     todo = wanted[wanted > decoded[-1]] if decoded else wanted
-    index_of_pts = dict(zip(info.frame_pts.tolist(), range(len(info.frame_pts))))
+    index_of_pts = dict(zip(info.frame_pts.tolist(), range(len(info.frame_pts)), strict=False))
     turns = info.rotation // 90
     # swscale resizes before the rotation, so swap the target for quarter turns.
     width, height = out_size[::-1] if turns % 2 else out_size
