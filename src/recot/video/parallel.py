@@ -1,0 +1,402 @@
+"""Decode one video on every core: the planned frames split into pieces decoded by worker processes.
+
+:func:`iter_frames_parallel` yields the same batches as :func:`recot.video.iter_frames`
+(same frames, indices, timestamps and batch boundaries), decoded by a pool of
+worker processes.
+
+Splitting. The planned frames (sorted, without repeats) are cut into contiguous
+*pieces* of about ``PIECE_BYTES`` of output frames each. A piece starts only
+where decoding can start afresh at no extra cost:
+
+* where the single-process decoder seeks anyway, at the start of one of its
+  decode runs (:func:`recot.video.decode.plan_runs`): the worker makes the same
+  seek and decodes exactly what the single-process decoder decodes, damaged data
+  included;
+* inside a run, at a keyframe (a dense plan has few runs): the worker seeks to
+  the keyframe instead of decoding through. A keyframe is a clean random-access
+  point, so the frames are the same. The two pieces around such a cut also
+  decode the frame just before the keyframe and the keyframe itself, so that
+  together they decode every frame the run decodes; if either meets damaged
+  data, the rest of that run is decoded again as one piece, as the
+  single-process decoder does it. Damaged files therefore give the same frames.
+
+Scheduling. Pieces are handed out in order to ``workers`` processes (each takes
+the next piece when it finishes one, so they all run at once). The consumer
+reads the results in piece order and keeps at most ``IN_FLIGHT_PER_WORKER *
+workers`` pieces submitted, so memory stays flat however long the video. Each
+worker runs the single-process decoder on its piece, with ``cores // workers``
+FFmpeg threads. Workers are forked on Linux (they start in milliseconds: no
+imports) and spawned elsewhere.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recot.video.backends import Backend
+from recot.video.decode import (
+    SEEK_COST_FRAMES,
+    FrameBatch,
+    Size,
+    _batch,
+    _output_size,
+    decoded_frame_count,
+    default_timeout,
+    iter_frames,
+    plan_runs,
+)
+from recot.video.errors import CorruptVideoError, DecodeTimeoutError, PartialDecodeWarning, VideoDecodeError
+from recot.video.probe import VideoInfo, probe
+from recot.video.sample import SamplePlan, plan_frames
+
+# Output frames per piece: this many bytes of decoded RGB (at least one frame).
+PIECE_BYTES = 32 * 2**20
+# Pieces submitted but not yet consumed, per worker: one being decoded, one ready.
+IN_FLIGHT_PER_WORKER = 2
+# Below this much estimated single-core decoding time (seconds) one process is used: starting
+# workers and shipping frames between processes would cost more than they save.
+MIN_PARALLEL_SECONDS = 1.0
+# Rough single-core costs behind that estimate (H.264, 2 x86 cores): decoding a frame per
+# megapixel of the source, converting and resizing a kept frame per megapixel of output.
+_DECODE_SECONDS_PER_MEGAPIXEL = 0.5e-3
+_CONVERT_SECONDS_PER_MEGAPIXEL = 20e-3
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def estimated_decode_seconds(plan: SamplePlan, size: Size | None = None) -> float:
+    """A rough single-core decoding time for ``plan``: frames to decode x source size + kept frames x output size."""
+    info = plan.info
+    wanted = np.unique(plan.indices)
+    width, height = _output_size(info, size)
+    decoded = decoded_frame_count(info, plan_runs(info, wanted)) if info.kind == "video" else len(wanted)
+    return (
+        decoded * info.width * info.height / 1e6 * _DECODE_SECONDS_PER_MEGAPIXEL
+        + len(wanted) * width * height / 1e6 * _CONVERT_SECONDS_PER_MEGAPIXEL
+    )
+
+
+def default_decode_workers(plan: SamplePlan, size: Size | None = None) -> int:
+    """Worker processes for decoding ``plan``: every core for a long video, 1 for a short one (or an image)."""
+    cores = available_cores()
+    if plan.info.kind != "video" or cores < 2 or estimated_decode_seconds(plan, size) < MIN_PARALLEL_SECONDS:
+        return 1
+    return cores
+
+
+@dataclass(frozen=True)
+class DecodePiece:
+    """A contiguous share of the planned frames, decoded by one worker.
+
+    ``indices``: the planned frames (sorted, unique) it hands out. ``run``: the
+    single-process decode run its first frame belongs to; ``continues_run``: it
+    starts inside that run, at the keyframe ``keyframe``, rather than at the
+    run's own start. ``lead`` (the keyframe, when it is not planned) and ``tail``
+    (the frame before the next piece's keyframe, when that piece continues a run
+    and the frame is not planned) are decoded but not handed out.
+    """
+
+    indices: np.ndarray
+    run: int
+    continues_run: bool
+    keyframe: int
+    lead: int | None = None
+    tail: int | None = None
+
+    @property
+    def decode_indices(self) -> np.ndarray:
+        """The frames the worker decodes: ``indices`` with ``lead`` and ``tail``."""
+        extra = [i for i in (self.lead, self.tail) if i is not None]
+        return np.unique(np.concatenate([self.indices, np.asarray(extra, dtype=np.int64)]))
+
+
+def split_plan(info: VideoInfo, wanted: np.ndarray, piece_frames: int) -> tuple[list[DecodePiece], list[np.ndarray]]:
+    """Cut the sorted unique ``wanted`` frames into pieces of at least ``piece_frames`` (see the module docstring).
+
+    A piece is longer when no cut point follows soon enough (a dense plan over a
+    long GOP). Returns the pieces and the frames of each single-process decode
+    run, which a damaged split run is decoded again from.
+    """
+    if piece_frames < 1:
+        raise ValueError(f"piece_frames must be >= 1, got {piece_frames}")
+    runs = plan_runs(info, wanted)
+    run_of = np.repeat(np.arange(len(runs)), [len(r.indices) for r in runs])
+    run_start = np.zeros(len(wanted), dtype=bool)
+    run_start[np.cumsum([0] + [len(r.indices) for r in runs[:-1]])] = True
+    keyframes = info.keyframes
+    keyframe_of = keyframes[np.searchsorted(keyframes, wanted, side="right") - 1]
+    # Cut before position i where a run starts, or where a keyframe lies in (wanted[i-1], wanted[i]].
+    can_cut = run_start.copy()
+    can_cut[1:] |= keyframe_of[1:] > wanted[:-1]
+    can_cut[0] = False
+    cuts = [0]
+    for position in np.flatnonzero(can_cut).tolist():
+        if position - cuts[-1] >= piece_frames:
+            cuts.append(position)
+    cuts.append(len(wanted))
+
+    pieces: list[DecodePiece] = []
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=False):
+        continues = bool(start > 0 and not run_start[start])
+        keyframe = int(keyframe_of[start])
+        lead = keyframe if continues and keyframe != wanted[start] else None
+        tail = None
+        if stop < len(wanted) and not run_start[stop]:
+            before_next = int(keyframe_of[stop]) - 1
+            tail = before_next if before_next != wanted[stop - 1] else None
+        pieces.append(DecodePiece(wanted[start:stop], int(run_of[start]), continues, keyframe, lead, tail))
+    return pieces, [r.indices for r in runs]
+
+
+def piece_frames_for(info: VideoInfo, size: Size | None) -> int:
+    """Frames per piece: ``PIECE_BYTES`` of output frames."""
+    width, height = _output_size(info, size)
+    return max(1, PIECE_BYTES // (width * height * 3))
+
+
+def iter_frames_parallel(
+    path: str | Path,
+    plan: SamplePlan | None = None,
+    batch_size: int = 32,
+    size: Size | None = None,
+    *,
+    workers: int | None = None,
+    timeout: float | None = None,
+    backend: Backend = "auto",
+) -> Iterator[FrameBatch]:
+    """:func:`recot.video.iter_frames`, decoded by ``workers`` processes (see the module docstring).
+
+    Same arguments and the same batches as ``iter_frames``. ``workers=None``
+    picks :func:`default_decode_workers`; with 1 worker, for images and frame
+    directories, or when the plan makes only one piece, this is ``iter_frames``
+    itself. ``timeout`` bounds the time spent waiting for decoded frames (and
+    each worker's decoding). Frames that cannot be decoded are left out with one
+    ``PartialDecodeWarning``; ``CorruptVideoError`` if none decodes.
+    """
+    if plan is None:
+        plan = plan_frames(probe(path))
+    info = plan.info
+    if Path(path).resolve() != Path(info.path).resolve():
+        raise ValueError(f"the plan was made for {info.path}, not {path}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    workers = default_decode_workers(plan, size) if workers is None else workers
+    wanted, repeats = np.unique(plan.indices, return_counts=True)
+    pieces: list[DecodePiece] = []
+    if workers > 1 and info.kind == "video":
+        pieces, runs = split_plan(info, wanted, piece_frames_for(info, size))
+    if len(pieces) < 2:
+        yield from iter_frames(path, plan, batch_size, size, timeout=timeout, backend=backend)
+        return
+    workers = min(workers, len(pieces))
+    seconds = default_timeout(info) if timeout is None else timeout
+    decoder = _PieceDecoder(info, size, backend, seconds, threads=max(1, available_cores() // workers))
+    batcher = _Batcher(info, batch_size, dict(zip(wanted.tolist(), repeats.tolist(), strict=False)))
+    damage: list[str] = []
+    decoded = 0
+    waited = 0.0
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a multi-threaded process; the workers only run PyAV and NumPy
+        # (PyTorch's DataLoader forks its workers from such processes the same way).
+        warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+        pool = _context().Pool(workers, initializer=_init_worker, initargs=(decoder,))
+    try:
+        in_flight: deque[tuple[DecodePiece, multiprocessing.pool.AsyncResult]] = deque()
+        queued = iter(pieces)
+        redone_run, redone_until = -1, -1  # a damaged split run decoded again, up to this frame
+        previous: DecodePiece | None = None
+        state_ok = True  # the previous piece ended where the single-process decoder would be
+        while True:
+            while len(in_flight) < IN_FLIGHT_PER_WORKER * workers and (piece := next(queued, None)) is not None:
+                in_flight.append((piece, pool.apply_async(_decode_piece, (piece.decode_indices,))))
+            if not in_flight:
+                break
+            piece, pending = in_flight.popleft()
+            started = time.monotonic()
+            try:
+                result: _PieceResult = pending.get(timeout=max(0.0, seconds - waited))
+            except multiprocessing.TimeoutError:
+                at = info.frame_times[piece.indices[0]]
+                raise DecodeTimeoutError(info.path, f"decoding exceeded its {seconds:.0f} s budget near {at:.2f} s of video") from None
+            waited += time.monotonic() - started
+            result.raise_error()
+            indices, frames = result.indices, result.frames
+            if piece.run == redone_run:  # its frames up to redone_until came from the run decoded again
+                keep = indices > redone_until
+                indices, frames = indices[keep], frames[keep]
+            elif piece.continues_run and not (state_ok and len(indices) and indices[0] == piece.keyframe):
+                # Damage around the cut: decode the rest of the run as the single-process decoder does, from
+                # the last point where its state is known (the previous piece's start in this run).
+                run = runs[piece.run]
+                redone_run, redone_until = piece.run, int(run[-1])
+                assert previous is not None  # a piece that continues a run is never the first
+                # (A keyframe within SEEK_COST_FRAMES of the start is reached by decoding from the start.)
+                resumable = previous.run == piece.run and previous.keyframe > SEEK_COST_FRAMES
+                restart = previous.keyframe if resumable else run[0]
+                redo = _decode_exactly(info, run[run >= restart], size, backend, seconds, damage)
+                keep = redo.indices >= piece.indices[0]
+                batch_frames, batch_indices = redo.frames[keep], redo.indices[keep]
+                decoded += len(batch_indices)
+                yield from batcher.add(batch_frames, batch_indices)
+                keep = indices > redone_until
+                indices, frames = indices[keep], frames[keep]
+            if result.damage is not None:
+                damage.append(result.damage)
+            state_ok = result.damage is None and (piece.tail is None or piece.tail in result.indices)
+            handed_out = np.isin(indices, piece.indices)
+            decoded += int(handed_out.sum())
+            yield from batcher.add(frames[handed_out], indices[handed_out])
+            previous = piece
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+    yield from batcher.finish()
+    _report_damage(info, wanted, decoded, damage)
+
+
+# ----- the consumer's side ---------------------------------------------------------
+class _Batcher:
+    """Turns decoded frames (ascending, unique) into batches of ``batch_size``, planned repeats included."""
+
+    def __init__(self, info: VideoInfo, batch_size: int, repeat_of: dict[int, int]) -> None:
+        self.info, self.batch_size, self.repeat_of = info, batch_size, repeat_of
+        self.frames: list[np.ndarray] = []
+        self.indices: list[int] = []
+
+    def add(self, frames: np.ndarray, indices: np.ndarray) -> Iterator[FrameBatch]:
+        for rgb, index in zip(frames, indices.tolist(), strict=True):
+            for _ in range(self.repeat_of[index]):
+                self.frames.append(rgb)
+                self.indices.append(index)
+            while len(self.indices) >= self.batch_size:
+                yield _batch(self.info, self.frames[: self.batch_size], self.indices[: self.batch_size])
+                del self.frames[: self.batch_size], self.indices[: self.batch_size]
+
+    def finish(self) -> Iterator[FrameBatch]:
+        if self.indices:
+            yield _batch(self.info, self.frames, self.indices)
+
+
+def _report_damage(info: VideoInfo, wanted: np.ndarray, decoded: int, damage: list[str]) -> None:
+    """Warn about planned frames that did not decode (one warning for the whole plan); raise if none did."""
+    missing = len(wanted) - decoded
+    if missing == 0:
+        return
+    cause = f" ({damage[0]})" if damage else ""
+    if decoded == 0:
+        raise CorruptVideoError(info.path, f"none of the {len(wanted)} planned frames could be decoded{cause}")
+    warnings.warn(
+        f"{info.path}: {missing} of {len(wanted)} planned frames could not be decoded{cause}",
+        PartialDecodeWarning,
+        stacklevel=3,
+    )
+
+
+def _decode_exactly(
+    info: VideoInfo, run: np.ndarray, size: Size | None, backend: Backend, seconds: float, damage: list[str]
+) -> _PieceResult:
+    """Decode one run's frames in this process, exactly as the single-process decoder does."""
+    result = _PieceDecoder(info, size, backend, seconds, threads=0).decode(run)
+    result.raise_error()
+    if result.damage is not None:
+        damage.append(result.damage)
+    return result
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork on Linux (workers inherit the loaded modules and start at once), spawn elsewhere."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+# ----- the workers' side ----------------------------------------------------------------
+@dataclass
+class _PieceResult:
+    """A piece's decoded ``frames`` (k, H, W, 3) and ``indices`` (k,); ``damage``: why some did not decode.
+
+    ``error`` carries a ``VideoDecodeError`` as (class, path, cause): those
+    exceptions do not survive pickling between processes as they are.
+    """
+
+    indices: np.ndarray
+    frames: np.ndarray
+    damage: str | None = None
+    error: tuple[type[VideoDecodeError], str, str] | None = None
+    notes: list[tuple[type[Warning], str]] = field(default_factory=list)  # other warnings, shown by the consumer
+
+    def raise_error(self) -> None:
+        """Raise the worker's ``VideoDecodeError`` here, if it had one; show its other warnings."""
+        for category, message in self.notes:
+            warnings.warn(message, category, stacklevel=3)
+        self.notes = []
+        if self.error is not None:
+            cls, path, cause = self.error
+            raise cls(path, cause)
+
+
+@dataclass
+class _PieceDecoder:
+    """What every worker needs to decode a piece: the video's index and the decoding options."""
+
+    info: VideoInfo
+    size: Size | None
+    backend: Backend
+    seconds: float
+    threads: int
+
+    def decode(self, indices: np.ndarray) -> _PieceResult:
+        """Decode ``indices`` (sorted, unique) with the single-process decoder; damage is reported, not raised."""
+        info = self.info
+        plan = SamplePlan(info=info, indices=indices, timestamps=info.frame_times[indices].astype(np.float64), rule="piece")
+        width, height = _output_size(info, self.size)
+        empty = _PieceResult(np.empty(0, dtype=np.int64), np.empty((0, height, width, 3), dtype=np.uint8))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PartialDecodeWarning)
+            try:
+                batches = list(iter_frames(
+                    info.path, plan, batch_size=len(indices), size=self.size, timeout=self.seconds,
+                    threads=self.threads, backend=self.backend,
+                ))  # fmt: skip
+            except CorruptVideoError as e:  # nothing in this piece decodes
+                empty.damage = e.cause
+                return empty
+            except VideoDecodeError as e:
+                empty.error = (type(e), e.path, e.cause)
+                return empty
+        partial = [w for w in caught if issubclass(w.category, PartialDecodeWarning)]
+        notes = [(w.category, str(w.message)) for w in caught if w not in partial]
+        batch = FrameBatch.concat(batches)
+        damage = str(partial[0].message).split(": ", 1)[-1] if partial else None
+        return _PieceResult(batch.indices, batch.frames, damage, notes=notes)
+
+
+_worker_decoder: _PieceDecoder | None = None
+
+
+def _init_worker(decoder: _PieceDecoder) -> None:
+    global _worker_decoder
+    _worker_decoder = decoder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the pool
+    if "torch" in sys.modules:  # forked from a process that runs PyTorch: keep its thread pool out of the child
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _decode_piece(indices: np.ndarray) -> _PieceResult:
+    assert _worker_decoder is not None, "worker not initialised"
+    return _worker_decoder.decode(indices)
