@@ -198,11 +198,14 @@ def test_stopping_early_stops_the_workers(clips, small_pieces):
     assert multiprocessing.active_children() == []
 
 
-def _record_piece(indices: np.ndarray) -> parallel._PieceResult:
+_decode_piece = parallel._decode_piece
+
+
+def _record_piece(indices: np.ndarray, slot: int | None) -> parallel._PieceResult:
     """Stands in for the worker function: notes which piece a worker started, then decodes it."""
     with open(os.environ["RECOT_TEST_PIECES"], "a") as f:
         f.write(f"{int(indices[0])}\n")
-    return parallel._worker_decoder.decode(indices)
+    return _decode_piece(indices, slot)
 
 
 def test_pieces_in_flight_are_bounded(clips, small_pieces, monkeypatch, tmp_path):

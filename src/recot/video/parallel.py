@@ -31,6 +31,7 @@ imports) and spawned elsewhere.
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import os
 import signal
@@ -206,6 +207,13 @@ def iter_frames_parallel(
         return
     workers = min(workers, len(pieces))
     seconds = default_timeout(info) if timeout is None else timeout
+    width, height = _output_size(info, size)
+    piece_frames = piece_frames_for(info, size)
+    in_flight_limit = IN_FLIGHT_PER_WORKER * workers
+    context = _context()
+    # Forked workers write frames straight into memory shared with this process (created before the fork);
+    # spawned ones send them back pickled.
+    slots = _FrameSlots(in_flight_limit, piece_frames + piece_frames // 2 + 2, height, width) if context.get_start_method() == "fork" else None
     decoder = _PieceDecoder(info, size, backend, seconds, threads=max(1, available_cores() // workers))
     batcher = _Batcher(info, batch_size, dict(zip(wanted.tolist(), repeats.tolist(), strict=False)))
     damage: list[str] = []
@@ -215,19 +223,20 @@ def iter_frames_parallel(
         # Python 3.12+ warns about forking a multi-threaded process; the workers only run PyAV and NumPy
         # (PyTorch's DataLoader forks its workers from such processes the same way).
         warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-        pool = _context().Pool(workers, initializer=_init_worker, initargs=(decoder,))
+        pool = context.Pool(workers, initializer=_init_worker, initargs=(decoder, slots))
     try:
-        in_flight: deque[tuple[DecodePiece, multiprocessing.pool.AsyncResult]] = deque()
+        in_flight: deque[tuple[DecodePiece, int | None, multiprocessing.pool.AsyncResult]] = deque()
         queued = iter(pieces)
         redone_run, redone_until = -1, -1  # a damaged split run decoded again, up to this frame
         previous: DecodePiece | None = None
         state_ok = True  # the previous piece ended where the single-process decoder would be
         while True:
-            while len(in_flight) < IN_FLIGHT_PER_WORKER * workers and (piece := next(queued, None)) is not None:
-                in_flight.append((piece, pool.apply_async(_decode_piece, (piece.decode_indices,))))
+            while len(in_flight) < in_flight_limit and (piece := next(queued, None)) is not None:
+                slot = slots.take(len(piece.decode_indices)) if slots is not None else None
+                in_flight.append((piece, slot, pool.apply_async(_decode_piece, (piece.decode_indices, slot))))
             if not in_flight:
                 break
-            piece, pending = in_flight.popleft()
+            piece, slot, pending = in_flight.popleft()
             started = time.monotonic()
             try:
                 result: _PieceResult = pending.get(timeout=max(0.0, seconds - waited))
@@ -236,7 +245,8 @@ def iter_frames_parallel(
                 raise DecodeTimeoutError(info.path, f"decoding exceeded its {seconds:.0f} s budget near {at:.2f} s of video") from None
             waited += time.monotonic() - started
             result.raise_error()
-            indices, frames = result.indices, result.frames
+            indices = result.indices
+            frames = result.frames if slot is None else slots.frames(slot, len(indices))
             if piece.run == redone_run:  # its frames up to redone_until came from the run decoded again
                 keep = indices > redone_until
                 indices, frames = indices[keep], frames[keep]
@@ -249,11 +259,10 @@ def iter_frames_parallel(
                 # (A keyframe within SEEK_COST_FRAMES of the start is reached by decoding from the start.)
                 resumable = previous.run == piece.run and previous.keyframe > SEEK_COST_FRAMES
                 restart = previous.keyframe if resumable else run[0]
-                redo = _decode_exactly(info, run[run >= restart], size, backend, seconds, damage)
-                keep = redo.indices >= piece.indices[0]
-                batch_frames, batch_indices = redo.frames[keep], redo.indices[keep]
-                decoded += len(batch_indices)
-                yield from batcher.add(batch_frames, batch_indices)
+                for batch in _decode_exactly(info, run[run >= restart], size, backend, seconds, damage):
+                    keep = batch.indices >= piece.indices[0]
+                    decoded += int(keep.sum())
+                    yield from batcher.add(batch.frames[keep], batch.indices[keep])
                 keep = indices > redone_until
                 indices, frames = indices[keep], frames[keep]
             if result.damage is not None:
@@ -262,6 +271,9 @@ def iter_frames_parallel(
             handed_out = np.isin(indices, piece.indices)
             decoded += int(handed_out.sum())
             yield from batcher.add(frames[handed_out], indices[handed_out])
+            batcher.own_frames()  # the slot is about to be reused
+            if slot is not None:
+                slots.release(slot)
             previous = piece
         pool.close()
     finally:
@@ -289,9 +301,38 @@ class _Batcher:
                 yield _batch(self.info, self.frames[: self.batch_size], self.indices[: self.batch_size])
                 del self.frames[: self.batch_size], self.indices[: self.batch_size]
 
+    def own_frames(self) -> None:
+        """Copy the frames held for the next batch, so they no longer point into a piece's memory."""
+        self.frames = [np.array(rgb) for rgb in self.frames]
+
     def finish(self) -> Iterator[FrameBatch]:
         if self.indices:
             yield _batch(self.info, self.frames, self.indices)
+
+
+class _FrameSlots:
+    """Memory shared with forked workers: ``count`` slots of ``frames`` RGB frames, one per piece in flight.
+
+    An anonymous shared mapping, created before the workers are forked, so they
+    inherit it: a worker writes a piece's frames into its slot and only the
+    frame indices travel back through the pool. Pieces larger than a slot are
+    sent back pickled instead.
+    """
+
+    def __init__(self, count: int, frames: int, height: int, width: int) -> None:
+        self.buffer = mmap.mmap(-1, count * frames * height * width * 3)
+        self.array = np.frombuffer(self.buffer, dtype=np.uint8).reshape(count, frames, height, width, 3)
+        self.free = list(range(count))
+
+    def take(self, num_frames: int) -> int | None:
+        """A free slot for a piece of ``num_frames`` frames (None: too large, send it pickled)."""
+        return self.free.pop() if num_frames <= self.array.shape[1] else None
+
+    def frames(self, slot: int, num_frames: int) -> np.ndarray:
+        return self.array[slot, :num_frames]
+
+    def release(self, slot: int) -> None:
+        self.free.append(slot)
 
 
 def _report_damage(info: VideoInfo, wanted: np.ndarray, decoded: int, damage: list[str]) -> None:
@@ -311,13 +352,30 @@ def _report_damage(info: VideoInfo, wanted: np.ndarray, decoded: int, damage: li
 
 def _decode_exactly(
     info: VideoInfo, run: np.ndarray, size: Size | None, backend: Backend, seconds: float, damage: list[str]
-) -> _PieceResult:
-    """Decode one run's frames in this process, exactly as the single-process decoder does."""
-    result = _PieceDecoder(info, size, backend, seconds, threads=0).decode(run)
-    result.raise_error()
-    if result.damage is not None:
-        damage.append(result.damage)
-    return result
+) -> Iterator[FrameBatch]:
+    """Decode one run's frames in this process, exactly as the single-process decoder does, batch by batch.
+
+    Its warning about frames that did not decode (or its error when none did) becomes an entry of ``damage``.
+    """
+    plan = SamplePlan(info=info, indices=run, timestamps=info.frame_times[run].astype(np.float64), rule="run")
+    batches = iter_frames(info.path, plan, batch_size=_WORKER_BATCH, size=size, timeout=seconds, backend=backend)
+    while True:
+        # Warnings are caught around each step only: the caller runs between the batches.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PartialDecodeWarning)
+            try:
+                batch = next(batches, None)
+            except CorruptVideoError as e:
+                damage.append(e.cause)
+                return
+        for w in caught:
+            if issubclass(w.category, PartialDecodeWarning):
+                damage.append(str(w.message).split(": ", 1)[-1])
+            else:
+                warnings.warn(w.message, w.category, stacklevel=2)
+        if batch is None:
+            return
+        yield batch
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -328,14 +386,15 @@ def _context() -> multiprocessing.context.BaseContext:
 # ----- the workers' side ----------------------------------------------------------------
 @dataclass
 class _PieceResult:
-    """A piece's decoded ``frames`` (k, H, W, 3) and ``indices`` (k,); ``damage``: why some did not decode.
+    """A piece's decoded ``indices`` (k,) and ``frames`` (k, H, W, 3; None when they were written to a slot);
+    ``damage``: why some frames did not decode.
 
     ``error`` carries a ``VideoDecodeError`` as (class, path, cause): those
     exceptions do not survive pickling between processes as they are.
     """
 
     indices: np.ndarray
-    frames: np.ndarray
+    frames: np.ndarray | None
     damage: str | None = None
     error: tuple[type[VideoDecodeError], str, str] | None = None
     notes: list[tuple[type[Warning], str]] = field(default_factory=list)  # other warnings, shown by the consumer
@@ -360,43 +419,61 @@ class _PieceDecoder:
     seconds: float
     threads: int
 
-    def decode(self, indices: np.ndarray) -> _PieceResult:
-        """Decode ``indices`` (sorted, unique) with the single-process decoder; damage is reported, not raised."""
+    def decode(self, indices: np.ndarray, out: np.ndarray | None = None) -> _PieceResult:
+        """Decode ``indices`` (sorted, unique) with the single-process decoder; damage is reported, not raised.
+
+        With ``out`` (at least ``len(indices)`` frames), the frames are written there instead of returned.
+        """
         info = self.info
         plan = SamplePlan(info=info, indices=indices, timestamps=info.frame_times[indices].astype(np.float64), rule="piece")
         width, height = _output_size(info, self.size)
-        empty = _PieceResult(np.empty(0, dtype=np.int64), np.empty((0, height, width, 3), dtype=np.uint8))
+        decoded: list[np.ndarray] = []
+        parts: list[np.ndarray] = []
+        count = 0
+        damage = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PartialDecodeWarning)
             try:
-                batches = list(iter_frames(
-                    info.path, plan, batch_size=len(indices), size=self.size, timeout=self.seconds,
-                    threads=self.threads, backend=self.backend,
-                ))  # fmt: skip
+                batches = iter_frames(info.path, plan, batch_size=_WORKER_BATCH, size=self.size,
+                                      timeout=self.seconds, threads=self.threads, backend=self.backend)  # fmt: skip
+                for batch in batches:
+                    if out is not None:
+                        out[count : count + len(batch)] = batch.frames
+                    else:
+                        parts.append(batch.frames)
+                    decoded.append(batch.indices)
+                    count += len(batch)
             except CorruptVideoError as e:  # nothing in this piece decodes
-                empty.damage = e.cause
-                return empty
+                damage = e.cause
             except VideoDecodeError as e:
-                empty.error = (type(e), e.path, e.cause)
-                return empty
+                empty = np.empty(0, dtype=np.int64)
+                return _PieceResult(empty, None, error=(type(e), e.path, e.cause))
         partial = [w for w in caught if issubclass(w.category, PartialDecodeWarning)]
         notes = [(w.category, str(w.message)) for w in caught if w not in partial]
-        batch = FrameBatch.concat(batches)
-        damage = str(partial[0].message).split(": ", 1)[-1] if partial else None
-        return _PieceResult(batch.indices, batch.frames, damage, notes=notes)
+        if partial:
+            damage = str(partial[0].message).split(": ", 1)[-1]
+        frames = None
+        if out is None:
+            frames = np.concatenate(parts) if parts else np.empty((0, height, width, 3), dtype=np.uint8)
+        found = np.concatenate(decoded) if decoded else np.empty(0, dtype=np.int64)
+        return _PieceResult(found, frames, damage, notes=notes)
 
 
+# Frames per batch inside a worker (the piece's memory is written batch by batch).
+_WORKER_BATCH = 16
 _worker_decoder: _PieceDecoder | None = None
+_worker_slots: _FrameSlots | None = None
 
 
-def _init_worker(decoder: _PieceDecoder) -> None:
-    global _worker_decoder
-    _worker_decoder = decoder
+def _init_worker(decoder: _PieceDecoder, slots: _FrameSlots | None) -> None:
+    global _worker_decoder, _worker_slots
+    _worker_decoder, _worker_slots = decoder, slots
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the pool
     if "torch" in sys.modules:  # forked from a process that runs PyTorch: keep its thread pool out of the child
         sys.modules["torch"].set_num_threads(1)
 
 
-def _decode_piece(indices: np.ndarray) -> _PieceResult:
+def _decode_piece(indices: np.ndarray, slot: int | None) -> _PieceResult:
     assert _worker_decoder is not None, "worker not initialised"
-    return _worker_decoder.decode(indices)
+    out = None if slot is None or _worker_slots is None else _worker_slots.array[slot]
+    return _worker_decoder.decode(indices, out)
