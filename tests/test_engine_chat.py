@@ -174,7 +174,7 @@ def test_a_damaged_video_is_decoded_once(tmp_path, videos, monkeypatch) -> None:
     import recot.engine.chat as chat_module
 
     calls = []
-    real_iter_frames = chat_module.iter_frames
+    real_iter_frames = chat_module.iter_frames_parallel
 
     def dropping(path, plan, **kwargs):
         calls.append(path)
@@ -185,7 +185,7 @@ def test_a_damaged_video_is_decoded_once(tmp_path, videos, monkeypatch) -> None:
     chat = tiny_chat(None)
     sampling = FrameSampling(num_frames=12)
     clean = chat.encode(videos[0], sampling)
-    monkeypatch.setattr(chat_module, "iter_frames", dropping)
+    monkeypatch.setattr(chat_module, "iter_frames_parallel", dropping)
     with pytest.warns(PartialDecodeWarning, match="3 of 12 planned frames could not be decoded"):
         damaged = chat.encode(videos[0], sampling)
     assert len(calls) == 1

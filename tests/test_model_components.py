@@ -300,3 +300,14 @@ def test_selector_scores_do_not_depend_on_window_chunking():
     full = visual_rotary(sequence, selector.rotary_base)[kept.kept_positions]
     visual = layout.visual_mask[kept.kept_positions]
     torch.testing.assert_close(kept.sequence[~visual], full[~visual])
+
+
+def test_replicate_pad_equals_torch_replicate_padding():
+    from recot.model.compressor import replicate_pad
+
+    x = torch.randn(2, 3, 4, 5, 6)
+    expected = torch.nn.functional.pad(x, (1, 1, 1, 1, 1, 0), mode="replicate")
+    assert torch.equal(replicate_pad(x), expected)
+    half = x.to(torch.bfloat16)
+    assert replicate_pad(half).dtype == torch.bfloat16
+    assert torch.equal(replicate_pad(half).float(), torch.nn.functional.pad(half.float(), (1, 1, 1, 1, 1, 0), mode="replicate"))

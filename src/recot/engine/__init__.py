@@ -9,6 +9,7 @@ language model on them.
 from recot.engine.cache import CacheCorruptWarning, EncodingCache, resolve_cache_dir
 from recot.engine.chat import (
     Answer,
+    BeyondContextWarning,
     FrameGapFiller,
     FrameSampling,
     GenerationOptions,
@@ -20,6 +21,7 @@ from recot.engine.default_model import default_model_dir
 
 __all__ = [
     "Answer",
+    "BeyondContextWarning",
     "CacheCorruptWarning",
     "EncodingCache",
     "FrameGapFiller",

@@ -2,11 +2,17 @@
 
 A video is probed, sampled (:func:`recot.video.plan_frames`), decoded in
 batches and encoded by the streaming encoder; the compressed tokens go to the
-encode cache. Each question then runs only the query-aware selector and the
+encode cache. Decoding runs ahead of encoding in a background thread
+(:func:`recot.data.prefetch.prefetch`, a bounded queue), spread over worker
+processes for long videos (:func:`recot.video.parallel.iter_frames_parallel`),
+so a video costs about the slower of decoding and encoding rather than their
+sum. On CUDA the uint8 frames are pinned in that thread and uploaded without
+blocking. Each question then runs only the query-aware selector and the
 language model on those tokens. The visual-token budget the LLM sees is the
 smaller of ``max_visual_tokens`` and what fits its context
 (``max_position_embeddings``) next to the prompt, the timestamp text and the
-answer.
+answer; ``max_visual_tokens="all"`` lifts the context cap (the released
+model's operating point).
 """
 
 from __future__ import annotations
@@ -24,22 +30,26 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from recot.data.prefetch import prefetch
 from recot.engine.cache import EncodingCache, content_digest, model_fingerprint
 from recot.model.checkpoint import CheckpointError
 from recot.model.encoder import EncodedVideo, StreamingEncoder
 from recot.model.groups import GroupPlan
 from recot.model.processor import VideoXLProProcessor
-from recot.model.selector import context_budget, num_kept
+from recot.model.selector import ALL_VISUAL_TOKENS, VisualTokenLimit, context_budget, context_overflow, num_kept
 from recot.model.videoxl_pro import VideoXLPro
 from recot.video import (
     FrameBatch,
     PartialDecodeWarning,
     SamplePlan,
     VideoDecodeError,
-    iter_frames,
     plan_frames,
     probe,
 )
+from recot.video.parallel import iter_frames_parallel
+
+# Decoded batches the decoding thread may hold ready ahead of the encoder.
+PREFETCH_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -80,12 +90,17 @@ class FrameSampling:
 class GenerationOptions:
     """How to answer: selection (``keep_ratio``, ``max_visual_tokens``) and decoding.
 
-    Greedy unless ``do_sample``; sampling draws from a generator seeded with
-    ``seed``, so the same call gives the same answer.
+    ``max_visual_tokens``: the most visual tokens the LLM sees; None (default):
+    as many as fit its context next to the prompt, timestamps and answer;
+    ``"all"``: ``keep_ratio`` of every visual token, as the released model
+    does, even past the context the LLM was trained on (32K for Qwen2.5; a
+    :class:`BeyondContextWarning` says when). Greedy unless ``do_sample``;
+    sampling draws from a generator seeded with ``seed``, so the same call
+    gives the same answer.
     """
 
     keep_ratio: float | None = None
-    max_visual_tokens: int | None = None
+    max_visual_tokens: VisualTokenLimit = None
     max_new_tokens: int = 128
     do_sample: bool = False
     temperature: float = 1.0
@@ -95,14 +110,34 @@ class GenerationOptions:
     def __post_init__(self) -> None:
         if self.keep_ratio is not None and not 0.0 < self.keep_ratio <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
-        if self.max_visual_tokens is not None and self.max_visual_tokens < 1:
-            raise ValueError(f"max_visual_tokens must be >= 1, got {self.max_visual_tokens}")
+        limit = self.max_visual_tokens
+        if (isinstance(limit, str) and limit != ALL_VISUAL_TOKENS) or isinstance(limit, bool):
+            raise ValueError(f"max_visual_tokens must be a positive number or 'all', got {limit!r}")
+        if isinstance(limit, int) and limit < 1:
+            raise ValueError(f"max_visual_tokens must be >= 1, got {limit}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.do_sample and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def parse_visual_token_limit(text: str) -> int | str:
+    """``--max-visual-tokens`` text -> a positive int or ``"all"`` (raises ``ValueError`` otherwise)."""
+    if text.strip().lower() == ALL_VISUAL_TOKENS:
+        return ALL_VISUAL_TOKENS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a positive number or 'all', got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a positive number or 'all', got {text!r}")
+    return value
+
+
+class BeyondContextWarning(UserWarning):
+    """The LLM's input runs past the context it was trained on (``max_visual_tokens="all"``)."""
 
 
 @dataclass
@@ -146,7 +181,13 @@ class Answer(BaseModel):
 class VideoChat:
     """Answer questions about long videos with one loaded Video-XL-Pro model.
 
-    ``cache`` stores encoded videos on disk (None: no disk cache). Typical use::
+    ``cache`` stores encoded videos on disk (None: no disk cache).
+    ``decode_workers``: processes that decode a video (None: by core count and
+    video length, see :func:`recot.video.parallel.default_decode_workers`).
+    ``compile``: wrap the vision tower and the compressor in ``torch.compile``
+    (faster encoding on a GPU after a one-off compilation; the tokens agree with
+    eager ones within floating-point tolerance, and cached encodings are shared
+    between the two). Typical use::
 
         chat = VideoChat.from_pretrained("path/to/model")
         print(chat.ask("movie.mp4", "What happens at the end?").answer)
@@ -159,13 +200,20 @@ class VideoChat:
         cache: EncodingCache | None = None,
         progress: bool = False,
         checkpoint_dir: str | Path | None = None,
+        decode_workers: int | None = None,
+        compile: bool = False,
     ) -> None:
+        if decode_workers is not None and decode_workers < 1:
+            raise ValueError(f"decode_workers must be >= 1, got {decode_workers}")
         self.model = model.eval()
         self.processor = processor
         self.cache = cache
         self.progress = progress
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.decode_workers = decode_workers
         self._model_id: str | None = None
+        if compile:
+            compile_encoder(self.model)
 
     @classmethod
     def from_pretrained(
@@ -175,8 +223,10 @@ class VideoChat:
         device: torch.device | str | None = None,
         cache: EncodingCache | None = None,
         progress: bool = False,
+        decode_workers: int | None = None,
+        compile: bool = False,
     ) -> VideoChat:
-        """Load model and tokenizer from a checkpoint directory.
+        """Load model and tokenizer from a checkpoint directory (other arguments: see :class:`VideoChat`).
 
         Raises :class:`recot.CheckpointError` (a ``ValueError``) for a missing or unreadable directory.
         """
@@ -185,7 +235,8 @@ class VideoChat:
             processor = VideoXLProProcessor.from_pretrained(path)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load the tokenizer of {path}: {exc}") from exc
-        return cls(model, processor, cache=cache, progress=progress, checkpoint_dir=path)
+        return cls(model, processor, cache=cache, progress=progress, checkpoint_dir=path,
+                   decode_workers=decode_workers, compile=compile)  # fmt: skip
 
     # ----- identity -------------------------------------------------------------
     @property
@@ -236,25 +287,35 @@ class VideoChat:
         Returns the encoding and the source frame index of each planned
         position. A planned frame that fails to decode is replaced by its
         nearest decoded predecessor (successor at the start), with a warning, so
-        the group layout holds and the file is read once.
+        the group layout holds and the file is read once. Decoding (with gap
+        filling and, on CUDA, pinning) runs in a background thread, at most
+        ``PREFETCH_BATCHES`` batches ahead of the encoder.
         """
         config = self.model.config
         groups = GroupPlan.for_config(len(plan), config)
         chunk = config.compressor_batch_size * config.frames_per_group
         filler = FrameGapFiller(plan.indices)
-        with _bar(self.progress, len(plan), "decode", "frame", 0) as decode_bar, _bar(
-            self.progress, groups.num_groups, "encode", "group", 1
-        ) as encode_bar, torch.inference_mode():
-            encoder = StreamingEncoder(self.model, len(plan), on_groups=encode_bar.update)
-            for batch in iter_frames(path, plan, batch_size=chunk, size=config.image_size):
+        pin = self.model.device.type == "cuda"
+
+        def decoded_batches(decode_bar: tqdm) -> Iterable[tuple[torch.Tensor, np.ndarray]]:
+            """Complete plan-ordered uint8 batches (runs in the prefetch thread)."""
+            batches = iter_frames_parallel(path, plan, batch_size=chunk, size=config.image_size, workers=self.decode_workers)
+            for batch in batches:
                 decode_bar.update(len(batch))
-                complete = filler.fill(batch)
-                encoder.add(complete.frames, complete.timestamps)
+                yield _host_frames(filler.fill(batch), pin)
             tail = filler.finish()
             if tail is None:
                 raise VideoDecodeError(path, "no planned frame could be decoded")
             if len(tail):
-                encoder.add(tail.frames, tail.timestamps)
+                yield _host_frames(tail, pin)
+
+        with _bar(self.progress, len(plan), "decode", "frame", 0) as decode_bar, _bar(
+            self.progress, groups.num_groups, "encode", "group", 1
+        ) as encode_bar, torch.inference_mode():
+            encoder = StreamingEncoder(self.model, len(plan), on_groups=encode_bar.update)
+            with prefetch(decoded_batches(decode_bar), depth=PREFETCH_BATCHES) as batches:
+                for frames, timestamps in batches:
+                    encoder.add(frames, timestamps)
             encoded = encoder.finish()
         if filler.missing:
             warnings.warn(
@@ -291,6 +352,16 @@ class VideoChat:
         )
         keep_ratio = self.model.config.keep_ratio if opts.keep_ratio is None else opts.keep_ratio
         kept = num_kept(self.model.config, num_visual, keep_ratio, budget)
+        llm_input_tokens = len(input_ids) - 1 + len(time_ids) - num_visual + kept
+        overflow = context_overflow(self.model.config, llm_input_tokens, opts.max_new_tokens)
+        if overflow:
+            warnings.warn(
+                f"{encoding.video}: max_visual_tokens='all' keeps {kept} of {num_visual} visual tokens: the LLM input "
+                f"({llm_input_tokens} tokens) and {opts.max_new_tokens} new tokens run {overflow} tokens past the "
+                f"{self.model.config.max_position_embeddings}-token context it was trained on",
+                BeyondContextWarning,
+                stacklevel=2,
+            )
         tokenizer = self.processor.tokenizer
         generate_kwargs: dict[str, Any] = {
             "max_new_tokens": opts.max_new_tokens,
@@ -322,7 +393,7 @@ class VideoChat:
             groups=encoding.encoded.num_groups,
             visual_tokens=num_visual,
             visual_tokens_kept=kept,
-            llm_input_tokens=len(input_ids) - 1 + len(time_ids) - num_visual + kept,
+            llm_input_tokens=llm_input_tokens,
             new_tokens=int(new_ids.shape[-1]),
             cache_hit=encoding.cache_hit,
             timings=Timings(encode=encode_seconds, answer=finished - answer_started, total=finished - started),
@@ -413,6 +484,19 @@ class FrameGapFiller:
         if len(rows):
             self._last = _rows(rows, len(rows) - 1, len(rows))
         return rows
+
+
+def compile_encoder(model: VideoXLPro) -> None:
+    """Compile the vision tower and the compressor in place with ``torch.compile`` (the module objects and their
+    parameter names stay, so checkpoints and cache keys are unchanged); the first encode pays the compilation."""
+    model.vision_tower.compile()
+    model.compressor.compile()
+
+
+def _host_frames(batch: FrameBatch, pin: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """A batch's uint8 frames as a tensor, in pinned memory when ``pin`` (the upload can then run asynchronously)."""
+    frames = torch.from_numpy(batch.frames)
+    return (frames.pin_memory() if pin else frames), batch.timestamps
 
 
 def _rows(batch: FrameBatch, start: int, stop: int) -> FrameBatch:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from recot.cli import report_error
 from recot.config import VideoXLProConfig
 from recot.engine.cache import CacheCorruptWarning, EncodingCache
-from recot.engine.chat import FrameSampling, GenerationOptions, VideoChat
+from recot.engine.chat import FrameSampling, GenerationOptions, VideoChat, parse_visual_token_limit
 from recot.engine.default_model import DEFAULT_PRESET, default_model_dir
 from recot.engine.memory import QWEN25_TIME_TEXT_TOKENS, format_bytes, plan_memory
 from recot.model.checkpoint import CheckpointError, parse_dtype
@@ -78,7 +78,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument("--device", default="cpu", help="cpu or cuda; sets the default dtype (cuda: bfloat16)")
     plan.add_argument("--dtype", help="float32, bfloat16 or float16")
     plan.add_argument("--keep-ratio", type=float)
-    plan.add_argument("--max-visual-tokens", type=int)
+    plan.add_argument("--max-visual-tokens", type=_visual_token_limit, metavar="K|all",
+                      help="most visual tokens the LLM may see (default: what fits its context; all: no cap)")
     plan.add_argument("--max-new-tokens", type=int, default=128)
     plan.add_argument("--attention", choices=("fused", "math"), default="fused", help="SDPA kernel assumed")
     plan.add_argument("--json", action="store_true")
@@ -95,7 +96,9 @@ def _ask_options(ask: argparse.ArgumentParser) -> None:
     ask.add_argument("--start", type=float, help="first second of the video to use")
     ask.add_argument("--end", type=float, help="last second of the video to use")
     ask.add_argument("--keep-ratio", type=float, help="share of visual tokens the selector keeps (default: model's)")
-    ask.add_argument("--max-visual-tokens", type=int, help="most visual tokens the LLM may see (default: what fits)")
+    ask.add_argument("--max-visual-tokens", type=_visual_token_limit, metavar="K|all",
+                     help="most visual tokens the LLM may see (default: what fits its context; all: keep-ratio of "
+                          "every one, as the released model does, past the 32K context)")
     ask.add_argument("--max-new-tokens", type=int, default=128)
     ask.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     ask.add_argument("--temperature", type=float, default=1.0)
@@ -105,6 +108,27 @@ def _ask_options(ask: argparse.ArgumentParser) -> None:
     _cache_args(ask)
     ask.add_argument("--no-cache", action="store_true", help="neither read nor write the encode cache")
     ask.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ask.add_argument("--decode-workers", type=_positive_int, metavar="N",
+                     help="processes decoding a video (default: every core for long videos, 1 for short ones)")
+    ask.add_argument("--compile", action="store_true",
+                     help="torch.compile the vision tower and the compressor (faster on a GPU after compiling)")
+
+
+def _visual_token_limit(text: str) -> int | str:
+    try:
+        return parse_visual_token_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +196,8 @@ def run_ask(args: argparse.Namespace) -> int:
         return report_error("ask", str(exc), 2)
     model_dir = args.model if args.model is not None else default_model_dir(args.cache_dir)
     try:
-        chat = VideoChat.from_pretrained(model_dir, dtype=args.dtype, device=args.device, cache=cache, progress=not args.no_progress)
+        chat = VideoChat.from_pretrained(model_dir, dtype=args.dtype, device=args.device, cache=cache, progress=not args.no_progress,
+                                         decode_workers=args.decode_workers, compile=args.compile)  # fmt: skip
     except CheckpointError as exc:
         return report_error("ask", f"cannot load the model: {exc}")
     with warnings.catch_warnings():
@@ -281,6 +306,9 @@ def run_plan(args: argparse.Namespace) -> int:
     print("  (answer peak = weights + token_store + the larger of selection [time_sequence + selector]\n"
           "   and prefill [llm_inputs + kv_cache + llm_activations]: they do not overlap)")  # fmt: skip
     print(f"peak: {format_bytes(plan.peak)} (plus the runtime itself: CUDA context or Python/PyTorch, a few hundred MiB)")
+    if plan.beyond_context:
+        print(f"note: the LLM input and the answer run {plan.beyond_context} tokens past the model's "
+              f"{config.max_position_embeddings}-token context (--max-visual-tokens all)")  # fmt: skip
     return 0
 
 

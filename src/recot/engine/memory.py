@@ -40,7 +40,7 @@ import torch
 from recot.config import VideoXLProConfig
 from recot.model.checkpoint import parse_dtype
 from recot.model.groups import GroupPlan
-from recot.model.selector import QueryAwareSelector, context_budget, num_kept
+from recot.model.selector import QueryAwareSelector, VisualTokenLimit, context_budget, context_overflow, num_kept
 
 Attention = Literal["fused", "math"]
 _FLOAT32 = 4
@@ -59,7 +59,9 @@ class MemoryPlan:
     ``encode_peak`` is the sum of the encode terms. Answering has two stages that
     do not overlap: selection (``time_sequence`` + ``selector``) and prefill
     (``llm_inputs`` + ``kv_cache`` + ``llm_activations``); ``answer_peak`` is
-    ``weights`` + ``token_store`` + the larger of the two.
+    ``weights`` + ``token_store`` + the larger of the two. ``beyond_context``:
+    tokens by which the LLM input and the answer run past the model's context
+    (only with ``max_visual_tokens="all"``).
     """
 
     num_frames: int
@@ -70,6 +72,7 @@ class MemoryPlan:
     dtype: str
     encode: dict[str, int] = field(default_factory=dict)
     answer: dict[str, int] = field(default_factory=dict)
+    beyond_context: int = 0
 
     @property
     def encode_peak(self) -> int:
@@ -94,6 +97,7 @@ class MemoryPlan:
             "visual_tokens": self.visual_tokens,
             "visual_tokens_kept": self.visual_tokens_kept,
             "llm_input_tokens": self.llm_input_tokens,
+            "beyond_context": self.beyond_context,
             "dtype": self.dtype,
             "encode": {**self.encode, "peak": self.encode_peak},
             "answer": {**self.answer, "peak": self.answer_peak},
@@ -117,7 +121,7 @@ def plan_memory(
     time_tokens_per_group: int,
     dtype: torch.dtype | str | None = None,
     keep_ratio: float | None = None,
-    max_visual_tokens: int | None = None,
+    max_visual_tokens: VisualTokenLimit = None,
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
     max_new_tokens: int = 128,
     attention: Attention = "fused",
@@ -127,7 +131,8 @@ def plan_memory(
     ``time_tokens_per_group`` is the length of a ``Time ...s:`` text under the
     model's tokenizer (:meth:`recot.VideoXLProProcessor.time_text_tokens`). The
     visual budget and the kept tokens are those of answering
-    (:func:`recot.model.selector.context_budget`, ``num_kept``).
+    (:func:`recot.model.selector.context_budget`, ``num_kept``);
+    ``max_visual_tokens="all"`` plans the released operating point (no context cap).
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -191,7 +196,9 @@ def plan_memory(
         "kv_cache": kv,
         "llm_activations": llm_layer + config.vocab_size * _FLOAT32,
     }
-    return MemoryPlan(num_frames, groups, visual, kept, llm_len, str(torch_dtype).replace("torch.", ""), encode, answer)
+    overflow = context_overflow(config, llm_len, max_new_tokens)
+    dtype_name = str(torch_dtype).replace("torch.", "")
+    return MemoryPlan(num_frames, groups, visual, kept, llm_len, dtype_name, encode, answer, overflow)
 
 
 def format_bytes(n: int) -> str:

@@ -102,6 +102,19 @@ class TemporalAttentionBlock(nn.Module):
         return seq.reshape(b, h, w, c, t).permute(0, 3, 4, 1, 2)
 
 
+def replicate_pad(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, C, T + 1, H + 2, W + 2): edge values repeated, one step in front in time.
+
+    The same values as ``F.pad(x, (1, 1, 1, 1, 1, 0), mode="replicate")``, built
+    from concatenations: they work in every dtype (replicate padding has no
+    bfloat16 CPU kernel) and ``torch.compile`` lowers them (its lowering of the
+    replicate pad after the temporal attention fails).
+    """
+    x = torch.cat([x[:, :, :1], x], dim=2)
+    x = torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)
+    return torch.cat([x[..., :1], x, x[..., -1:]], dim=4)
+
+
 class TemporalStrideConv(nn.Module):
     """3x3x3 convolution with temporal stride 2: (B, C, T, H, W) -> (B, C, T/2, H, W).
 
@@ -114,8 +127,7 @@ class TemporalStrideConv(nn.Module):
         self.conv = nn.Conv3d(channels, channels, kernel_size=3, stride=(2, 1, 1), padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(x.to(upcast(x.dtype)), (1, 1, 1, 1, 1, 0), mode="replicate").to(x.dtype)
-        return self.conv(padded)
+        return self.conv(replicate_pad(x))
 
 
 class ReCoTCompressor(nn.Module):

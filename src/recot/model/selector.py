@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -143,20 +144,31 @@ def num_kept(config: VideoXLProConfig, num_visual: int, keep_ratio: float, max_v
     return rounded if rounded or not num_visual else max(k, 1)
 
 
+#: ``max_visual_tokens`` value that keeps ``keep_ratio`` of every visual token, past the LLM's context if need be.
+ALL_VISUAL_TOKENS = "all"
+VisualTokenLimit = int | Literal["all"] | None
+
+
 def context_budget(
     config: VideoXLProConfig,
     prompt_tokens: int,
     time_tokens: int,
     max_new_tokens: int,
-    max_visual_tokens: int | None = None,
-) -> int:
+    max_visual_tokens: VisualTokenLimit = None,
+) -> int | None:
     """Most visual tokens the LLM may see: ``max_visual_tokens``, capped by what fits its context.
 
     The context (``max_position_embeddings``) must hold the prompt, the
     timestamp text of every group, the kept visual tokens and the answer.
     Raises ``ValueError`` when not even one visual token fits (too many frames
-    for this model).
+    for this model). ``max_visual_tokens="all"`` returns None: no cap at all,
+    the released model's operating point (``keep_ratio`` of every visual token,
+    past the context the LLM was trained on; see :func:`context_overflow`).
     """
+    if max_visual_tokens == ALL_VISUAL_TOKENS:
+        return None
+    if isinstance(max_visual_tokens, str):
+        raise ValueError(f"max_visual_tokens must be a positive number or 'all', got {max_visual_tokens!r}")
     room = config.max_position_embeddings - prompt_tokens - time_tokens - max_new_tokens
     if room < 1:
         raise ValueError(
@@ -169,6 +181,11 @@ def context_budget(
     if max_visual_tokens < 1:
         raise ValueError(f"max_visual_tokens must be >= 1, got {max_visual_tokens}")
     return min(max_visual_tokens, room)
+
+
+def context_overflow(config: VideoXLProConfig, llm_input_tokens: int, max_new_tokens: int) -> int:
+    """Tokens by which the LLM input plus the answer run past the context (``max_position_embeddings``); 0 if none."""
+    return max(0, llm_input_tokens + max_new_tokens - config.max_position_embeddings)
 
 
 class QueryAwareSelector(nn.Module):

@@ -13,8 +13,8 @@ from PIL import Image
 
 from recot.cli import report_error
 from recot.video.backends import BACKENDS
-from recot.video.decode import iter_frames
 from recot.video.errors import VideoDecodeError
+from recot.video.parallel import iter_frames_parallel
 from recot.video.probe import probe
 from recot.video.sample import plan_frames
 
@@ -45,6 +45,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     frames.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
     frames.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="video decoder (default auto: torchcodec where installed and faster, else PyAV)")
+    frames.add_argument("--decode-workers", type=int, metavar="N",
+                        help="decoding processes (default: every core for long videos, 1 for short ones)")
     frames.set_defaults(func=run_frames)
 
 
@@ -77,6 +79,8 @@ def run_info(args: argparse.Namespace) -> int:
 def run_frames(args: argparse.Namespace) -> int:
     """Sample frames, write ``frame_NNNNNN.jpg`` files and ``timestamps.csv`` into ``--out`` atomically."""
     out: Path = args.out
+    if args.decode_workers is not None and args.decode_workers < 1:
+        return report_error("video frames", f"--decode-workers must be >= 1, got {args.decode_workers}", 2)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         return report_error("video frames", f"{out} exists and is not an empty directory")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +91,9 @@ def run_frames(args: argparse.Namespace) -> int:
             max_frames=args.max_frames, start=args.start, end=args.end,
         )
         rows = []
-        for batch in iter_frames(args.file, plan, batch_size=32, size=args.size, backend=args.backend):
+        batches = iter_frames_parallel(args.file, plan, batch_size=32, size=args.size, backend=args.backend,
+                                       workers=args.decode_workers)  # fmt: skip
+        for batch in batches:
             for rgb, index, timestamp in zip(batch.frames, batch.indices, batch.timestamps, strict=False):
                 name = f"frame_{len(rows):06d}.jpg"
                 Image.fromarray(rgb).save(tmp / name, quality=args.quality)
