@@ -55,6 +55,7 @@ def no_leaks():
 def small_pieces(monkeypatch):
     """Pieces of 6 frames at the tiny preset's size, so a short video is decoded by several workers."""
     monkeypatch.setattr(parallel, "PIECE_BYTES", TINY_FRAME_BYTES * 6)
+    monkeypatch.setattr(parallel, "MIN_PIECE_FRAMES", 1)
 
 
 def _chat(**kwargs: object) -> VideoChat:

@@ -58,6 +58,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 def small_pieces(monkeypatch):
     """Pieces of 7 frames (64x48), so a short test video makes several."""
     monkeypatch.setattr(parallel, "PIECE_BYTES", W * H * 3 * 7)
+    monkeypatch.setattr(parallel, "MIN_PIECE_FRAMES", 1)
 
 
 def _decode(batches) -> tuple[list, list[str]]:
@@ -266,3 +267,12 @@ def test_estimate_counts_decoded_and_output_pixels(clips):
     assert parallel.estimated_decode_seconds(plan, 384) == pytest.approx(expected)
     assert SEEK_COST_FRAMES < 60  # the sparse plan above does seek (decoded < every frame)
     assert decoded < 300
+
+
+def test_piece_size_by_workers_memory_and_a_floor(clips, monkeypatch):
+    info = probe(clips["bframes"])  # 64x48
+    assert parallel.piece_frames_for(info, None, 4096, 2) == 4096 // (2 * parallel.PIECES_PER_WORKER)
+    assert parallel.piece_frames_for(info, None, 100, 2) == parallel.MIN_PIECE_FRAMES
+    monkeypatch.setattr(parallel, "PIECE_BYTES", 40 * 64 * 48 * 3)
+    assert parallel.piece_frames_for(info, None, 4096, 2) == 40  # capped by memory
+    assert parallel.piece_frames_for(info, 32, 4096, 2) == 40 * 64 * 48 // (32 * 32)  # smaller frames: more fit

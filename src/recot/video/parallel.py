@@ -61,8 +61,12 @@ from recot.video.errors import CorruptVideoError, DecodeTimeoutError, PartialDec
 from recot.video.probe import VideoInfo, probe
 from recot.video.sample import SamplePlan, plan_frames
 
-# Output frames per piece: this many bytes of decoded RGB (at least one frame).
-PIECE_BYTES = 32 * 2**20
+# Pieces per worker a plan is cut into (more: finer load balance and an earlier first batch; fewer: less
+# per-piece cost, ~65 ms per piece to open and index an hour-long video).
+PIECES_PER_WORKER = 8
+# A piece holds at most this many bytes of output frames, but at least MIN_PIECE_FRAMES frames.
+PIECE_BYTES = 96 * 2**20
+MIN_PIECE_FRAMES = 16
 # Pieces submitted but not yet consumed, per worker: one being decoded, one ready.
 IN_FLIGHT_PER_WORKER = 2
 # Below this much estimated single-core decoding time (seconds) one process is used: starting
@@ -163,10 +167,12 @@ def split_plan(info: VideoInfo, wanted: np.ndarray, piece_frames: int) -> tuple[
     return pieces, [r.indices for r in runs]
 
 
-def piece_frames_for(info: VideoInfo, size: Size | None) -> int:
-    """Frames per piece: ``PIECE_BYTES`` of output frames."""
+def piece_frames_for(info: VideoInfo, size: Size | None, num_frames: int, workers: int) -> int:
+    """Frames per piece: ``num_frames`` shared into ``PIECES_PER_WORKER`` pieces per worker, capped at
+    ``PIECE_BYTES`` of output frames, but at least ``MIN_PIECE_FRAMES``."""
     width, height = _output_size(info, size)
-    return max(1, PIECE_BYTES // (width * height * 3))
+    share = -(-num_frames // (workers * PIECES_PER_WORKER))
+    return max(MIN_PIECE_FRAMES, min(share, PIECE_BYTES // (width * height * 3)))
 
 
 def iter_frames_parallel(
@@ -201,14 +207,14 @@ def iter_frames_parallel(
     wanted, repeats = np.unique(plan.indices, return_counts=True)
     pieces: list[DecodePiece] = []
     if workers > 1 and info.kind == "video":
-        pieces, runs = split_plan(info, wanted, piece_frames_for(info, size))
+        piece_frames = piece_frames_for(info, size, len(wanted), workers)
+        pieces, runs = split_plan(info, wanted, piece_frames)
     if len(pieces) < 2:
         yield from iter_frames(path, plan, batch_size, size, timeout=timeout, backend=backend)
         return
     workers = min(workers, len(pieces))
     seconds = default_timeout(info) if timeout is None else timeout
     width, height = _output_size(info, size)
-    piece_frames = piece_frames_for(info, size)
     in_flight_limit = IN_FLIGHT_PER_WORKER * workers
     context = _context()
     # Forked workers write frames straight into memory shared with this process (created before the fork);
