@@ -1,0 +1,61 @@
+"""benchmarks/gpu.py: the CPU smoke run (tiny preset, --quick) writes a complete table; missing packages are named."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from recot.config import VideoXLProConfig
+from recot.model.selector import num_kept
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_cpu_run_writes_every_row(tmp_path):
+    out = tmp_path / "gpu_smoke"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--preset", "tiny", "--quick", "--skip", "compile",
+           "--out", str(out), "--work-dir", str(tmp_path / "work")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["meta"]["device_type"] == "cpu" and result["meta"]["preset"] == "tiny"
+    rows = {}
+    for row in result["rows"]:
+        rows.setdefault(row["section"], []).append(row)
+    assert set(rows) == {"pixels", "stages", "engine", "ask", "prefill", "hour"}
+    assert [r["chunk"] for r in rows["pixels"]] == ["4/1", "8/2"] and all(r["frames_per_s"] > 0 for r in rows["pixels"])
+    assert [r["frames"] for r in rows["engine"]] == [16, 64]
+    assert all(r["frames_per_s"] > 0 and r["peak_gib"] > 0 for r in rows["engine"])
+    config = VideoXLProConfig.from_preset("tiny")
+    [ask] = rows["ask"]
+    assert ask["visual_tokens"] == 64 * config.tokens_per_group // 4
+    for row in rows["prefill"]:  # the released operating point: keep_ratio of every visual token
+        assert row["kept"] == num_kept(config, row["visual_tokens"], config.keep_ratio, None)
+    [hour] = rows["hour"]
+    assert hour["frames"] == 60 and hour["decode_s"] > 0 and hour["seconds"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert table.startswith("# Throughput on ") and "| what | measured here | issue 10 (H100, a9d1826) |" in table
+    assert "end to end, sample video at 1 fps (60 frames)" in table and "`max_visual_tokens='all'`" in table
+
+
+def test_missing_packages_are_named_with_how_to_carry_wheels(monkeypatch, capsys):
+    gpu = _load_script()
+    monkeypatch.setattr(gpu, "NEEDS", {**gpu.NEEDS, "no_such_module_xyz": "no-such-wheel"})
+    monkeypatch.setattr(sys, "argv", ["gpu.py", "--device", "cpu"])
+    assert gpu.main() == 2
+    err = capsys.readouterr().err
+    assert "missing Python packages: no-such-wheel" in err
+    assert "pip download no-such-wheel" in err and "pip install --no-index --find-links wheels/" in err
+
