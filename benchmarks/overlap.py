@@ -5,8 +5,9 @@ Side by side, in one run, each measurement in a fresh subprocess:
 * ``decode``: reading the planned frames at the model's input size, alone:
   probe (the frame index), plan and decode
   (``recot.video.parallel.iter_frames_parallel``, ``--workers`` processes);
-* ``encode``: encoding the same frames, already decoded in memory, alone
-  (``StreamingEncoder`` fed the engine's batches);
+* ``encode``: encoding as many frames of the model's input size, already in
+  memory, alone (``StreamingEncoder`` fed the engine's batches; random pixels:
+  the values do not change the cost);
 * ``ask``: the first question, no cache (``VideoChat.ask``: probe, plan,
   decoding in a background thread and worker processes, encoding, selection,
   answer);
@@ -52,6 +53,7 @@ def cpu_seconds() -> float:
 
 def worker(kind: str, video: str, frames: int, workers: int, size: str, model_dir: str) -> dict:
     """One measurement in this process; returns seconds, CPU seconds and what was produced."""
+    import numpy as np
     import torch
 
     from recot.engine import FrameSampling, GenerationOptions, VideoChat
@@ -70,8 +72,9 @@ def worker(kind: str, video: str, frames: int, workers: int, size: str, model_di
     # "decode" reads the video as the engine does: probe (frame index), plan, decode. "scaling" times decoding only.
     plan = plan_frames(probe(video), num_frames=frames)
     if kind in ("scaling", "encode"):
-        if kind == "encode":  # decoded first, untimed, into memory
-            batches = [(b.frames, b.timestamps) for b in iter_frames_parallel(video, plan, batch_size=chunk, size=out_size)]
+        if kind == "encode":  # frames of the model's input size in memory (their values do not change the cost)
+            pixels = np.random.default_rng(0).integers(0, 256, (frames, out_size, out_size, 3), dtype=np.uint8)
+            batches = [(pixels[i : i + chunk], plan.timestamps[i : i + chunk]) for i in range(0, frames, chunk)]
         load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds()
         started = time.perf_counter()

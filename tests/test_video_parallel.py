@@ -276,3 +276,11 @@ def test_piece_size_by_workers_memory_and_a_floor(clips, monkeypatch):
     monkeypatch.setattr(parallel, "PIECE_BYTES", 40 * 64 * 48 * 3)
     assert parallel.piece_frames_for(info, None, 4096, 2) == 40  # capped by memory
     assert parallel.piece_frames_for(info, 32, 4096, 2) == 40 * 64 * 48 // (32 * 32)  # smaller frames: more fit
+
+
+def test_damage_is_described_without_the_pieces_counts():
+    path = "/v/x.mp4"
+    stopped = f"{path}: decoding stopped after frame 97 at 3.233 s (decoder error: bad); 20 of 32 planned frames, from 3.3 s on, are missing"
+    assert parallel._cause(stopped, path) == "decoding stopped after frame 97 at 3.233 s (decoder error: bad)"
+    assert parallel._cause("none of the 27 planned frames could be decoded (read error: eof)", path) == "read error: eof"
+    assert parallel._cause("none of the 27 planned frames could be decoded", path) == "none of the 27 planned frames could be decoded"

@@ -5,7 +5,8 @@
 worker processes.
 
 Splitting. The planned frames (sorted, without repeats) are cut into contiguous
-*pieces* of about ``PIECE_BYTES`` of output frames each. A piece starts only
+*pieces*, about ``PIECES_PER_WORKER`` per worker (at most ``PIECE_BYTES`` of
+output frames, at least ``MIN_PIECE_FRAMES`` frames each). A piece starts only
 where decoding can start afresh at no extra cost:
 
 * where the single-process decoder seeks anyway, at the start of one of its
@@ -372,16 +373,30 @@ def _decode_exactly(
             try:
                 batch = next(batches, None)
             except CorruptVideoError as e:
-                damage.append(e.cause)
+                damage.append(_cause(e.cause, info.path))
                 return
         for w in caught:
             if issubclass(w.category, PartialDecodeWarning):
-                damage.append(str(w.message).split(": ", 1)[-1])
+                damage.append(_cause(str(w.message), info.path))
             else:
                 warnings.warn(w.message, w.category, stacklevel=2)
         if batch is None:
             return
         yield batch
+
+
+def _cause(message: str, path: str) -> str:
+    """What the single-process decoder said went wrong, without the file name and its frame counts (they are a
+    piece's, not the plan's).
+
+    ``"<path>: decoding stopped after frame 97 at 3.233 s (decoder error: ...); 20 of 32 planned frames, ..."``
+    -> ``"decoding stopped after frame 97 at 3.233 s (decoder error: ...)"``; ``"none of the 27 planned frames
+    could be decoded (read error: ...)"`` -> ``"read error: ..."``.
+    """
+    message = message.removeprefix(f"{path}: ")
+    if message.startswith("none of the ") and message.endswith(")") and " (" in message:
+        return message[message.index(" (") + 2 : -1]
+    return message.split("; ", 1)[0]
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -450,14 +465,14 @@ class _PieceDecoder:
                     decoded.append(batch.indices)
                     count += len(batch)
             except CorruptVideoError as e:  # nothing in this piece decodes
-                damage = e.cause
+                damage = _cause(e.cause, info.path)
             except VideoDecodeError as e:
                 empty = np.empty(0, dtype=np.int64)
                 return _PieceResult(empty, None, error=(type(e), e.path, e.cause))
         partial = [w for w in caught if issubclass(w.category, PartialDecodeWarning)]
         notes = [(w.category, str(w.message)) for w in caught if w not in partial]
         if partial:
-            damage = str(partial[0].message).split(": ", 1)[-1]
+            damage = _cause(str(partial[0].message), info.path)
         frames = None
         if out is None:
             frames = np.concatenate(parts) if parts else np.empty((0, height, width, 3), dtype=np.uint8)
