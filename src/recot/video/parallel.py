@@ -51,7 +51,6 @@ from recot.video.decode import (
     SEEK_COST_FRAMES,
     FrameBatch,
     Size,
-    _batch,
     _output_size,
     decoded_frame_count,
     default_timeout,
@@ -222,7 +221,7 @@ def iter_frames_parallel(
     # spawned ones send them back pickled.
     slots = _FrameSlots(in_flight_limit, piece_frames + piece_frames // 2 + 2, height, width) if context.get_start_method() == "fork" else None
     decoder = _PieceDecoder(info, size, backend, seconds, threads=max(1, available_cores() // workers))
-    batcher = _Batcher(info, batch_size, dict(zip(wanted.tolist(), repeats.tolist(), strict=False)))
+    batcher = _Batcher(info, batch_size, dict(zip(wanted.tolist(), repeats.tolist(), strict=False)), (height, width, 3))
     damage: list[str] = []
     decoded = 0
     waited = 0.0
@@ -278,7 +277,6 @@ def iter_frames_parallel(
             handed_out = np.isin(indices, piece.indices)
             decoded += int(handed_out.sum())
             yield from batcher.add(frames[handed_out], indices[handed_out])
-            batcher.own_frames()  # the slot is about to be reused
             if slot is not None:
                 slots.release(slot)
             previous = piece
@@ -292,29 +290,36 @@ def iter_frames_parallel(
 
 # ----- the consumer's side ---------------------------------------------------------
 class _Batcher:
-    """Turns decoded frames (ascending, unique) into batches of ``batch_size``, planned repeats included."""
+    """Turns decoded frames (ascending, unique) into batches of ``batch_size``, planned repeats included.
 
-    def __init__(self, info: VideoInfo, batch_size: int, repeat_of: dict[int, int]) -> None:
-        self.info, self.batch_size, self.repeat_of = info, batch_size, repeat_of
-        self.frames: list[np.ndarray] = []
+    Each frame is copied once, straight into the batch being filled, so the
+    caller's batches never point into a piece's shared memory.
+    """
+
+    def __init__(self, info: VideoInfo, batch_size: int, repeat_of: dict[int, int], frame_shape: tuple[int, ...]) -> None:
+        self.info, self.batch_size, self.repeat_of, self.frame_shape = info, batch_size, repeat_of, frame_shape
+        self.frames = np.empty((batch_size, *frame_shape), dtype=np.uint8)
         self.indices: list[int] = []
 
     def add(self, frames: np.ndarray, indices: np.ndarray) -> Iterator[FrameBatch]:
         for rgb, index in zip(frames, indices.tolist(), strict=True):
             for _ in range(self.repeat_of[index]):
-                self.frames.append(rgb)
+                self.frames[len(self.indices)] = rgb
                 self.indices.append(index)
-            while len(self.indices) >= self.batch_size:
-                yield _batch(self.info, self.frames[: self.batch_size], self.indices[: self.batch_size])
-                del self.frames[: self.batch_size], self.indices[: self.batch_size]
-
-    def own_frames(self) -> None:
-        """Copy the frames held for the next batch, so they no longer point into a piece's memory."""
-        self.frames = [np.array(rgb) for rgb in self.frames]
+                if len(self.indices) == self.batch_size:
+                    yield self._take()
 
     def finish(self) -> Iterator[FrameBatch]:
         if self.indices:
-            yield _batch(self.info, self.frames, self.indices)
+            yield self._take()
+
+    def _take(self) -> FrameBatch:
+        n = len(self.indices)
+        indices = np.asarray(self.indices, dtype=np.int64)
+        batch = FrameBatch(self.frames[:n], indices, self.info.frame_times[indices].astype(np.float64))
+        self.frames = np.empty((self.batch_size, *self.frame_shape), dtype=np.uint8)
+        self.indices = []
+        return batch
 
 
 class _FrameSlots:
@@ -365,7 +370,8 @@ def _decode_exactly(
     Its warning about frames that did not decode (or its error when none did) becomes an entry of ``damage``.
     """
     plan = SamplePlan(info=info, indices=run, timestamps=info.frame_times[run].astype(np.float64), rule="run")
-    batches = iter_frames(info.path, plan, batch_size=_WORKER_BATCH, size=size, timeout=seconds, backend=backend)
+    width, height = _output_size(info, size)
+    batches = iter_frames(info.path, plan, batch_size=_worker_batch(width, height), size=size, timeout=seconds, backend=backend)
     while True:
         # Warnings are caught around each step only: the caller runs between the batches.
         with warnings.catch_warnings(record=True) as caught:
@@ -455,7 +461,7 @@ class _PieceDecoder:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PartialDecodeWarning)
             try:
-                batches = iter_frames(info.path, plan, batch_size=_WORKER_BATCH, size=self.size,
+                batches = iter_frames(info.path, plan, batch_size=_worker_batch(width, height), size=self.size,
                                       timeout=self.seconds, threads=self.threads, backend=self.backend)  # fmt: skip
                 for batch in batches:
                     if out is not None:
@@ -480,8 +486,16 @@ class _PieceDecoder:
         return _PieceResult(found, frames, damage, notes=notes)
 
 
-# Frames per batch inside a worker (the piece's memory is written batch by batch).
-_WORKER_BATCH = 16
+# Bytes of frames per batch inside a worker (the piece's memory is written batch by batch); small enough for
+# malloc to reuse its memory rather than map fresh pages for every batch.
+_WORKER_BATCH_BYTES = 4 * 2**20
+
+
+def _worker_batch(width: int, height: int) -> int:
+    """Frames per batch of the single-process decoder inside a piece: ``_WORKER_BATCH_BYTES``, 1 to 32 frames."""
+    return max(1, min(32, _WORKER_BATCH_BYTES // (width * height * 3)))
+
+
 _worker_decoder: _PieceDecoder | None = None
 _worker_slots: _FrameSlots | None = None
 
