@@ -16,9 +16,11 @@ Side by side, in one run, each measurement in a fresh subprocess:
 
 Targets: ``ask`` <= 1.15 x max(``decode``, ``encode``) at the same worker count,
 and ``scaling`` with 2 workers >= 1.6 x faster than with 1. Other processes
-share the cores, so each row records the load average before and after it
-and the CPU seconds it used (its own and its worker processes'). The model is
-the untrained ``small`` preset on CPU (weights do not change the cost).
+share the cores, so every measurement is repeated in ``--repeat`` rounds (the
+median is reported, with the range), and each records the load average before
+and after it and the CPU seconds it used (its own and its worker processes').
+The model is the untrained ``small`` preset on CPU (weights do not change the
+cost).
 
     python benchmarks/overlap.py                                    # the 1-hour 720p video of benchmarks/decode.py
     python benchmarks/overlap.py --video clip.mp4 --frames 256 --scaling-frames 512 --name overlap_quick
@@ -108,16 +110,35 @@ def run_child(*args: object) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(rows: list[dict], meta: dict, name: str) -> str:
-    """Markdown: the overlap table, the scaling table and the two targets."""
+def median_rows(runs: list[dict]) -> list[dict]:
+    """One row per measurement: the round with the median time (all its numbers), and the range over the rounds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in runs:
+        groups.setdefault((row["kind"], row["workers"], row["size"]), []).append(row)
+    rows = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda r: r["seconds"])
+        rows.append({**ordered[(len(ordered) - 1) // 2], "rounds": len(ordered),
+                     "min_seconds": ordered[0]["seconds"], "max_seconds": ordered[-1]["seconds"]})  # fmt: skip
+    return rows
+
+
+def report(rows: list[dict], meta: dict, name: str, runs: list[dict]) -> str:
+    """Markdown: the overlap table, the scaling table and the two targets (medians over the rounds)."""
     from recot.data.atomic import atomic_write_text
 
     by = {(r["kind"], r["workers"], r["size"]): r for r in rows}
+
+    def span(r: dict) -> str:
+        return f"{r['seconds']:.1f}" + (f" ({r['min_seconds']:.1f}-{r['max_seconds']:.1f})" if r["rounds"] > 1 else "")
+
     lines = [
         f"# Decoding overlapped with encoding, and decoding on {meta['cpus']} cores",
         "",
-        f"{meta['video']}; {meta['model']}; {meta['machine']}. Each row is a fresh process; `load` is the 1-minute "
-        "load average before / after (other processes share the cores); CPU s counts the process and its workers.",
+        f"{meta['video']}; {meta['model']}; {meta['machine']}. Each measurement is a fresh process, repeated in "
+        f"{meta['rounds']} round(s); the tables give the median (range in brackets). `load` is the 1-minute load "
+        "average before / after the median run (other processes share the cores); CPU s counts the process and its "
+        "workers.",
         "",
         f"## First question at {meta['frames']} frames",
         "",
@@ -132,7 +153,7 @@ def report(rows: list[dict], meta: dict, name: str) -> str:
             continue
         ratio = a["seconds"] / max(d["seconds"], e["seconds"])
         loads = f"{d['load_before']:.1f}-{a['load_after']:.1f}"
-        lines.append(f"| {workers} | {d['seconds']:.1f} | {e['seconds']:.1f} | {a['seconds']:.1f} | **{ratio:.2f}** "
+        lines.append(f"| {workers} | {span(d)} | {span(e)} | {span(a)} | **{ratio:.2f}** "
                      f"| {d['seconds'] + e['seconds']:.1f} | {d['cpu_seconds']:.0f} / {e['cpu_seconds']:.0f} / "
                      f"{a['cpu_seconds']:.0f} | {loads} |")  # fmt: skip
         verdicts.append(f"ask <= 1.15 x max(decode, encode) with {workers} decode worker(s): "
@@ -152,7 +173,7 @@ def report(rows: list[dict], meta: dict, name: str) -> str:
                 continue
             speedup = one["seconds"] / many["seconds"]
             label = f"full ({meta['full_size']})" if size == "full" else f"{size}x{size} (model input)"
-            lines.append(f"| {label} | {one['seconds']:.1f} | {many['seconds']:.1f} ({workers}) | **{speedup:.2f}x** "
+            lines.append(f"| {label} | {span(one)} | {span(many)} ({workers}) | **{speedup:.2f}x** "
                          f"| {one['cpu_seconds']:.0f} / {many['cpu_seconds']:.0f} "
                          f"| {one['load_before']:.1f}-{many['load_after']:.1f} |")  # fmt: skip
             if workers == 2:
@@ -162,7 +183,7 @@ def report(rows: list[dict], meta: dict, name: str) -> str:
               f"Reproduce: `python benchmarks/overlap.py {' '.join(sys.argv[1:])}`".replace("  ", " "), ""]  # fmt: skip
     text = "\n".join(lines)
     RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=2) + "\n")
     atomic_write_text(RESULTS / f"{name}.md", text)
     return text
 
@@ -176,6 +197,7 @@ def main() -> int:
     parser.add_argument("--scaling-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--scaling-sizes", nargs="+", default=["model", "full"], choices=["model", "full"])
     parser.add_argument("--skip", nargs="*", default=[], choices=["overlap", "scaling"])
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every measurement (the median is reported)")
     parser.add_argument("--name", default="overlap", help="results file name under benchmarks/results/")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -207,18 +229,20 @@ def main() -> int:
         "full_size": f"{info.width}x{info.height}", "cpus": os.cpu_count(), "frames": args.frames, "workers": args.workers, "size": image_size,
         "scaling_frames": args.scaling_frames, "scaling_workers": args.scaling_workers,
         "scaling_sizes": [sizes[s] for s in args.scaling_sizes], "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "rounds": args.repeat,
     }  # fmt: skip
-    rows = []
+    runs = []
     plan = []
     if "overlap" not in args.skip:
         plan += [(kind, args.frames, w, "model") for w in args.workers for kind in ("decode", "encode", "ask")]
     if "scaling" not in args.skip:
         plan += [("scaling", args.scaling_frames, w, s) for s in args.scaling_sizes for w in args.scaling_workers]
-    for kind, frames, workers, size in plan:
-        row = run_child(kind, args.video, frames, workers, size, model_dir)
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
-    print(report(rows, meta, args.name))
+    for repeat in range(args.repeat):  # whole rounds, so that a change in the machine's load touches every row
+        for kind, frames, workers, size in plan:
+            row = run_child(kind, args.video, frames, workers, size, model_dir)
+            runs.append({**row, "round": repeat})
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    print(report(median_rows(runs), meta, args.name, runs))
     return 0
 
 
