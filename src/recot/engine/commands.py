@@ -179,6 +179,10 @@ def read_rows(path: Path) -> tuple[list[Row], list[BadRow]]:
         video: str
         question: str
 
+    def video_path(video: str) -> str:
+        resolved = Path(video).expanduser()
+        return str(resolved if resolved.is_absolute() else path.parent / resolved)
+
     rows, bad = [], []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -187,19 +191,17 @@ def read_rows(path: Path) -> tuple[list[Row], list[BadRow]]:
             row = AskRow.model_validate_json(line)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}" for e in exc.errors())
-            video = _field(line, "video")
-            bad.append(BadRow(number, video, problems))
+            video = _string_field(line, "video")
+            bad.append(BadRow(number, None if video is None else video_path(video), problems))
             continue
-        video = Path(row.video).expanduser()
-        video_path = str(video if video.is_absolute() else path.parent / video)
         if not row.question.strip():
-            bad.append(BadRow(number, video_path, "the question is empty"))
+            bad.append(BadRow(number, video_path(row.video), "the question is empty"))
             continue
-        rows.append(Row(video_path, row.question, number))
+        rows.append(Row(video_path(row.video), row.question, number))
     return rows, bad
 
 
-def _field(line: str, name: str) -> str | None:
+def _string_field(line: str, name: str) -> str | None:
     """The string field ``name`` of a JSON line that failed validation, if it has one."""
     try:
         value = json.loads(line).get(name)
@@ -246,9 +248,6 @@ def run_ask(args: argparse.Namespace) -> int:
         _print_failure(args, failure)
     if not rows:
         return _batch_summary(args, 0, bad)
-    if source.untrained:
-        print(f"recot {command}: note: using {source.describe()}; answers are meaningless. "
-              "Pass --model DIR for a trained checkpoint.", file=sys.stderr)  # fmt: skip
     try:
         chat = _load_chat(args, source, cache)
     except _InputError as exc:
@@ -346,6 +345,9 @@ def _load_chat(args: argparse.Namespace, source: ModelSource, cache: EncodingCac
 
     try:
         directory = source.checkpoint_dir(args.cache_dir)
+        if source.untrained:
+            print(f"recot {args.command_name}: note: using {source.describe()}; answers are meaningless. "
+                  "Pass --model DIR for a trained checkpoint.", file=sys.stderr)  # fmt: skip
         return VideoChat.from_pretrained(
             directory, dtype=args.dtype, device=args.device, cache=cache if cache is not None else False,
             progress=not args.no_progress,
