@@ -165,3 +165,11 @@ def test_closed_stdout_ends_quietly(tmp_path) -> None:
     # And the shell pipeline of the issue, which may or may not hit the closed pipe: never a traceback.
     shell = subprocess.run(shlex.join(command) + " | head -1", shell=True, capture_output=True, text=True, env=env, timeout=120)
     assert shell.returncode == 0 and shell.stderr == "" and shell.stdout.count("\n") == 1
+
+
+def test_video_frames_unwritable_output_is_an_input_error(tmp_path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(["video", "frames", str(tmp_path / "v.mp4"), "--out", str(blocker / "out"), "--frames", "2"])
+    assert code == 1
+    assert capsys.readouterr().err == f"recot video frames: error: --out {blocker / 'out'}: cannot write there: File exists\n"

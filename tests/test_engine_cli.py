@@ -301,3 +301,12 @@ def test_demo_runs_the_main_job_on_the_generated_sample(capsys, tmp_path) -> Non
     assert list(tmp_path.rglob("*.lock")) == []
     code, out, err = _run(capsys, *argv)
     assert code == 0 and json.loads(out)["cache_hit"] and "writing the sample video" not in err
+
+
+def test_unusable_cache_dir_is_an_input_error(setup, capsys, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--cache-dir", blocker / "cache", "--no-progress")
+    assert code == 1 and err.startswith("recot ask: error: cannot load the model: ") and len(err.splitlines()) == 1
+    code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--model", setup["model"], "--cache-dir", blocker / "cache")
+    assert code == 1 and err.startswith(f"recot ask: error: cannot create the cache directory {blocker / 'cache'}: ")

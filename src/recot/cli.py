@@ -9,11 +9,12 @@ command functions, so ``recot --help`` and ``recot --version`` stay fast.
 Exit codes, the same for every command:
 
 * 0: done;
-* 1: bad input: a file the command reads (video, image, model, rows file, config,
-  data folder) is missing, unreadable or invalid, or processing it failed;
-* 2: bad usage: a flag value out of range, flags that conflict, a missing
-  argument, an output that would overwrite something (checked before any model
-  is loaded; the message names the flag);
+* 1: bad input: a file or folder named on the command line (video, image, model,
+  rows file, config, data folder, output folder) is missing, unreadable, invalid
+  or in the way, or processing it failed;
+* 2: bad usage: the flags themselves are wrong: a value out of range, flags that
+  conflict, a missing argument, a device this machine does not have (checked
+  before any model is loaded; the message names the flag);
 * 130: interrupted (Ctrl-C); 141: standard output was closed early (as for any
   tool stopped by SIGPIPE, e.g. ``recot cache ls --json | head -1``).
 

@@ -352,7 +352,7 @@ def _load_chat(args: argparse.Namespace, source: ModelSource, cache: EncodingCac
             directory, dtype=args.dtype, device=args.device, cache=cache if cache is not None else False,
             progress=not args.no_progress,
         )  # fmt: skip
-    except ValueError as exc:  # CheckpointError included
+    except (ValueError, OSError) as exc:  # CheckpointError included; OSError: building a preset in the cache dir
         raise _InputError(f"cannot load the model: {exc}") from exc
 
 
@@ -408,7 +408,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"recot demo: writing the sample video (1 hour, once) to {video}", file=sys.stderr)
         write_sample_video(video, progress=not args.no_progress)
 
-    build_once(video, write)
+    try:
+        build_once(video, write)
+    except OSError as exc:
+        return report_error(args.command_name, f"cannot write the sample video {video}: {exc}")
     print(f"recot demo: {video} (a red disc is on screen from 37:12 to 37:32)", file=sys.stderr)
     args.video = str(video)
     return run_ask(args)
@@ -425,7 +428,10 @@ def run_cache_ls(args: argparse.Namespace) -> int:
         cache = _open_cache(args)
     except UsageError as exc:
         return report_error(args.command_name, str(exc), EXIT_USAGE)
-    entries = cache.entries()
+    try:
+        entries = cache.entries()
+    except OSError as exc:
+        return report_error(args.command_name, f"cannot read the cache {cache.root}: {exc}")
     if args.json:
         for entry in entries:
             print(json.dumps(entry.record()))
@@ -445,7 +451,11 @@ def run_cache_clear(args: argparse.Namespace) -> int:
         cache = _open_cache(args)
     except UsageError as exc:
         return report_error(args.command_name, str(exc), EXIT_USAGE)
-    print(f"removed {cache.clear()} cached encodings from {cache.entries_dir}")
+    try:
+        removed = cache.clear()
+    except OSError as exc:
+        return report_error(args.command_name, f"cannot clear the cache {cache.root}: {exc}")
+    print(f"removed {removed} cached encodings from {cache.entries_dir}")
     return 0
 
 

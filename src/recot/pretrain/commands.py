@@ -62,7 +62,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.demo_data:
         if not cfg.data.paths:
             return report_error(COMMAND, f"--demo-data: config {args.config} names no data folder (data.paths)")
-        _write_demo_data(Path(cfg.data.paths[0]))
+        try:
+            _write_demo_data(Path(cfg.data.paths[0]))
+        except OSError as exc:
+            return report_error(COMMAND, f"--demo-data: cannot write {cfg.data.paths[0]}: {exc}")
     return _train(args, cfg)
 
 
@@ -91,6 +94,8 @@ def _train(args: argparse.Namespace, cfg: PretrainConfig) -> int:
     except FileNotFoundError as exc:  # a data path of the config
         return report_error(COMMAND, f"{exc} (config {args.config}); put videos or images there, or pass --demo-data")
     except ValueError as exc:  # no usable data, a batch size the processes do not divide
+        return report_error(COMMAND, f"{exc} (config {args.config})")
+    except OSError as exc:  # the output folder cannot be written
         return report_error(COMMAND, f"{exc} (config {args.config})")
     finally:
         if joined:

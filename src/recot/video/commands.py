@@ -102,8 +102,11 @@ def run_frames(args: argparse.Namespace) -> int:
     from recot.video.probe import probe
     from recot.video.sample import plan_frames
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        return report_error("video frames", f"--out {out}: cannot write there: {e.strerror or e}")
     try:
         plan = plan_frames(
             probe(args.file), num_frames=args.frames, fps=args.fps,
@@ -124,6 +127,8 @@ def run_frames(args: argparse.Namespace) -> int:
         tmp.rename(out)
     except (VideoDecodeError, ValueError, ImportError) as e:
         return report_error("video frames", str(e))
+    except OSError as e:  # writing the frames (disk full, permissions)
+        return report_error("video frames", f"--out {out}: {e}")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
