@@ -210,6 +210,10 @@ def _string_field(line: str, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class _InputError(Exception):
+    """A model that cannot be loaded, or a video that cannot be answered about (unreadable, too long, out of memory)."""
+
+
 def run_ask(args: argparse.Namespace) -> int:
     """``recot ask``: answer each question. Flags are checked first (exit 2), then inputs (exit 1)."""
     command = args.command_name
@@ -259,7 +263,7 @@ def run_ask(args: argparse.Namespace) -> int:
     sampling = FrameSampling(args.frames, args.fps, args.max_frames, args.start, args.end)
 
     answered = 0
-    for video, group in _by_video(rows).items():
+    for group in _by_video(rows).values():
         try:
             answers = _answer(chat, group, options, sampling)
         except _InputError as exc:
@@ -274,10 +278,6 @@ def run_ask(args: argparse.Namespace) -> int:
             _print_answer(args, row, answer, many=len(rows) + len(bad) > 1)
         answered += len(answers)
     return _batch_summary(args, answered, bad) if args.jsonl is not None else 0
-
-
-class _InputError(Exception):
-    """A model that cannot be loaded, or a video that cannot be answered about (unreadable, too long, out of memory)."""
 
 
 def _answer(chat: VideoChat, rows: list[Row], options: GenerationOptions, sampling: FrameSampling) -> list[Answer]:
