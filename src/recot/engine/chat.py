@@ -12,6 +12,7 @@ answer.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -170,22 +171,46 @@ class VideoChat:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        model: str | Path | None = "default",
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
-        cache: EncodingCache | None = None,
+        cache: EncodingCache | str | Path | bool | None = True,
         progress: bool = False,
     ) -> VideoChat:
-        """Load model and tokenizer from a checkpoint directory.
+        """Load a model and its tokenizer.
 
-        Raises :class:`recot.CheckpointError` (a ``ValueError``) for a missing or unreadable directory.
+        ``model``: ``"default"`` (the untrained ``small`` preset with weights from a
+        fixed seed: no trained weights ship yet, its answers are meaningless), an
+        untrained preset name (``"small"``, ``"tiny"``) or a checkpoint directory;
+        see :func:`recot.engine.resolve_model`. ``cache``: where encoded videos are
+        kept on disk. True (the default) is ``EncodingCache()``: ``$RECOT_CACHE_DIR``,
+        else the user cache directory (``platformdirs.user_cache_dir("recot")``,
+        e.g. ``~/.cache/recot`` on Linux), limited to ``$RECOT_CACHE_SIZE`` or 20 GB;
+        a path is a cache under that directory; False or None keeps no disk cache.
+        An untrained preset is written once under the cache's directory (else the
+        default one) in ``models/``.
+
+        Raises :class:`recot.CheckpointError` (a ``ValueError``) for a specification
+        that names no model, or a checkpoint that cannot be loaded.
         """
-        model = VideoXLPro.from_pretrained(path, dtype=dtype, device=device)
+        from recot.engine.default_model import resolve_model
+
+        if cache is True:
+            cache = EncodingCache()
+        elif cache is False or cache is None:
+            cache = None
+        elif not isinstance(cache, EncodingCache):
+            cache = EncodingCache(cache)
+        try:
+            path = resolve_model(model).checkpoint_dir(cache.root if cache is not None else None)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from exc
+        loaded = VideoXLPro.from_pretrained(path, dtype=dtype, device=device)
         try:
             processor = VideoXLProProcessor.from_pretrained(path)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load the tokenizer of {path}: {exc}") from exc
-        return cls(model, processor, cache=cache, progress=progress, checkpoint_dir=path)
+        return cls(loaded, processor, cache=cache, progress=progress, checkpoint_dir=path)
 
     # ----- identity -------------------------------------------------------------
     @property
@@ -419,5 +444,10 @@ def _rows(batch: FrameBatch, start: int, stop: int) -> FrameBatch:
 
 
 def _bar(enabled: bool, total: int, desc: str, unit: str, position: int) -> tqdm:
-    """A tqdm progress bar on stderr (inert when not ``enabled``)."""
-    return tqdm(total=total, desc=desc, unit=unit, position=position, disable=not enabled, dynamic_ncols=True)
+    """A tqdm progress bar on stderr (inert when not ``enabled``).
+
+    Bars get their own line (``position``) only on a terminal: elsewhere (a log
+    file) the cursor movements that stack them would end up in the text.
+    """
+    stacked = position if sys.stderr.isatty() else 0
+    return tqdm(total=total, desc=desc, unit=unit, position=stacked, disable=not enabled, dynamic_ncols=True)
