@@ -1,4 +1,8 @@
-"""``recot video info`` and ``recot video frames``."""
+"""``recot video info`` and ``recot video frames``.
+
+``info`` only probes, so this module imports no torch; ``frames`` loads the
+decoder when it runs.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from PIL import Image
 
 from recot.cli import report_error
 from recot.video.backends import BACKENDS
-from recot.video.decode import iter_frames
 from recot.video.errors import VideoDecodeError
 from recot.video.probe import probe
 from recot.video.sample import plan_frames
@@ -74,8 +77,28 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """The first flag of ``video frames`` with an impossible value, as a message naming the flag."""
+    for flag, value in (("--frames", args.frames), ("--max-frames", args.max_frames), ("--size", args.size)):
+        if value is not None and value < 1:
+            return f"{flag} must be at least 1, got {value}"
+    if args.fps is not None and not 0 < args.fps < float("inf"):
+        return f"--fps must be a positive number, got {args.fps:g}"
+    if not 1 <= args.quality <= 100:
+        return f"--quality must be in 1..100, got {args.quality}"
+    return None
+
+
 def run_frames(args: argparse.Namespace) -> int:
-    """Sample frames, write ``frame_NNNNNN.jpg`` files and ``timestamps.csv`` into ``--out`` atomically."""
+    """Sample frames, write ``frame_NNNNNN.jpg`` files and ``timestamps.csv`` into ``--out`` atomically.
+
+    Asking for more frames than the video holds writes each frame once, with a
+    ``FrameCountCappedWarning`` (see ``plan_frames``).
+    """
+    if (problem := _usage_error(args)) is not None:
+        return report_error("video frames", problem, code=2)
+    from recot.video.decode import iter_frames  # imports torch
+
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         return report_error("video frames", f"{out} exists and is not an empty directory")
