@@ -15,7 +15,7 @@ lazy_package(
     {
         "Answer": "recot.engine.chat",
         "CheckpointError": "recot.model.checkpoint",
-        "EncodedVideo": "recot.model.videoxl_pro",
+        "EncodedVideo": "recot.model.encoder",
         "FrameSampling": "recot.engine.chat",
         "GenerationOptions": "recot.engine.chat",
         "VideoChat": "recot.engine.chat",
@@ -29,8 +29,9 @@ if TYPE_CHECKING:  # for type checkers and editors
     from recot.config import VideoXLProConfig
     from recot.engine.chat import Answer, FrameSampling, GenerationOptions, VideoChat
     from recot.model.checkpoint import CheckpointError
+    from recot.model.encoder import EncodedVideo
     from recot.model.processor import VideoXLProProcessor
-    from recot.model.videoxl_pro import EncodedVideo, VideoXLPro
+    from recot.model.videoxl_pro import VideoXLPro
 
 __all__ = [
     "Answer",
@@ -44,3 +45,4 @@ __all__ = [
     "VideoXLProProcessor",
     "__version__",
 ]
+

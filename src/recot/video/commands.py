@@ -1,4 +1,8 @@
-"""``recot video info`` and ``recot video frames``."""
+"""``recot video info`` and ``recot video frames``.
+
+``info`` only probes, so this module imports no torch; ``frames`` loads the
+decoder when it runs.
+"""
 
 from __future__ import annotations
 
