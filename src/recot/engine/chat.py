@@ -411,16 +411,17 @@ class FrameGapFiller:
             while self._position < len(self.planned) and self.planned[self._position] != frame.indices[0]:
                 self.missing += 1
                 if self._last is None:
-                    self._leading += 1
+                    self._leading += 1  # filled once the first frame arrives
+                    self._position += 1
                 else:
                     rows.append(self._take(self._last, 1))
             if self._position == len(self.planned):
                 raise ValueError(f"the decoder returned frame {int(frame.indices[0])}, which is not in the plan")
             if self._leading:
-                rows.append(self._take(FrameBatch.concat([frame] * self._leading), self._leading))
+                self.source_indices[self._position - self._leading : self._position] = frame.indices[0]
+                rows.append(FrameBatch.concat([frame] * self._leading))
                 self._leading = 0
             rows.append(self._take(frame, 1))
-            self._last = frame
         return FrameBatch.concat(rows) if rows else batch
 
     def finish(self) -> FrameBatch | None:
