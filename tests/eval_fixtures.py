@@ -12,9 +12,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from engine_fixtures import tiny_model
+
 from recot.engine import Answer, Timings
 from recot.eval.api import LoadedData, Task
 from recot.eval.runner import Evaluation, Shard
+
+
+def printable_tiny_model(seed: int = 0):
+    """The tiny preset made to give visible, input-dependent answers.
+
+    A random tiny model mostly emits ids with no text (the byte tokenizer has
+    260 of its 512 ids) and nearly the same tokens for every input. Here the
+    (tied) token embeddings are zero outside printable ASCII, and the LLM's
+    attention is sharpened (queries and keys x10, embeddings x3), so the greedy
+    answers are text that changes with the video and question: tests that
+    compare outputs then compare something.
+    """
+    model, processor = tiny_model(seed=seed)
+    with torch.no_grad():
+        weight = model.language_model.get_input_embeddings().weight
+        printable = torch.zeros(weight.shape[0], dtype=torch.bool)
+        printable[32:127] = True
+        weight[~printable] = 0.0
+        weight *= 3.0
+        for layer in model.language_model.model.layers:
+            layer.self_attn.q_proj.weight *= 10.0
+            layer.self_attn.k_proj.weight *= 10.0
+    return model, processor
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -92,7 +118,8 @@ def mlvu_original_rows() -> dict[str, list[dict[str, Any]]]:
             {"video": "movie101_2.mp4", "duration": 300.0, "question": "Where is the boat?",
              "candidates": ["river", "sea", "lake", "pool"], "answer": "river", "question_type": "plotQA"},
             {"video": "movie101_3.mp4", "duration": 200.0, "question": "Who sings?",
-             "candidates": ["the cat", "the dog", "the bird", "the fox"], "answer": "the fox", "question_type": "plotQA"},
+             "candidates": ["the cat", "the dog", "the bird", "the fox"], "answer": "the fox",
+             "question_type": "plotQA"},
         ],
         "2_needle.json": [
             {"video": "needle_7.mp4", "duration": 500.0, "question": "What is on the table?",

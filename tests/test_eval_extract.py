@@ -14,8 +14,8 @@ from recot.eval.extract import (
     mcq_letter,
     mlvu_legacy,
     videomme_legacy,
-    vniah_legacy_correct,
     vnbench_legacy,
+    vniah_legacy_correct,
 )
 
 TRICKY = ["A.", "(B) foo", "The answer is C", "", "Z"]

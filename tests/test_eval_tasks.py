@@ -121,7 +121,8 @@ def _videomme_rows() -> list[dict]:
             rows.append({
                 "video_id": f"{n:03d}", "duration": duration, "domain": "Knowledge" if n < 2 else "Sports Competition",
                 "sub_category": "Humanity & History", "url": "https://example.invalid", "videoID": video,
-                "question_id": f"{n:03d}-{k + 1}", "task_type": "Counting Problem" if k == 0 else "Information Synopsis",
+                "question_id": f"{n:03d}-{k + 1}",
+                "task_type": "Counting Problem" if k == 0 else "Information Synopsis",
                 "question": f"Question {n}-{k}?", "options": ["A. one.", "B. two.", "C. three.", "D. four."],
                 "answer": "ABCD"[(n + k) % 4],
             })  # fmt: skip
@@ -189,23 +190,23 @@ def test_videomme_subtitles_follow_the_frames_seen(tmp_path: Path) -> None:
 # ----- LongVideoBench --------------------------------------------------------------------------------
 def test_longvideobench_official_json_and_parquet(tmp_path: Path) -> None:
     rows = [
-        {"video_id": "v1", "question": "Which subtitles appear?", "candidates": ["p", "q", "r", "s"], "correct_choice": 1,
+        {"video_id": "v1", "question": "Which subtitles appear?", "candidates": ["p", "q", "r", "s"],
+         "correct_choice": 1,
          "duration_group": 600, "question_category": "TOS", "id": "v1_0", "video_path": "v1.mp4"},
         {"video_id": "v1", "question": "What happens to his clothes?", "candidates": ["a", "b", "c", "d", "e"],
          "correct_choice": 4, "duration_group": 600, "question_category": "TAA", "id": "v1_1", "video_path": "v1.mp4"},
         {"video_id": "v2", "question": "Which one?", "candidates": ["a", "b"], "correct_choice": 0,
          "duration_group": 15, "question_category": "TOS", "id": "v2_0", "video_path": "v2.mp4"},
-        {"video_id": "v3", "question": "Bad", "candidates": ["a"], "correct_choice": 3, "id": "v3_0", "video_path": "v3.mp4"},
+        {"video_id": "v3", "question": "Bad", "candidates": ["a"], "correct_choice": 3, "id": "v3_0",
+         "video_path": "v3.mp4"},
     ]  # fmt: skip
     write_json(tmp_path / "lvb_val.json", rows)
     touch_videos(tmp_path / "videos", ["v1.mp4", "v2.mp4"])
     task = make_task("longvideobench-val")
     data = task.load(tmp_path, None)
     assert [i.answer for i in data.items] == ["B", "E", "A"]
-    assert (
-        data.items[0].prompt
-        == "Which subtitles appear?\nA. p\nB. q\nC. r\nD. s\nAnswer with the option's letter from the given choices directly.\n"
-    )
+    post = "Answer with the option's letter from the given choices directly.\n"
+    assert data.items[0].prompt == "Which subtitles appear?\nA. p\nB. q\nC. r\nD. s\n" + post
     assert data.skipped[0].id == "v3_0"
     fallback = random.Random("7\0v2_0").choice(["A", "B"])  # the seeded fallback for item v2_0, --seed 7
     outputs = {"v1_0": "The best answer is B", "v1_1": "D", "v2_0": ""}

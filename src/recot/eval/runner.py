@@ -82,6 +82,14 @@ class Shard:
 
             dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group (after the last barrier)."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
     def takes(self, position: int) -> bool:
         """Whether the video at ``position`` (in dataset order) is this rank's."""
         return position % self.world_size == self.rank
