@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from recot.engine import GenerationOptions, VideoEncoding
-from recot.serve.errors import APIError, validation_message
+from recot.serve.errors import APIError, too_large, validation_message
 from recot.serve.generation import finish_reason
 from recot.serve.runtime import Runtime
 from recot.serve.schemas import (
@@ -57,12 +57,12 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object, read with a size limit (413 beyond it, 400 when not JSON)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise APIError(413, f"the request body is larger than the server's limit of {max_bytes} bytes", code="too_large")
+        raise too_large("the request body", max_bytes)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
-            raise APIError(413, f"the request body is larger than the server's limit of {max_bytes} bytes", code="too_large")
+            raise too_large("the request body", max_bytes)
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -93,16 +93,36 @@ def question_and_media(request: ChatCompletionRequest) -> tuple[str, str, str]:
         )
     content = request.messages[0].content
     if content is None or isinstance(content, str):
-        raise APIError(400, "the message has no video: add a video_url (or image_url) content part", param="messages.0.content", code="missing_video")
+        raise APIError(
+            400,
+            "the message has no video: add a video_url (or image_url) content part",
+            param="messages.0.content",
+            code="missing_video",
+        )
     texts = [part.text for part in content if isinstance(part, TextPart)]
     media = [(i, part) for i, part in enumerate(content) if isinstance(part, (VideoPart, ImagePart))]
     if not media:
-        raise APIError(400, "the message has no video: add a video_url (or image_url) content part", param="messages.0.content", code="missing_video")
+        raise APIError(
+            400,
+            "the message has no video: add a video_url (or image_url) content part",
+            param="messages.0.content",
+            code="missing_video",
+        )
     if len(media) > 1:
-        raise APIError(400, f"the message has {len(media)} videos/images; recot answers about one at a time", param="messages.0.content", code="too_many_videos")
+        raise APIError(
+            400,
+            f"the message has {len(media)} videos/images; recot answers about one at a time",
+            param="messages.0.content",
+            code="too_many_videos",
+        )
     question = "\n".join(t.strip() for t in texts if t.strip())
     if not question:
-        raise APIError(400, "the message has no question: add a text content part", param="messages.0.content", code="missing_question")
+        raise APIError(
+            400,
+            "the message has no question: add a text content part",
+            param="messages.0.content",
+            code="missing_question",
+        )
     index, part = media[0]
     url = part.video_url.url if isinstance(part, VideoPart) else part.image_url.url
     kind = "video_url" if isinstance(part, VideoPart) else "image_url"
@@ -112,9 +132,16 @@ def question_and_media(request: ChatCompletionRequest) -> tuple[str, str, str]:
 def generation_options(request: ChatCompletionRequest, runtime: Runtime) -> GenerationOptions:
     """OpenAI sampling fields -> engine options. Greedy unless ``temperature`` > 0."""
     settings = runtime.settings
-    max_tokens = request.max_completion_tokens or request.max_tokens or settings.default_max_tokens
+    max_tokens = (
+        request.max_completion_tokens or request.max_tokens or min(settings.default_max_tokens, settings.max_new_tokens)
+    )
     if max_tokens > settings.max_new_tokens:
-        raise APIError(400, f"max_tokens {max_tokens} is more than the server allows ({settings.max_new_tokens})", param="max_tokens", code="invalid_parameter")
+        raise APIError(
+            400,
+            f"max_tokens {max_tokens} is more than the server allows ({settings.max_new_tokens})",
+            param="max_tokens",
+            code="invalid_parameter",
+        )
     temperature = request.temperature or 0.0
     return GenerationOptions(
         keep_ratio=request.keep_ratio,
@@ -137,7 +164,12 @@ async def create_chat_completion(request: Request, runtime: Runtime) -> JSONResp
         message, param = validation_message(exc.errors())
         raise APIError(400, message, param=param, code="invalid_parameter") from exc
     if chat_request.model != settings.model_name:
-        raise APIError(404, f"model {chat_request.model!r} is not served here; this server serves {settings.model_name!r}", param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"model {chat_request.model!r} is not served here; this server serves {settings.model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
     question, url, param = question_and_media(chat_request)
     options = generation_options(chat_request, runtime)
     asked = SamplingRequest(**{k: getattr(chat_request, k) for k in SamplingRequest.model_fields})
@@ -161,12 +193,14 @@ async def create_chat_completion(request: Request, runtime: Runtime) -> JSONResp
         result = await _wait(job, request, deadline)
     except Exception as exc:
         raise as_api_error(exc, runtime) from exc
-    return JSONResponse(_completion(result, chat_request, runtime, encoding).model_dump(mode="json"))
+    return JSONResponse(_completion(result, job, runtime).model_dump(mode="json"))
 
 
 async def _encoding(runtime: Runtime, url: str, param: str, asked: SamplingRequest, deadline: float) -> VideoEncoding:
     async with runtime.media.open(url, param) as source:
-        if source.upload_id is not None and not any(getattr(asked, k) is not None for k in SamplingRequest.model_fields):
+        if source.upload_id is not None and not any(
+            getattr(asked, k) is not None for k in SamplingRequest.model_fields
+        ):
             asked = runtime.store.require(source.upload_id).sampling  # the frames the upload was encoded with
         sampling = runtime.sampling(asked)
         try:
@@ -184,7 +218,11 @@ def _submit(runtime: Runtime, job: AnswerJob) -> None:
 
 
 def _timeout(runtime: Runtime, when: str) -> APIError:
-    return APIError(504, f"the request took longer than the server's --request-timeout ({runtime.settings.request_timeout:g} s) {when}", code="timeout")
+    return APIError(
+        504,
+        f"the request took longer than the server's --request-timeout ({runtime.settings.request_timeout:g} s) {when}",
+        code="timeout",
+    )
 
 
 def as_api_error(exc: BaseException, runtime: Runtime) -> APIError:
@@ -220,37 +258,40 @@ async def _wait(job: AnswerJob, request: Request, deadline: float) -> AnswerResu
 def _usage(result: AnswerResult) -> Usage:
     a = result.answer
     return Usage(
-        prompt_tokens=a.llm_input_tokens, completion_tokens=a.new_tokens, total_tokens=a.llm_input_tokens + a.new_tokens,
-        visual_tokens=a.visual_tokens, visual_tokens_kept=a.visual_tokens_kept,
-    )  # fmt: skip
+        prompt_tokens=a.llm_input_tokens,
+        completion_tokens=a.new_tokens,
+        total_tokens=a.llm_input_tokens + a.new_tokens,
+        visual_tokens=a.visual_tokens,
+        visual_tokens_kept=a.visual_tokens_kept,
+    )
 
 
 def _recot_info(result: AnswerResult, encoding: VideoEncoding, selection: bool) -> RecotInfo:
     a = result.answer
     return RecotInfo(
-        frames=a.frames, groups=a.groups, cache_hit=encoding.cache_hit, encode_seconds=round(encoding.encode_seconds, 4),
-        answer_seconds=round(a.timings.answer, 4), selection=result.selection if selection else None,
-    )  # fmt: skip
+        frames=a.frames,
+        groups=a.groups,
+        cache_hit=encoding.cache_hit,
+        encode_seconds=round(encoding.encode_seconds, 4),
+        answer_seconds=round(a.timings.answer, 4),
+        selection=result.selection if selection else None,
+    )
 
 
-def _completion(result: AnswerResult, chat_request: ChatCompletionRequest, runtime: Runtime, encoding: VideoEncoding) -> ChatCompletion:
+def _completion(result: AnswerResult, job: AnswerJob, runtime: Runtime) -> ChatCompletion:
     if result.timed_out:
         raise _timeout(runtime, "while answering")
     if result.cancelled:
         raise APIError(499, "the client went away", code="cancelled")
-    reason = finish_reason(result.answer, runtime.chat.processor.stop_token_ids, _max_tokens(chat_request, runtime))
+    reason = finish_reason(result.answer, runtime.chat.processor.stop_token_ids, job.options.max_new_tokens)
     return ChatCompletion(
         id=f"chatcmpl-{secrets.token_hex(12)}",
         created=int(time.time()),
         model=runtime.settings.model_name,
         choices=[Choice(message=AssistantMessage(content=result.answer.answer), finish_reason=reason)],
         usage=_usage(result),
-        recot=_recot_info(result, encoding, selection=True),
+        recot=_recot_info(result, job.encoding, selection=True),
     )
-
-
-def _max_tokens(chat_request: ChatCompletionRequest, runtime: Runtime) -> int:
-    return chat_request.max_completion_tokens or chat_request.max_tokens or runtime.settings.default_max_tokens
 
 
 class AnswerEvents:
@@ -281,7 +322,11 @@ async def _stream(
     job: AnswerJob, events: AnswerEvents, chat_request: ChatCompletionRequest, runtime: Runtime, encoding: VideoEncoding
 ) -> AsyncIterator[str]:
     """SSE events of one answer; whatever ends the stream early (a disconnect included) cancels the job."""
-    base = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": runtime.settings.model_name}
+    base = {
+        "id": f"chatcmpl-{secrets.token_hex(12)}",
+        "created": int(time.time()),
+        "model": runtime.settings.model_name,
+    }
 
     def chunk(delta: Delta, finish: str | None = None, **fields: Any) -> str:
         return ChatCompletionChunk(**base, choices=[ChunkChoice(delta=delta, finish_reason=finish)], **fields).sse()
@@ -306,8 +351,9 @@ async def _stream(
                 if result.timed_out:
                     yield _error_event(_timeout(runtime, "while answering"))
                     break
-                reason = finish_reason(result.answer, runtime.chat.processor.stop_token_ids, _max_tokens(chat_request, runtime))
-                yield chunk(Delta(), reason, recot=_recot_info(result, encoding, selection=False))
+                reason = finish_reason(result.answer, runtime.chat.processor.stop_token_ids, job.options.max_new_tokens)
+                info = _recot_info(result, encoding, selection=False).model_dump(mode="json", exclude_none=True)
+                yield chunk(Delta(), reason, recot=info)
                 if chat_request.stream_options is not None and chat_request.stream_options.include_usage:
                     yield ChatCompletionChunk(**base, choices=[], usage=_usage(result)).sse()
                 break

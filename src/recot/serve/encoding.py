@@ -29,7 +29,9 @@ from recot.video import PartialDecodeWarning, SamplePlan, VideoDecodeError, iter
 BetweenChunks = Callable[[int, int], None]
 
 
-def encode_interleaved(chat: VideoChat, path: str, plan: SamplePlan, key: str, between_chunks: BetweenChunks) -> VideoEncoding:
+def encode_interleaved(
+    chat: VideoChat, path: str, plan: SamplePlan, key: str, between_chunks: BetweenChunks
+) -> VideoEncoding:
     """The encoding of ``path`` under ``plan`` (cache key ``key``), from the cache or computed and stored."""
     started = time.perf_counter()
     if chat.cache is None:
@@ -50,7 +52,9 @@ def encode_interleaved(chat: VideoChat, path: str, plan: SamplePlan, key: str, b
     return VideoEncoding(path, encoded, int(metadata["frames"]), indices, hit, time.perf_counter() - started, key)
 
 
-def _encode_plan(chat: VideoChat, path: str, plan: SamplePlan, between_chunks: BetweenChunks) -> tuple[EncodedVideo, np.ndarray]:
+def _encode_plan(
+    chat: VideoChat, path: str, plan: SamplePlan, between_chunks: BetweenChunks
+) -> tuple[EncodedVideo, np.ndarray]:
     """Stream-encode the planned frames; frames that fail to decode are left out (with a warning)."""
     try:
         return _stream(chat, path, plan, between_chunks), plan.indices
@@ -82,7 +86,9 @@ def _stream(chat: VideoChat, path: str, plan: SamplePlan, between_chunks: Betwee
         between_chunks(done, total)
 
     encoder = StreamingEncoder(chat.model, chat.processor, len(plan), on_groups=on_groups)
-    batches = iter_frames(path, plan, batch_size=config.compressor_batch_size * config.frames_per_group, size=config.image_size)
+    batches = iter_frames(
+        path, plan, batch_size=config.compressor_batch_size * config.frames_per_group, size=config.image_size
+    )
     received: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
     position = 0
     for batch in batches:

@@ -64,10 +64,23 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+def too_large(what: str, limit: int, param: str | None = None) -> APIError:
+    """413 for an upload, data: URL, remote video or body over the server's byte limit."""
+    flag = "" if what == "the request body" else " (--max-upload-bytes)"
+    return APIError(
+        413, f"{what} is larger than the server's limit of {limit} bytes{flag}", param=param, code="too_large"
+    )
+
+
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """One line for pydantic errors (the first one) and the parameter it concerns."""
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
+    """One line for pydantic's errors and the parameter it concerns (``messages.0.content.1.type``).
+
+    Of the errors of a union (a string or a list of parts), the one that went
+    deepest is the one that says what is wrong; pydantic's names of the union's
+    branches (``str``, ``list[...]``) are left out of the parameter path.
+    """
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
+    loc = [str(part) for part in first.get("loc", ()) if part != "body" and not _is_branch_name(part)]
     param = ".".join(loc) or None
     if first.get("type") == "extra_forbidden":
         return f"unknown parameter {param!r}", param
@@ -77,6 +90,10 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return (f"{param}: {message}" if param else message), param
+
+
+def _is_branch_name(part: object) -> bool:
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool", "list", "dict", "none"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

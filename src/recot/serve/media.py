@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from recot.serve.errors import APIError
+from recot.serve.errors import APIError, too_large
 from recot.serve.settings import ServeSettings
 from recot.serve.uploads import VideoStore, safe_suffix
 
@@ -101,7 +101,10 @@ class MediaResolver:
             raw = url
         if self.media_root is None:
             raise APIError(
-                403, "local paths are not accepted: the server was started without --media-dir", param=param, code="media_dir_off"
+                403,
+                "local paths are not accepted: the server was started without --media-dir",
+                param=param,
+                code="media_dir_off",
             )
         if "\0" in raw:
             raise APIError(400, "the path contains a NUL character", param=param, code="invalid_url")
@@ -121,16 +124,25 @@ class MediaResolver:
         fields = header[len("data:") :].split(";")
         media_type = fields[0].strip().lower() or "application/octet-stream"
         if "base64" not in [f.strip().lower() for f in fields[1:]]:
-            raise APIError(400, "the data: URL must be base64-encoded (data:<type>;base64,...)", param=param, code="invalid_data_url")
+            raise APIError(
+                400,
+                "the data: URL must be base64-encoded (data:<type>;base64,...)",
+                param=param,
+                code="invalid_data_url",
+            )
         if not media_type.startswith(("video/", "image/")) and media_type != "application/octet-stream":
-            raise APIError(400, f"the data: URL holds {media_type!r}, not a video or image", param=param, code="invalid_data_url")
+            raise APIError(
+                400, f"the data: URL holds {media_type!r}, not a video or image", param=param, code="invalid_data_url"
+            )
         limit = self.settings.max_upload_bytes
         if len(payload) // 4 * 3 > limit + 2:
-            raise APIError(413, f"the data: URL video is larger than the server's limit of {limit} bytes (--max-upload-bytes)", param=param, code="too_large")
+            raise too_large("the data: URL video", limit, param)
         try:
             data = binascii.a2b_base64("".join(payload.split()), strict_mode=True)
         except (binascii.Error, ValueError) as exc:
-            raise APIError(400, f"the data: URL is not valid base64 ({exc})", param=param, code="invalid_base64") from exc
+            raise APIError(
+                400, f"the data: URL is not valid base64 ({exc})", param=param, code="invalid_base64"
+            ) from exc
         if not data:
             raise APIError(400, "the data: URL holds no data", param=param, code="invalid_data_url")
         path = self._inline_path(MEDIA_TYPE_SUFFIXES.get(media_type, ".bin"))
@@ -144,7 +156,10 @@ class MediaResolver:
     async def _fetch(self, url: str, param: str) -> Path:
         if not self.settings.allow_remote_media:
             raise APIError(
-                403, "remote media URLs are refused: the server was started without --allow-remote-media", param=param, code="remote_media_off"
+                403,
+                "remote media URLs are refused: the server was started without --allow-remote-media",
+                param=param,
+                code="remote_media_off",
             )
         import httpx
 
@@ -154,13 +169,15 @@ class MediaResolver:
             async with httpx.AsyncClient(follow_redirects=True, timeout=self.settings.remote_timeout) as client:
                 async with client.stream("GET", url) as response:
                     if response.status_code != 200:
-                        raise APIError(400, f"fetching {url} gave HTTP {response.status_code}", param=param, code="fetch_failed")
+                        raise APIError(
+                            400, f"fetching {url} gave HTTP {response.status_code}", param=param, code="fetch_failed"
+                        )
                     size = 0
                     with open(path, "xb") as out:
                         async for block in response.aiter_bytes():
                             size += len(block)
                             if size > limit:
-                                raise APIError(413, f"the video at {url} is larger than the server's limit of {limit} bytes (--max-upload-bytes)", param=param, code="too_large")
+                                raise too_large(f"the video at {url}", limit, param)
                             out.write(block)
         except httpx.HTTPError as exc:
             path.unlink(missing_ok=True)

@@ -21,18 +21,26 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("recot_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r)
+        self.requests = Counter(
+            "recot_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
+        )
         self.latency = Histogram(
             "recot_request_seconds", "HTTP request latency (streams: until the last byte)", ["route"], registry=r,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
         )  # fmt: skip
         self.queue_depth = Gauge("recot_queue_depth", "Jobs waiting or running, by kind", ["kind"], registry=r)
         self.rejected = Counter("recot_rejected", "Requests refused because a queue was full", ["kind"], registry=r)
-        self.cache_hits = Counter("recot_cache_hits", "Encodings found instead of computed, by where", ["where"], registry=r)
+        self.cache_hits = Counter(
+            "recot_cache_hits", "Encodings found instead of computed, by where", ["where"], registry=r
+        )
         self.cache_misses = Counter("recot_cache_misses", "Encodings that had to be computed", registry=r)
         self.encode_frames = Counter("recot_encode_frames", "Frames encoded", registry=r)
-        self.encode_seconds = Counter("recot_encode_seconds", "Seconds spent encoding (answers in between excluded)", registry=r)
-        self.encode_fps = Gauge("recot_encode_frames_per_second", "Frames a second of the last finished encode", registry=r)
+        self.encode_seconds = Counter(
+            "recot_encode_seconds", "Seconds spent encoding (answers in between excluded)", registry=r
+        )
+        self.encode_fps = Gauge(
+            "recot_encode_frames_per_second", "Frames a second of the last finished encode", registry=r
+        )
         self.answers = Counter("recot_answers", "Answers by outcome", ["outcome"], registry=r)
         self.answer_seconds = Histogram(
             "recot_answer_seconds", "Seconds the worker spent on one answer", registry=r,

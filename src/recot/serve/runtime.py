@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -171,9 +172,16 @@ class Runtime:
         for name in ("frames", "max_frames"):
             value = getattr(asked, name)
             if value is not None and value > limit:
-                raise APIError(400, f"{name} {value} is more than the server allows (--max-frames {limit})", param=name, code="invalid_parameter")
+                raise APIError(
+                    400,
+                    f"{name} {value} is more than the server allows (--max-frames {limit})",
+                    param=name,
+                    code="invalid_parameter",
+                )
         if asked.start is not None and asked.end is not None and asked.end <= asked.start:
-            raise APIError(400, f"end {asked.end:g} is not after start {asked.start:g}", param="end", code="invalid_parameter")
+            raise APIError(
+                400, f"end {asked.end:g} is not after start {asked.start:g}", param="end", code="invalid_parameter"
+            )
         fps = asked.fps if asked.frames is not None or asked.fps is not None else self.settings.default_fps
         return FrameSampling(asked.frames, fps, min(asked.max_frames or limit, limit), asked.start, asked.end)
 
@@ -201,7 +209,7 @@ class Runtime:
         found = self.memory.get(key)
         if found is not None:
             self.metrics.cache_hits.labels("memory").inc()
-            return found
+            return dataclasses.replace(found, cache_hit=True, encode_seconds=0.0)
         job = self._encodes.get(key)
         if job is None:
             loaded = await asyncio.to_thread(self._load_cached, path, key)
@@ -282,7 +290,9 @@ class Runtime:
         try:
             if self.settings.thumbnails:
                 url = f"/v1/videos/{video_id}/thumbnails"
-                thumbs = await asyncio.to_thread(make_thumbnails, path, self.store.thumbs_path(video_id), self.settings.thumbnails, url)
+                thumbs = await asyncio.to_thread(
+                    make_thumbnails, path, self.store.thumbs_path(video_id), self.settings.thumbnails, url
+                )
                 record = self._update(video_id, thumbnails=thumbs)
             sampling = self.sampling(record.sampling)
 
@@ -298,12 +308,16 @@ class Runtime:
             if exc.status != 409:  # 409: deleted meanwhile, nothing to record
                 self._update(video_id, status="failed", error=VideoError(message=exc.message, code=exc.code))
         except (VideoDecodeError, OSError, ValueError) as exc:
-            self._update(video_id, status="failed", error=VideoError(message=f"video {video_id}: {exc}", code="invalid_video"))
+            self._update(
+                video_id, status="failed", error=VideoError(message=f"video {video_id}: {exc}", code="invalid_video")
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("encoding upload %s failed", video_id)
-            self._update(video_id, status="failed", error=VideoError(message="internal error while encoding; see the server log"))
+            self._update(
+                video_id, status="failed", error=VideoError(message="internal error while encoding; see the server log")
+            )
         finally:
             self._upload_jobs.pop(video_id, None)
 

@@ -223,7 +223,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-    recot: RecotInfo | dict[str, Any] | None = None
+    recot: dict[str, Any] | None = None  # {"selection": ...} early in the stream, RecotInfo figures at the end
 
     def sse(self) -> str:
         """The event text; ``usage`` and ``recot`` appear only when set, as in OpenAI's stream."""

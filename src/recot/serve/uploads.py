@@ -26,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from recot.data.atomic import atomic_path, atomic_write_text
-from recot.serve.errors import APIError
+from recot.serve.errors import APIError, too_large
 from recot.serve.schemas import Thumbnails, VideoObject
 from recot.video import probe, read_frames
 
@@ -138,10 +138,12 @@ class VideoStore:
         """
         content_type, params = parse_options_header(request.headers.get("content-type", ""))
         if content_type != b"multipart/form-data" or not params.get(b"boundary"):
-            raise APIError(415, "upload the video as multipart/form-data with a 'file' field", code="unsupported_media_type")
+            raise APIError(
+                415, "upload the video as multipart/form-data with a 'file' field", code="unsupported_media_type"
+            )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-            raise _too_large(max_bytes)
+            raise too_large("the video", max_bytes)
         video_id = self.new_id()
         receiver = _MultipartReceiver(max_bytes)
         parser = MultipartParser(params[b"boundary"], receiver.callbacks())
@@ -164,12 +166,14 @@ class VideoStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        record = VideoObject(id=video_id, filename=display_name(receiver.filename), bytes=receiver.size, created_at=int(time.time()))
+        record = VideoObject(
+            id=video_id, filename=display_name(receiver.filename), bytes=receiver.size, created_at=int(time.time())
+        )
         return record, final, receiver.fields
 
 
 class _MultipartReceiver:
-    """Callbacks for python-multipart's streaming parser: the ``file`` part goes to ``target``, text fields to memory."""
+    """Callbacks of python-multipart's streaming parser: the ``file`` part to ``target``, text fields to memory."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -222,12 +226,14 @@ class _MultipartReceiver:
         if self._name == "file":
             self.size += end - start
             if self.size > self.max_bytes:
-                raise _too_large(self.max_bytes)
+                raise too_large("the video", self.max_bytes)
             self._file.write(data[start:end])
         else:
             self._buffer += data[start:end]
             if len(self._buffer) > MAX_FIELD_BYTES:
-                raise APIError(400, f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes", param=self._name)
+                raise APIError(
+                    400, f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes", param=self._name
+                )
 
     def _part_end(self) -> None:
         if self._name == "file":
@@ -242,10 +248,6 @@ class _MultipartReceiver:
             self._file = None
 
 
-def _too_large(max_bytes: int) -> APIError:
-    return APIError(413, f"the video is larger than the server's limit of {max_bytes} bytes (--max-upload-bytes)", code="too_large")
-
-
 def make_thumbnails(video: Path, out: Path, count: int, url: str) -> Thumbnails | None:
     """A JPEG strip of ``count`` frames spread over the video (an image: one), written atomically to ``out``."""
     if count < 1:
@@ -258,4 +260,6 @@ def make_thumbnails(video: Path, out: Path, count: int, url: str) -> Thumbnails 
     strip = np.concatenate(list(batch.frames), axis=1)
     with atomic_path(out, suffix=".jpg") as tmp:
         Image.fromarray(strip).save(tmp, format="JPEG", quality=82)
-    return Thumbnails(count=len(batch), width=width, height=height, times=[round(t, 3) for t in batch.timestamps.tolist()], url=url)
+    return Thumbnails(
+        count=len(batch), width=width, height=height, times=[round(t, 3) for t in batch.timestamps.tolist()], url=url
+    )

@@ -266,4 +266,3 @@ class Worker:
 def _fail(future: Future, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
-
