@@ -143,7 +143,10 @@ def _serve(args: argparse.Namespace, settings: ServeSettings, cache: EncodingCac
     )
     app = create_app(chat, settings)
     config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[listener])
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again
+        pass
     return 0
 
 
