@@ -125,7 +125,11 @@ def test_openai_client_answer_matches_the_engine(server, client, files) -> None:
     usage = response.usage
     assert (usage.completion_tokens, usage.prompt_tokens) == (answer.new_tokens, answer.llm_input_tokens)
     assert usage.total_tokens == answer.llm_input_tokens + answer.new_tokens
-    assert (usage.visual_tokens, usage.visual_tokens_kept) == (36, int(36 * 0.85)) == (answer.visual_tokens, answer.visual_tokens_kept)
+    assert (
+        (usage.visual_tokens, usage.visual_tokens_kept)
+        == (36, int(36 * 0.85))
+        == (answer.visual_tokens, answer.visual_tokens_kept)
+    )
 
     # The heatmap is the selector's own scores, averaged per group of 9 tokens.
     recot = response.recot
@@ -186,7 +190,9 @@ def test_generation_parameters_are_honoured(client, files) -> None:
     url = data_url(files["video"])
 
     def ask(**kwargs) -> openai.types.chat.ChatCompletion:
-        return client.chat.completions.create(model=MODEL, messages=video_message(url), extra_body={"frames": 16}, **kwargs)
+        return client.chat.completions.create(
+            model=MODEL, messages=video_message(url), extra_body={"frames": 16}, **kwargs
+        )
 
     short = ask(max_tokens=4)
     assert short.choices[0].message.content == "Lynx" and short.choices[0].finish_reason == "length"
@@ -227,13 +233,19 @@ def test_image_url(http, tmp_path) -> None:
 def test_upload_encode_ask_delete(server, http, files) -> None:
     cache = server["chat"].cache
     with open(files["video"], "rb") as f:
-        response = http.post("/v1/videos", files={"file": ("../../etc/My clip.mp4", f, "video/mp4")}, data={"frames": "20"})
+        response = http.post(
+            "/v1/videos", files={"file": ("../../etc/My clip.mp4", f, "video/mp4")}, data={"frames": "20"}
+        )
     assert response.status_code == 200, response.text
     record = response.json()
     video_id = record["id"]
     assert re.fullmatch(r"vid-[0-9a-f]{24}", video_id) and record["filename"] == "My clip.mp4"
     assert record["status"] in ("queued", "encoding") and record["bytes"] == files["video"].stat().st_size
-    assert record["url"] == f"recot-video://{video_id}" and record["frames"] == 20 and record["duration"] == pytest.approx(1.6)
+    assert (
+        record["url"] == f"recot-video://{video_id}"
+        and record["frames"] == 20
+        and record["duration"] == pytest.approx(1.6)
+    )
     stored = sorted(p.name for p in server["settings"].upload_dir.iterdir() if p.name.startswith(video_id))
     assert stored[0] == f"{video_id}.json" and f"{video_id}.mp4" in stored  # a server-chosen name
 
@@ -274,7 +286,9 @@ def test_upload_errors(server, http, files) -> None:
     expect_error(http.post("/v1/videos", files={"file": ("a.mp4", big)}), 413, "invalid_request_error",
                  "larger than the server's limit of 60000 bytes .--max-upload-bytes.")  # fmt: skip
     noise = files["noise"].read_bytes()
-    error = expect_error(http.post("/v1/videos", files={"file": ("n.mp4", noise)}), 400, "invalid_request_error", "n.mp4")
+    error = expect_error(
+        http.post("/v1/videos", files={"file": ("n.mp4", noise)}), 400, "invalid_request_error", "n.mp4"
+    )
     assert error["code"] == "invalid_video"
     with open(files["video"], "rb") as f:
         bad = http.post("/v1/videos", files={"file": ("a.mp4", f)}, data={"frames": "many"})
@@ -406,13 +420,18 @@ def test_local_paths_off_and_remote_allowed(files, tmp_path) -> None:
     import http.server
     import threading
 
-    settings = ServeSettings(model_name=MODEL, upload_dir=tmp_path / "up", allow_remote_media=True, max_upload_bytes=60_000)
+    settings = ServeSettings(
+        model_name=MODEL, upload_dir=tmp_path / "up", allow_remote_media=True, max_upload_bytes=60_000
+    )
     handler_class = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
     handler = lambda *a: handler_class(*a, directory=str(files["media"]))  # noqa: E731
     remote = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=remote.serve_forever, daemon=True).start()
     try:
-        with live_server(create_app(scripted_chat(tmp_path / "cache"), settings)) as url, httpx.Client(base_url=url) as c:
+        with (
+            live_server(create_app(scripted_chat(tmp_path / "cache"), settings)) as url,
+            httpx.Client(base_url=url) as c,
+        ):
             for path in ("clips/a.mp4", str(files["video"]), "file://" + str(files["video"])):
                 error = expect_error(c.post("/v1/chat/completions", json=chat_body(path)), 403, "permission_error",
                                      "without --media-dir")  # fmt: skip
@@ -440,7 +459,7 @@ def test_metrics(http, files) -> None:
     assert metric(http, "recot_answers_total", outcome="completed") >= 2
     assert metric(http, "recot_generated_tokens_total") >= 24
     assert metric(http, "recot_queue_depth", kind="answer") == 0
-    assert "route=\"/v1/videos/{video_id}\"" in text.text or "vid-" not in text.text  # templates, not raw paths
+    assert 'route="/v1/videos/{video_id}"' in text.text or "vid-" not in text.text  # templates, not raw paths
 
 
 def test_uploads_survive_a_restart(files, tmp_path) -> None:

@@ -44,7 +44,7 @@ def scripted_chat(cache_dir: Path, endless: bool = False) -> VideoChat:
             layer.mlp.down_proj.weight.zero_()
         embeddings = lm.get_input_embeddings().weight
         head = torch.zeros_like(lm.lm_head.weight)
-        for current, following in zip([newline, *ids], [*ids, end]):
+        for current, following in zip([newline, *ids], [*ids, end], strict=True):
             head[following] = embeddings[current] / embeddings[current].norm()
         lm.lm_head.weight.copy_(head)
     return VideoChat(model, processor, cache=EncodingCache(cache_dir, "1GB"))
@@ -61,7 +61,9 @@ def live_server(app) -> Iterator[str]:
     """Run ``app`` under uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=2)
+    )
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -77,7 +79,9 @@ def live_server(app) -> Iterator[str]:
         thread.join(30)
 
 
-def wait_for_status(client, video_id: str, statuses: tuple[str, ...] = ("ready", "failed"), timeout: float = 60) -> dict:
+def wait_for_status(
+    client, video_id: str, statuses: tuple[str, ...] = ("ready", "failed"), timeout: float = 60
+) -> dict:
     """Poll ``GET /v1/videos/{id}`` until its status is one of ``statuses``."""
     deadline = time.monotonic() + timeout
     while True:

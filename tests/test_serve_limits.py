@@ -95,7 +95,10 @@ def test_request_timeout(media, tmp_path) -> None:
 
 
 def test_answers_are_not_stuck_behind_a_long_encode(media, tmp_path) -> None:
-    with serving(media, max_frames=2000, max_encode_queue=1, thumbnails=0, upload_dir=tmp_path / "up") as (client, chat):
+    with serving(media, max_frames=2000, max_encode_queue=1, thumbnails=0, upload_dir=tmp_path / "up") as (
+        client,
+        chat,
+    ):
         with open(media / "a.mp4", "rb") as f:
             short = client.post("/v1/videos", files={"file": ("short.mp4", f)}, data={"frames": "8"}).json()["id"]
         assert wait_for_status(client, short)["status"] == "ready"

@@ -145,6 +145,7 @@ function showVideo(video) {
     $("axis-start").textContent = formatTime(0);
     $("axis-middle").textContent = formatTime((video.duration || 0) / 2);
     $("axis-end").textContent = formatTime(video.duration || 0);
+    drawStrip();
     drawHeatmap();
   }
   updateAskButton();
@@ -156,10 +157,35 @@ async function loadThumbnails(video) {
   try {
     const blob = await (await api(video.thumbnails.url)).blob();
     if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+    img.onload = drawStrip;
     img.src = URL.createObjectURL(blob);
   } catch (error) {
     toast(error.message);
   }
+}
+
+// The thumbnails side by side along the timeline, each cropped to its share of the width (never squeezed).
+function drawStrip() {
+  const canvas = $("strip"), img = $("thumbs");
+  const video = state.videos.get(state.current);
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth, height = canvas.clientHeight;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  if (!video || !video.thumbnails || img.dataset.video !== video.id || !img.complete || !img.naturalWidth) return;
+  const { count, width: tileWidth, height: tileHeight } = video.thumbnails;
+  const cell = width / count;
+  const cropWidth = Math.min(tileWidth, (cell / height) * tileHeight);
+  const cropHeight = Math.min(tileHeight, (height / cell) * tileWidth);
+  for (let i = 0; i < count; i++) {
+    const sx = i * tileWidth + (tileWidth - cropWidth) / 2, sy = (tileHeight - cropHeight) / 2;
+    ctx.drawImage(img, sx, sy, cropWidth, cropHeight, i * cell, 0, cell + 0.5, height);
+  }
+  ctx.fillStyle = "rgba(15, 19, 32, 0.55)";
+  for (let i = 1; i < count; i++) ctx.fillRect(Math.round(i * cell), 0, 1, height);
 }
 
 function upload(file) {
@@ -377,9 +403,10 @@ $("key-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   localStorage.setItem(KEY_STORAGE, $("key-input").value.trim());
   $("key-form").hidden = true;
+  $("toast").hidden = true;
   await loadModel();
   await loadVideos();
 });
-window.addEventListener("resize", drawHeatmap);
+window.addEventListener("resize", () => { drawStrip(); drawHeatmap(); });
 
 loadModel().then(() => loadVideos());
