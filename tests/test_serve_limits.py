@@ -135,3 +135,50 @@ def test_worker_stop_fails_waiting_jobs(tmp_path) -> None:
         job.future.result(timeout=1)
     with pytest.raises(WorkerStopped):
         worker.submit_answer(AnswerJob(encoding=None, question="?", options=GenerationOptions(), deadline=0))
+
+
+def test_worker_order_answers_between_chunks_without_starving_the_encode(monkeypatch, tmp_path) -> None:
+    """The scheduling policy alone, with the model's work replaced by a log of what ran when."""
+    from types import SimpleNamespace
+
+    import recot.serve.worker as worker_module
+    from recot.serve.worker import EncodeJob
+
+    log: list[str] = []
+    worker = Worker(scripted_chat(tmp_path / "cache"), Metrics())
+
+    def question(name: str) -> AnswerJob:
+        return AnswerJob(encoding=name, question=name, options=GenerationOptions(), deadline=time.monotonic() + 60)
+
+    def fake_answer(chat, encoding, question_text, options, on_text, on_selection, should_stop):
+        log.append(question_text)
+        if question_text.startswith("again") and int(question_text[5:]) < 12:  # a client that asks again at once
+            worker.submit_answer(question(f"again{int(question_text[5:]) + 1}"))
+        return SimpleNamespace(new_tokens=1), False
+
+    def fake_encode(chat, path, plan, key, between_chunks):
+        for chunk in range(1, 6):
+            log.append(f"chunk{chunk}")
+            if chunk == 2:
+                worker.submit_answer(question("during"))
+                worker.submit_answer(question("again0"))
+            between_chunks(chunk, 5)
+        return SimpleNamespace(num_frames=20, cache_hit=False)
+
+    monkeypatch.setattr(worker_module, "answer_streaming", fake_answer)
+    monkeypatch.setattr(worker_module, "encode_interleaved", fake_encode)
+    worker.submit_answer(question("first"))
+    encode = EncodeJob(path="v.mp4", plan=None, key="k")
+    worker.submit_encode(encode)
+    worker.submit_answer(question("second"))
+    worker.start()
+    try:
+        encode.future.result(timeout=10)
+        assert wait_until(lambda: log.count("chunk5") and "again12" in log, timeout=10)
+    finally:
+        worker.stop()
+    # Arrival order to start; then questions between chunks, one round per gap, so the encode keeps moving.
+    assert log[:4] == ["first", "chunk1", "second", "chunk2"]
+    assert log[4:7] == ["during", "again0", "chunk3"]
+    assert log[7:11] == ["again1", "chunk4", "again2", "chunk5"]
+    assert log[11:] == [f"again{i}" for i in range(3, 13)]

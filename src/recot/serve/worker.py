@@ -1,4 +1,4 @@
-"""The worker: one thread owns the model and runs every encode and answer, answers first.
+"""The worker: one thread owns the model and runs every encode and answer.
 
 Jobs come from the HTTP handlers (the event loop) and go back through
 ``concurrent.futures.Future`` objects. Two queues:
@@ -6,15 +6,18 @@ Jobs come from the HTTP handlers (the event loop) and go back through
 * answers: a question about a video whose encoding is ready (prefill + generation);
 * encodes: a video to decode and encode, a compressor chunk at a time.
 
-The worker always takes a waiting answer before starting or continuing an
-encode, and between every two chunks of an encode it answers all questions
-that arrived meanwhile, so a question about an encoded video waits at most
-one chunk, not a whole hour-long video. Queues are bounded by the caller
-(:class:`recot.serve.runtime.Runtime` refuses work beyond the limits with 429).
+Jobs start in the order they arrived. Once an encode runs, the worker answers
+the questions waiting at the end of every compressor chunk before encoding
+the next, so a question about an encoded video waits for at most one chunk
+(and the questions ahead of it), never for a whole hour-long video; and since
+only the questions already waiting are answered in each gap, a steady stream
+of questions cannot starve the encode either. Queues are bounded by the
+caller (:class:`recot.serve.runtime.Runtime` refuses work beyond the limits with 429).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -61,6 +64,7 @@ class AnswerJob:
     on_text: Callable[[str], None] = lambda text: None
     cancelled: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
+    seq: int = -1  # arrival order, set when submitted
 
 
 @dataclass
@@ -82,6 +86,7 @@ class EncodeJob:
     future: Future = field(default_factory=Future)
     started: threading.Event = field(default_factory=threading.Event)
     progress: float = 0.0
+    seq: int = -1  # arrival order, set when submitted
 
 
 class Worker:
@@ -96,6 +101,7 @@ class Worker:
         self._busy_answering = 0
         self._current_encode: EncodeJob | None = None
         self._stopping = False
+        self._arrivals = itertools.count()
         self._thread = threading.Thread(target=self._run, name="recot-worker", daemon=True)
         self.answer_seconds_ewma = 1.0  # recent seconds per answer, for Retry-After
 
@@ -129,6 +135,7 @@ class Worker:
         with self._cond:
             if self._stopping:
                 raise WorkerStopped("the server is shutting down")
+            job.seq = next(self._arrivals)
             queue.append(job)
             self._update_depth()
             self._cond.notify_all()
@@ -153,7 +160,9 @@ class Worker:
                     self._cond.wait()
                 if self._stopping:
                     return
-                job: AnswerJob | EncodeJob = self._answers.popleft() if self._answers else self._encodes.popleft()
+                # Jobs start in arrival order; once an encode runs, questions go between its chunks.
+                answer_first = self._answers and (not self._encodes or self._answers[0].seq < self._encodes[0].seq)
+                job: AnswerJob | EncodeJob = self._answers.popleft() if answer_first else self._encodes.popleft()
                 if isinstance(job, AnswerJob):
                     self._busy_answering += 1
                 else:
@@ -173,9 +182,15 @@ class Worker:
                     self._update_depth()
 
     def _answer_waiting(self) -> float:
-        """Answer every question waiting now (between two encode chunks); returns the seconds it took."""
+        """Answer the questions waiting now (between two encode chunks); returns the seconds it took.
+
+        Only those already waiting: questions that arrive meanwhile wait for the
+        next gap, so a steady stream of questions cannot starve the encode.
+        """
         started = time.perf_counter()
-        while True:
+        with self._cond:
+            waiting = len(self._answers)
+        for _ in range(waiting):
             with self._cond:
                 if not self._answers or self._stopping:
                     break
