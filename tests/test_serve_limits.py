@@ -42,7 +42,7 @@ def ask(max_tokens: int, stream: bool = False, url: str = "a.mp4") -> dict:
     return {"model": MODEL, "messages": video_message(url), "frames": 16, "max_tokens": max_tokens, "stream": stream}
 
 
-def wait_until(condition, timeout: float = 10.0) -> bool:
+def wait_until(condition, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -59,7 +59,9 @@ def test_queue_full_is_429_and_a_disconnect_cancels_the_stream(media, tmp_path) 
                 if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                     break  # the answer is streaming: the one admitted request is running
             refused = client.post("/v1/chat/completions", json=ask(4))
-            error = expect_error(refused, 429, "rate_limit_error", r"busy: 1 answer requests .*--max-queue")
+            error = expect_error(
+                refused, 429, "rate_limit_error", r"busy: 1 answer requests are in already \(--max-queue 1\)"
+            )
             assert error["code"] == "queue_full" and int(refused.headers["retry-after"]) >= 1
         # Leaving the block closed the connection mid-answer: the generation stops at the next token.
         assert wait_until(lambda: metric(client, "recot_answers_total", outcome="cancelled") == 1)
@@ -75,8 +77,8 @@ def test_a_disconnect_cancels_a_non_streamed_answer(media, tmp_path) -> None:
         started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout):
             client.post("/v1/chat/completions", json=ask(3000), timeout=1.0)
-        assert wait_until(lambda: metric(client, "recot_answers_total", outcome="cancelled") == 1, timeout=5)
-        assert time.monotonic() - started < 6 and metric(client, "recot_generated_tokens_total") < 3000
+        assert wait_until(lambda: metric(client, "recot_answers_total", outcome="cancelled") == 1)
+        assert time.monotonic() - started < 30 and metric(client, "recot_generated_tokens_total") < 3000
         assert metric(client, "recot_queue_depth", kind="answer") == 0
 
 
@@ -85,12 +87,12 @@ def test_request_timeout(media, tmp_path) -> None:
         started = time.monotonic()
         expect_error(client.post("/v1/chat/completions", json=ask(3000)), 504, "timeout_error",
                      r"longer than the server's --request-timeout \(1 s\) while answering")  # fmt: skip
-        assert 1.0 <= time.monotonic() - started < 4
+        assert 1.0 <= time.monotonic() - started < 15  # 3000 tokens would take minutes
         with client.stream("POST", "/v1/chat/completions", json=ask(3000, stream=True)) as stream:
             events = [line[6:] for line in stream.iter_lines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["type"] == "timeout_error"
         pieces = [json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-2]]
-        assert "".join(pieces).startswith(PHRASE)  # what was generated before the time ran out was streamed
+        assert ((PHRASE + "\n") * 300).startswith("".join(pieces))  # what came before the time ran out was streamed
         assert metric(client, "recot_answers_total", outcome="timeout") == 2
 
 
@@ -107,9 +109,13 @@ def test_answers_are_not_stuck_behind_a_long_encode(media, tmp_path) -> None:
             long = client.post("/v1/videos", files={"file": ("long.mp4", f)}, data={"frames": "2000"}).json()["id"]
         encoding = wait_for_status(client, long, ("encoding",))
         assert encoding["status"] == "encoding"
-        with open(media / "a.mp4", "rb") as f:  # the encode queue (1) is full
+        with open(media / "a.mp4", "rb") as f:  # the encode queue (1) is full: no more uploads...
             expect_error(client.post("/v1/videos", files={"file": ("x.mp4", f)}), 429, "rate_limit_error",
-                         "--max-encode-queue")  # fmt: skip
+                         r"--max-encode-queue 1\)")  # fmt: skip
+        new_frames = {**ask(4), "frames": 24}  # ... nor questions that need a new encode
+        expect_error(
+            client.post("/v1/chat/completions", json=new_frames), 429, "rate_limit_error", "--max-encode-queue"
+        )
 
         started = time.monotonic()
         answer = client.post("/v1/chat/completions", json={**ask(11, url=f"recot-video://{short}"), "frames": None})
@@ -117,7 +123,7 @@ def test_answers_are_not_stuck_behind_a_long_encode(media, tmp_path) -> None:
         assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == PHRASE
         during = client.get(f"/v1/videos/{long}").json()
         assert during["status"] == "encoding" and 0 < during["progress"] < 1  # answered in the middle of the encode
-        assert latency < 5
+        assert latency < 20  # (unloaded: well under a second; the whole encode: about a minute)
 
         assert client.delete(f"/v1/videos/{long}").status_code == 200  # cancels the encode at its next chunk
         assert wait_until(lambda: metric(client, "recot_queue_depth", kind="encode") == 0)

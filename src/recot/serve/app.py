@@ -91,15 +91,19 @@ def create_app(chat: VideoChat, settings: ServeSettings) -> FastAPI:
     # ----- videos ---------------------------------------------------------------------------
     @app.post("/v1/videos", dependencies=[authorized])
     async def upload(request: Request) -> VideoObject:
-        runtime.check_encode_room()
-        record, path, fields = await runtime.store.receive(request, settings.max_upload_bytes)
+        release = runtime.reserve_encode()  # 429 before a byte of the body is read
         try:
-            asked = SamplingRequest.model_validate(fields)
-        except ValidationError as exc:
-            path.unlink(missing_ok=True)
-            message, param = validation_message(exc.errors())
-            raise APIError(400, message, param=param, code="invalid_parameter") from exc
-        return await runtime.accept_upload(record, path, asked)
+            record, path, fields = await runtime.store.receive(request, settings.max_upload_bytes)
+            try:
+                asked = SamplingRequest.model_validate(fields)
+            except ValidationError as exc:
+                path.unlink(missing_ok=True)
+                message, param = validation_message(exc.errors())
+                raise APIError(400, message, param=param, code="invalid_parameter") from exc
+        except BaseException:
+            release()
+            raise
+        return await runtime.accept_upload(record, path, asked, release)
 
     @app.get("/v1/videos", dependencies=[authorized])
     async def list_videos() -> VideoList:

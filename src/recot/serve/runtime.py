@@ -71,6 +71,31 @@ class EncodingMemory:
             self._items.pop(key, None)
 
 
+class Slots:
+    """A thread-safe count of admitted work with a limit; :meth:`take` returns the function that gives a slot back."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def take(self, force: bool = False) -> Callable[[], None] | None:
+        """A slot's release function, or None when all are taken (``force``: take one regardless)."""
+        with self._lock:
+            if self.taken >= self.limit and not force:
+                return None
+            self.taken += 1
+        released = threading.Event()
+
+        def release() -> None:
+            with self._lock:
+                if not released.is_set():
+                    released.set()
+                    self.taken -= 1
+
+        return release
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:
     """Run ``callback`` on the event loop from another thread (dropped once the loop has closed)."""
     try:
@@ -103,15 +128,15 @@ class Runtime:
         self._encodes: dict[str, EncodeJob] = {}  # cache key -> the job encoding it
         self._upload_jobs: dict[str, EncodeJob] = {}  # upload id -> its encode job
         self._tasks: set[asyncio.Task] = set()
-        self._chats = 0
-        self._chats_lock = threading.Lock()
+        self._chats = Slots(settings.max_queue)  # chat requests admitted (waiting or running)
+        self._encode_slots = Slots(settings.max_encode_queue)  # uploads and new encodes not finished yet
 
     # ----- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self.worker.start()
         for record in self.store.all():  # uploads whose encode a restart cut off
             if record.status == "queued":
-                self.spawn(self.encode_upload(record, None))
+                self.spawn(self.encode_upload(record, None, self._encode_slots.take(force=True)))
 
     async def stop(self) -> None:
         self.stopping = True
@@ -130,35 +155,28 @@ class Runtime:
     # ----- admission -------------------------------------------------------------------
     def admit_chat(self) -> Callable[[], None]:
         """Take a chat slot or raise 429; returns the function that gives it back (safe to call twice)."""
-        with self._chats_lock:
-            if self._chats >= self.settings.max_queue:
-                self.metrics.rejected.labels("answer").inc()
-                raise self._busy("answer", self._chats)
-            self._chats += 1
-        released = threading.Event()
-
-        def release() -> None:
-            with self._chats_lock:
-                if not released.is_set():
-                    released.set()
-                    self._chats -= 1
-
+        release = self._chats.take()
+        if release is None:
+            self.metrics.rejected.labels("answer").inc()
+            raise self._busy("answer", self._chats, "--max-queue")
         return release
 
-    def check_encode_room(self) -> None:
-        """Raise 429 when no more videos may wait for encoding."""
-        waiting = self.worker.depth()["encode"]
-        if waiting >= self.settings.max_encode_queue:
+    def reserve_encode(self) -> Callable[[], None]:
+        """Take an encode slot (an upload, or an encode a chat request needs) or raise 429."""
+        release = self._encode_slots.take()
+        if release is None:
             self.metrics.rejected.labels("encode").inc()
-            raise self._busy("encode", waiting)
+            raise self._busy("encode", self._encode_slots, "--max-encode-queue")
+        return release
 
-    def _busy(self, kind: str, waiting: int) -> APIError:
-        seconds = self.worker.answer_seconds_ewma * (waiting + 1) if kind == "answer" else 10.0
+    def _busy(self, kind: str, slots: Slots, flag: str) -> APIError:
+        """429 with a ``Retry-After`` estimated from recent answer times (encodes: a fixed 10 s)."""
+        seconds = self.worker.answer_seconds_ewma * (slots.taken + 1) if kind == "answer" else 10.0
         retry = max(1, min(3600, math.ceil(seconds)))
-        limit = "--max-queue" if kind == "answer" else "--max-encode-queue"
         return APIError(
             429,
-            f"the server is busy: {waiting} {kind} requests are already queued ({limit} {waiting}); retry in {retry} s",
+            f"the server is busy: {slots.taken} {kind} requests are in already ({flag} {slots.limit}); "
+            f"retry in {retry} s",
             code="queue_full",
             headers={"Retry-After": str(retry)},
         )
@@ -199,8 +217,13 @@ class Runtime:
         sampling: FrameSampling,
         plan: SamplePlan | None = None,
         on_job: Callable[[EncodeJob], None] | None = None,
+        reserved: bool = False,
     ) -> VideoEncoding:
-        """The encoding of a video: from memory, the disk cache, a running encode, or a new one."""
+        """The encoding of a video: from memory, the disk cache, a running encode, or a new one.
+
+        A new encode takes an encode slot (429 when none is free) unless the caller
+        ``reserved`` one already (an accepted upload).
+        """
         path = str(source.path)
         plan = plan or await self.plan(source, sampling)
         key = await asyncio.to_thread(self.chat.cache_key, path, plan)
@@ -217,11 +240,13 @@ class Runtime:
                 self.metrics.cache_hits.labels("disk").inc()
                 self.memory.put(key, loaded)
                 return loaded
-            self.check_encode_room()
+            release = (lambda: None) if reserved else self.reserve_encode()
             job = EncodeJob(path, plan, key)
+            job.future.add_done_callback(lambda _: release())
             try:
                 self.worker.submit_encode(job)
             except WorkerStopped as exc:
+                release()
                 raise APIError(503, str(exc), code="shutting_down") from exc
             self._encodes[key] = job
             loop = asyncio.get_running_loop()
@@ -263,14 +288,20 @@ class Runtime:
         status = "encoding" if job.started.is_set() else "queued"
         return record.model_copy(update={"status": status, "progress": round(job.progress, 4)})
 
-    async def accept_upload(self, record: VideoObject, path: Path, sampling_asked: SamplingRequest) -> VideoObject:
-        """Check an uploaded file is a readable video, register it and start encoding it in the background."""
+    async def accept_upload(
+        self, record: VideoObject, path: Path, sampling_asked: SamplingRequest, release: Callable[[], None]
+    ) -> VideoObject:
+        """Check an uploaded file is a readable video, register it and start encoding it in the background.
+
+        ``release`` gives back the upload's encode slot once its encode is over.
+        """
         source = MediaSource(path, f"the uploaded file {record.filename!r}")
         try:
             sampling = self.sampling(sampling_asked)
             plan = await self.plan(source, sampling)
         except BaseException:
             path.unlink(missing_ok=True)
+            release()
             raise
         info = plan.info
         record = record.model_copy(
@@ -278,10 +309,10 @@ class Runtime:
                     "sampling": sampling_asked, "sampling_rule": plan.rule, "frames": len(plan)}
         )  # fmt: skip
         self.store.add(record, path)
-        self.spawn(self.encode_upload(record, plan))
+        self.spawn(self.encode_upload(record, plan, release))
         return record
 
-    async def encode_upload(self, record: VideoObject, plan: SamplePlan | None) -> None:
+    async def encode_upload(self, record: VideoObject, plan: SamplePlan | None, release: Callable[[], None]) -> None:
         """Thumbnails, then the encoding of an upload; the record says how it went."""
         video_id = record.id
         path = self.store.path_of(video_id)
@@ -294,12 +325,14 @@ class Runtime:
                     make_thumbnails, path, self.store.thumbs_path(video_id), self.settings.thumbnails, url
                 )
                 record = self._update(video_id, thumbnails=thumbs)
+                if record is None:  # deleted meanwhile
+                    return
             sampling = self.sampling(record.sampling)
 
             def remember(job: EncodeJob) -> None:
                 self._upload_jobs[video_id] = job
 
-            encoding = await self.encoding_for(source, sampling, plan, on_job=remember)
+            encoding = await self.encoding_for(source, sampling, plan, on_job=remember, reserved=True)
             self._update(
                 video_id, status="ready", progress=1.0, frames=encoding.num_frames, groups=encoding.encoded.num_groups,
                 encode_seconds=round(time.perf_counter() - started, 3),
@@ -320,6 +353,7 @@ class Runtime:
             )
         finally:
             self._upload_jobs.pop(video_id, None)
+            release()
 
     def _update(self, video_id: str, **changes: object) -> VideoObject | None:
         record = self.store.get(video_id)
