@@ -17,7 +17,10 @@ video), then four phases:
 Questions alternate between plain and streamed (SSE, timed to ``[DONE]``), 16 new
 tokens each. A 429 (queue full) is counted apart: it is the server's intended
 answer to overload. Anything else that is not a 200 is an error. Peak RSS is the
-server process's high-water mark (``VmHWM``) after all phases.
+server process's high-water mark (``VmHWM``) after all phases. The server runs
+torch ops on one CPU thread each (``--server-threads``): on a machine whose cores
+other work also uses, ops split over two threads wait for each other, and a
+question took 1-3 s instead of 0.2 s here.
 
 Goals (issue 14): no errors besides 429s; peak RSS at 32 clients <= 1.2x at 4; p95
 of cached questions during the long encode < 3x their p95 without it (same clients).
@@ -85,7 +88,7 @@ def make_videos(folder: Path, clips: int) -> tuple[Path, list[Path], Path]:
 class Server:
     """``recot serve`` in a child process on a free loopback port."""
 
-    def __init__(self, model: Path, workdir: Path, max_queue: int, max_encode_queue: int) -> None:
+    def __init__(self, model: Path, workdir: Path, max_queue: int, max_encode_queue: int, threads: int) -> None:
         argv = [
             sys.executable, "-m", "recot.cli", "serve", "--model", str(model), "--host", HOST, "--port", "0",
             "--cache-dir", str(workdir / "cache"), "--upload-dir", str(workdir / "uploads"),
@@ -93,7 +96,8 @@ class Server:
             "--log-level", "warning",
         ]  # fmt: skip
         self.log = open(workdir / "server.log", "w+")
-        self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=self.log, text=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
+        self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=self.log, text=True, env=env)
         deadline = time.monotonic() + 180
         line = ""
         while "http://" not in line:
@@ -321,9 +325,12 @@ def write_report(rows: list[dict], meta: dict, name: str) -> None:
     lines = [
         "# recot serve under load",
         "",
-        f"{meta['model']}; {meta['machine']}; phases of {meta['duration']:g} s; questions: {NEW_TOKENS} new tokens, "
+        f"{meta['model']}, {meta['server_threads']} thread(s) per op; {meta['machine']}; phases of "
+        f"{meta['duration']:g} s; questions: {NEW_TOKENS} new tokens, "
         "half of them streamed. Latencies in seconds (uploads: until the server accepted the file; encoding goes on "
-        "in the background). 429 = refused because a queue was full (intended); errors = anything else.",
+        "in the background). 429 = refused because a queue was full (intended); errors = anything else. "
+        f"Load average (1, 5, 15 min) before: {meta['load_average_before']}, after: {meta['load_average_after']} "
+        "(other work on the machine shares its CPUs).",
         "",
         "| clients | phase | questions p50 / p95 / p99 | uploads p50 / p95 | req/s | 429 | errors |",
         "|---:|---|---|---|---:|---:|---:|",
@@ -369,6 +376,11 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="checkpoint directory (default: the untrained small preset)")
     parser.add_argument("--max-queue", type=int, default=64, help="the server's --max-queue")
     parser.add_argument("--max-encode-queue", type=int, default=8, help="the server's --max-encode-queue")
+    parser.add_argument(
+        "--server-threads", type=int, default=1,
+        help="CPU threads per torch op in the server (OMP_NUM_THREADS; 0: torch's default). One by default: on a "
+        "shared machine, ops split over busy cores wait for each other (see the results' notes)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="serve_load", help="results file name under benchmarks/results/")
     args = parser.parse_args()
@@ -380,12 +392,13 @@ def main() -> None:
 
     from recot.engine import default_model_dir, resolve_cache_dir
 
+    load_before = os.getloadavg()
     model = args.model or default_model_dir(announce=False)
     videos = make_videos(resolve_cache_dir() / "bench" / "serve_load", clips=16)
     rows = []
     for clients in args.clients:
         with tempfile.TemporaryDirectory(prefix="recot-serve-load-") as workdir:
-            server = Server(model, Path(workdir), args.max_queue, args.max_encode_queue)
+            server = Server(model, Path(workdir), args.max_queue, args.max_encode_queue, args.server_threads)
             try:
                 row = asyncio.run(measure(server, clients, args.duration, args.upload_share, videos, args.seed))
             finally:
@@ -399,6 +412,9 @@ def main() -> None:
         "machine": f"{platform.machine()}, {cpus} CPUs", "python": platform.python_version(),
         "model": "untrained small preset, float32, CPU" if args.model is None else str(args.model),
         "duration": args.duration, "upload_share": args.upload_share, "new_tokens": NEW_TOKENS,
+        "server_threads": args.server_threads or "torch default",
+        "load_average_before": [round(x, 1) for x in load_before],
+        "load_average_after": [round(x, 1) for x in os.getloadavg()],
     }  # fmt: skip
     write_report(rows, meta, args.name)
 

@@ -205,7 +205,7 @@ async def _encoding(runtime: Runtime, url: str, param: str, asked: SamplingReque
         sampling = runtime.sampling(asked)
         try:
             return await asyncio.wait_for(runtime.encoding_for(source, sampling), max(0.0, deadline - time.monotonic()))
-        except TimeoutError as exc:
+        except asyncio.TimeoutError as exc:  # (the builtin TimeoutError only from Python 3.11)
             raise _timeout(runtime, "while the video was being encoded (it goes on in the background)") from exc
 
 
@@ -336,7 +336,7 @@ async def _stream(
         while True:
             try:
                 kind, value = await events.next(job.deadline + 5.0 - time.monotonic())
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 yield _error_event(_timeout(runtime, "while answering"))
                 break
             if kind == "selection":

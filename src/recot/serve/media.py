@@ -13,6 +13,7 @@ Accepted ``video_url`` / ``image_url`` forms:
 from __future__ import annotations
 
 import asyncio
+import base64
 import binascii
 import os
 import secrets
@@ -138,7 +139,7 @@ class MediaResolver:
         if len(payload) // 4 * 3 > limit + 2:
             raise too_large("the data: URL video", limit, param)
         try:
-            data = binascii.a2b_base64("".join(payload.split()), strict_mode=True)
+            data = base64.b64decode("".join(payload.split()), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise APIError(
                 400, f"the data: URL is not valid base64 ({exc})", param=param, code="invalid_base64"
