@@ -33,7 +33,13 @@ from collections.abc import Callable, Iterator, Sequence
 
 from recot import __version__
 
-COMMAND_MODULES: list[str] = ["recot.video.commands", "recot.engine.commands", "recot.pretrain.commands", "recot.eval.commands"]
+COMMAND_MODULES: list[str] = [
+    "recot.video.commands",
+    "recot.engine.commands",
+    "recot.pretrain.commands",
+    "recot.eval.commands",
+    "recot.serve.commands",
+]
 
 EXIT_INPUT = 1
 EXIT_USAGE = 2
