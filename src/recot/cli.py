@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from recot import __version__
 
-COMMAND_MODULES: list[str] = ["recot.video.commands", "recot.engine.commands", "recot.pretrain.commands"]
+COMMAND_MODULES: list[str] = ["recot.video.commands", "recot.engine.commands", "recot.pretrain.commands", "recot.train.commands"]
 
 
 def report_error(command: str, message: str, code: int = 1) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recot.training_utils import read_config
 
@@ -83,12 +83,13 @@ class OptimSection(_Section):
     grad_clip: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
 
-    @model_validator(mode="after")
-    def _known_modules(self) -> OptimSection:
-        unknown = sorted(set(self.lr) - set(MODULES))
+    @field_validator("lr")
+    @classmethod
+    def _known_modules(cls, lr: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(lr) - set(MODULES))
         if unknown:
-            raise ValueError(f"lr has unknown modules {unknown}; use {', '.join(MODULES)}")
-        return self
+            raise ValueError(f"unknown modules {unknown}; use {', '.join(MODULES)}")
+        return lr
 
     def lr_of(self, module: str) -> float:
         return self.lr.get(module, self.default_lr)

@@ -27,8 +27,9 @@ from recot.model.processor import VideoXLProProcessor
 from recot.model.videoxl_pro import VideoXLPro
 from recot.train.config import MODULES, TrainConfig
 
-#: Linear layers of the compressor that can carry LoRA adapters (1x1 convolutions and the temporal qkv).
-COMPRESSOR_LORA_TARGETS = ("q", "k", "v", "proj_out", "qkv")
+#: Layers of the compressor's temporal attention blocks that carry LoRA adapters (1-wide Conv1d). The spatial
+#: blocks' 1x1x1 Conv3d projections are left out: peft 0.21 merges Conv3d adapters with a wrong shape.
+COMPRESSOR_LORA_TARGETS = ("qkv", "proj_out")
 
 
 def load_base_model(cfg: TrainConfig) -> tuple[VideoXLPro, VideoXLProProcessor]:
@@ -66,12 +67,14 @@ def load_base_model(cfg: TrainConfig) -> tuple[VideoXLPro, VideoXLProProcessor]:
     return model, processor
 
 
-def lora_target_regex(cfg: TrainConfig) -> str:
+def lora_target_regex(cfg: TrainConfig, compressor_stages: int) -> str:
     """The module-name pattern of the layers that get adapters (matched against full names by ``peft``)."""
     llm = "|".join(cfg.lora.targets)
     pattern = rf"language_model\.model\.layers\.\d+\.(self_attn|mlp)\.({llm})"
     if cfg.lora.compressor:
-        pattern += rf"|compressor\.encoder\.\d+\.({'|'.join(COMPRESSOR_LORA_TARGETS)})"
+        # Each stage is (spatial, temporal, conv): the temporal blocks are encoder.1, encoder.4, ...
+        temporal = "|".join(str(3 * s + 1) for s in range(compressor_stages))
+        pattern += rf"|compressor\.encoder\.({temporal})\.({'|'.join(COMPRESSOR_LORA_TARGETS)})"
     return pattern
 
 
@@ -97,7 +100,7 @@ def prepare_stage(model: VideoXLPro, cfg: TrainConfig) -> StagedModel:
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=lora_target_regex(cfg)
+            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=lora_target_regex(cfg, model.config.compressor_stages),
         )
         with torch.random.fork_rng(devices=[]):  # adapter init from the run's seed, independent of call order
             torch.manual_seed(cfg.seed)
