@@ -39,6 +39,8 @@ def test_two_processes_match_one_process(tmp_path):
     done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("usable rows") == 1  # the data are checked once, on the main process
+    saved = sorted(p.name for p in latest_checkpoint(tmp_path / "two").iterdir())
+    assert "random_states_0.pkl" in saved and "random_states_1.pkl" in saved  # two processes did run
     assert losses(tmp_path / "two") == pytest.approx([r["loss"] for r in single], rel=1e-5)
     one = VideoXLPro.from_pretrained(tmp_path / "one" / MODEL_DIR).state_dict()
     two = VideoXLPro.from_pretrained(tmp_path / "two" / MODEL_DIR).state_dict()
