@@ -131,3 +131,17 @@ def test_config_files_and_errors(tmp_path):
         TrainConfig.model_validate({"model": {}})
     with pytest.raises(ValueError, match="lora.enabled needs language_model"):
         TrainConfig.model_validate({"stage": "align", "model": {"preset": "tiny"}, "lora": {"enabled": True}})
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    stages = {p.name: load_train_config(p) for p in sorted(configs.glob("train_*.yaml"))}
+    assert stages["train_align.yaml"].trainable_modules() == ("projector",)
+    assert stages["train_sft_lora.yaml"].lora.enabled and stages["train_sft.yaml"].stage == "sft"
+    kinds = {n: load_config_from_file(str(configs / "accelerate" / f"{n}.yaml")).distributed_type.value for n in
+             ("ddp", "fsdp", "zero2", "zero3")}  # fmt: skip
+    assert kinds == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}

@@ -246,6 +246,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, o.steps, o.min_lr_ratio))
     wrapper = TrainingForward(staged.module, staged.model, cfg.gradient_checkpointing, cfg.max_visual_tokens)
     wrapper.train()
+    if accelerator.state.deepspeed_plugin is not None:  # no data loader is prepared, so DeepSpeed is told directly
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = o.micro_batch_size
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
@@ -289,7 +291,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
                 # accelerate divides by the accumulation steps; DDP averages over processes.
                 accelerator.backward(loss_sum * (accumulation * world / answer_tokens))
                 if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+                    norm = accelerator.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+                    grad_norm = torch.tensor(float("nan")) if norm is None else norm  # DeepSpeed clips by itself
                 optimizer.step()
                 optimizer.zero_grad()
             totals[0] += loss_sum.detach().double()
