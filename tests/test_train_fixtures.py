@@ -46,8 +46,9 @@ def make_dataset(root: Path, rows: int = 4, with_text_row: bool = True, with_ima
     return path
 
 
-def make_config(data: Path, out: Path, stage: str = "sft", steps: int = 4, batch: int = 4, **overrides) -> TrainConfig:
-    """A tiny-preset config that trains fast on the CPU."""
+def make_config(data_file: Path, out: Path, stage: str = "sft", steps: int = 4, batch: int = 4, **overrides) -> TrainConfig:
+    """A tiny-preset config that trains fast on the CPU; dict overrides merge into their section."""
+    data = data_file
     raw = {
         "stage": stage,
         "output_dir": str(out),

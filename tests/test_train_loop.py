@@ -183,3 +183,20 @@ def test_cli_reports_bad_rows_and_strict_stops(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("stage: nope\n")
     assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "recot train: error: training config" in capsys.readouterr().err
+
+
+def test_vision_feature_cache_gives_the_same_run_and_skips_decoding(tmp_path, monkeypatch):
+    data = make_dataset(tmp_path / "data", rows=4, with_text_row=True, with_image_row=True)
+    plain = train(make_config(data, tmp_path / "plain", steps=2, batch=3), progress=False)
+    cached_cfg = make_config(data, tmp_path / "cached", steps=2, batch=3, data={"feature_cache": True})
+    cached = train(cached_cfg, progress=False)
+    assert [r["loss"] for r in cached] == pytest.approx([r["loss"] for r in plain], rel=1e-6)
+    assert len(list((tmp_path / "cached" / "features").glob("*.safetensors"))) == 5  # 4 videos + 1 image
+    import recot.train.features as features
+
+    monkeypatch.setattr(features, "load_frames", lambda *a: pytest.fail("decoded a cached video"))
+    again = train(make_config(data, tmp_path / "again", steps=2, batch=3, data={"feature_cache": True,
+                  "feature_cache_dir": str(tmp_path / "cached" / "features")}), progress=False)  # fmt: skip
+    assert [r["loss"] for r in again] == [r["loss"] for r in cached]
+    with pytest.raises(ValueError, match="frozen vision tower"):
+        make_config(data, tmp_path / "x", train_vision_tower=True, data={"feature_cache": True})

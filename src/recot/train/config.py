@@ -53,6 +53,8 @@ class DataSection(_Section):
     max_frames: int | None = Field(64, ge=1)
     strict: bool = False
     check_media: bool = True
+    feature_cache: bool = Field(False, description="cache the frozen vision tower's output per video (skips decoding)")
+    feature_cache_dir: str | None = Field(None, description="default: <output_dir>/features")
 
 
 class LoraSection(_Section):
@@ -124,6 +126,8 @@ class TrainConfig(_Section):
             unknown = sorted(set(self.trainable) - set(MODULES))
             if unknown:
                 raise ValueError(f"trainable has unknown modules {unknown}; use {', '.join(MODULES)}")
+        if self.data.feature_cache and "vision_tower" in self.trainable_modules():
+            raise ValueError("data.feature_cache needs a frozen vision tower (train_vision_tower: false)")
         if self.lora.enabled and "language_model" not in self.trainable_modules():
             raise ValueError("lora.enabled needs language_model among the trained modules (stage sft)")
         return self

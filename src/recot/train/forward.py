@@ -34,65 +34,97 @@ from recot.video.decode import frames_to_tensor
 
 @dataclass
 class ModelInput:
-    """One tokenised sample with its frames: what :class:`TrainingForward` consumes."""
+    """One tokenised sample with its video: what :class:`TrainingForward` consumes.
+
+    The video is ``frames`` (uint8 (N, S, S, 3)) with their ``timestamps`` (N,), or, when
+    the vision tower is frozen and its output cached, ``grouped`` (G, C, 4, g, g) vision
+    features with ``timestamps`` (G,) of the groups. Neither: a text-only sample.
+    """
 
     input_ids: torch.Tensor  # (L,)
     labels: torch.Tensor  # (L,)
-    frames: torch.Tensor | None  # uint8 (N, S, S, 3)
-    timestamps: torch.Tensor | None  # (N,) float64 seconds
+    frames: torch.Tensor | None
+    timestamps: torch.Tensor | None
     time_sequence_ids: torch.Tensor | None  # (L_s,)
     keep_ratio: float
+    grouped: torch.Tensor | None = None
 
 
 def _requires_grad(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
-def encode_frames(model: VideoXLPro, frames: torch.Tensor, timestamps: torch.Tensor, checkpointing: bool) -> EncodedVideo:
-    """uint8 frames (N, S, S, 3) and times (N,) -> :class:`EncodedVideo`, with a graph where parameters learn.
+def vision_features(model: VideoXLPro, frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (N, S, S, 3) -> grouped vision features (G, C, 4, g, g), without a graph (the tower is frozen).
 
-    Same chunks and same result as :meth:`VideoXLPro.encode_video`; only the
-    trained stages keep a graph, under activation checkpointing per chunk when
-    ``checkpointing`` is on.
+    Frames are put in group order (:func:`group_frame_order`) and run a compressor chunk at a time.
     """
     config = model.config
     order = torch.tensor(group_frame_order(frames.shape[0], config.frames_per_group))
-    chunk = config.compressor_batch_size * config.frames_per_group
+    with torch.no_grad():
+        return torch.cat([_vision(model, frames[idx]) for idx in order.split(config.compressor_batch_size * config.frames_per_group)])
+
+
+def _vision(model: VideoXLPro, frames_uint8: torch.Tensor) -> torch.Tensor:
+    config = model.config
+    pixels = frames_to_tensor(frames_uint8, config.image_mean, config.image_std).to(model.device, model.dtype)
+    return model.group_features(resize_to_grid(model.vision_tower(pixels), config.grid_size))
+
+
+def encode_frames(
+    model: VideoXLPro,
+    frames: torch.Tensor | None,
+    timestamps: torch.Tensor,
+    checkpointing: bool,
+    grouped: torch.Tensor | None = None,
+) -> EncodedVideo:
+    """Frames (or cached grouped vision features) -> :class:`EncodedVideo`, with a graph where parameters learn.
+
+    ``frames`` uint8 (N, S, S, 3) with ``timestamps`` (N,); or ``grouped`` (G, C, 4, g, g)
+    from :func:`vision_features` with ``timestamps`` (G,) of the groups. Same chunks and
+    same result as :meth:`VideoXLPro.encode_video`; only the trained stages keep a graph,
+    under activation checkpointing per chunk when ``checkpointing`` is on.
+    """
+    config = model.config
     train_vision = _requires_grad(model.vision_tower)
     train_compressor = train_vision or _requires_grad(model.compressor)
     train_head = train_compressor or _requires_grad(model.projector)
 
-    def vision(pixels_uint8: torch.Tensor) -> torch.Tensor:
-        pixels = frames_to_tensor(pixels_uint8, config.image_mean, config.image_std).to(model.device, model.dtype)
-        return model.group_features(resize_to_grid(model.vision_tower(pixels), config.grid_size))
-
-    def compress(grouped: torch.Tensor) -> torch.Tensor:
-        return model.compressor(grouped)[:, :, 0].flatten(2).transpose(1, 2)  # (g, h*h, C)
+    def compress(x: torch.Tensor) -> torch.Tensor:
+        return model.compressor(x)[:, :, 0].flatten(2).transpose(1, 2)  # (g, h*h, C)
 
     def head(compressed: torch.Tensor) -> torch.Tensor:
         return model.pool(model.projector(compressed))
 
+    if grouped is not None:
+        if train_vision:
+            raise ValueError("cached vision features cannot train the vision tower")
+        chunks = list(grouped.split(config.compressor_batch_size))
+        stages, trained = [compress, head], [train_compressor, train_head]
+        group_times = timestamps.to(torch.float64)
+    else:
+        order = torch.tensor(group_frame_order(frames.shape[0], config.frames_per_group))
+        chunks = [frames[idx] for idx in order.split(config.compressor_batch_size * config.frames_per_group)]
+        stages, trained = [lambda x: _vision(model, x), compress, head], [train_vision, train_compressor, train_head]
+        group_times = timestamps.to(torch.float64)[order[:: config.frames_per_group]]
+    # The frozen prefix runs without a graph; the rest, from the first trained stage on, with one.
+    first = trained.index(True) if any(trained) else len(stages)
+    rest = stages[first:]
+
+    def run(y: torch.Tensor) -> torch.Tensor:
+        for stage in rest:
+            y = stage(y)
+        return y
+
     parts = []
-    for idx in order.split(chunk):
-        stages = [vision, compress, head]
-        trained = [train_vision, train_compressor, train_head]
-        x = frames[idx]
-        # The frozen prefix runs without a graph; the rest, from the first trained stage on, with one.
-        first = trained.index(True) if any(trained) else len(stages)
+    for x in chunks:
         with torch.no_grad():
             for stage in stages[:first]:
                 x = stage(x)
-        rest = stages[first:]
         if rest:
-
-            def run(y: torch.Tensor, rest: list = rest) -> torch.Tensor:
-                for stage in rest:
-                    y = stage(y)
-                return y
-
             x = checkpoint(run, x, use_reentrant=False) if checkpointing else run(x)
         parts.append(x)
-    return EncodedVideo(torch.cat(parts), timestamps.to(torch.float64)[order[:: config.frames_per_group]])
+    return EncodedVideo(torch.cat(parts), group_times)
 
 
 class TrainingForward(nn.Module):
@@ -117,8 +149,8 @@ class TrainingForward(nn.Module):
         """inputs_embeds (L', D) and labels (L',) of one sample, the video's tokens selected."""
         model = self.model
         encoded = None
-        if sample.frames is not None:
-            encoded = encode_frames(model, sample.frames, sample.timestamps, self.encoder_checkpointing)
+        if sample.frames is not None or sample.grouped is not None:
+            encoded = encode_frames(model, sample.frames, sample.timestamps, self.encoder_checkpointing, sample.grouped)
         embeds, labels = model.embed_inputs(
             sample.input_ids,
             encoded,

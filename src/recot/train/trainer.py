@@ -49,6 +49,7 @@ from recot.train.data import (
     tokenize_conversation,
     write_bad_rows,
 )
+from recot.train.features import VisionFeatureCache
 from recot.train.forward import ModelInput, TrainingForward
 from recot.train.stages import StagedModel, load_base_model, merge_lora, parameter_groups, prepare_stage
 from recot.training_utils import MetricsLog, warmup_cosine
@@ -80,9 +81,21 @@ def keep_ratio_for(seed: int, position: int, low: float, high: float) -> float:
 
 
 def model_input(
-    sample: Sample, tokens: TokenizedConversation, processor: VideoXLProProcessor, cfg: TrainConfig, keep_ratio: float
+    sample: Sample,
+    tokens: TokenizedConversation,
+    processor: VideoXLProProcessor,
+    cfg: TrainConfig,
+    keep_ratio: float,
+    features: VisionFeatureCache | None = None,
 ) -> ModelInput:
-    """Tokens, decoded frames and timestamp ids of one sample (frames sampled as at inference)."""
+    """Tokens, video (decoded frames, or cached vision features) and timestamp ids of one sample.
+
+    Frames are sampled as at inference (``data.fps``, ``data.max_frames``).
+    """
+    if features is not None and sample.media is not None:
+        grouped, group_times = features.get(sample)
+        time_ids = processor.time_sequence_ids(group_times)
+        return ModelInput(tokens.input_ids, tokens.labels, None, group_times, time_ids, keep_ratio, grouped)
     loaded = load_frames(sample, processor.config.image_size, cfg.data.fps, cfg.data.max_frames)
     if loaded is None:
         return ModelInput(tokens.input_ids, tokens.labels, None, None, None, keep_ratio)
@@ -268,6 +281,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     log = MetricsLog(out, METRIC_FIELDS, start, enabled=accelerator.is_main_process, tag="train")
     end = o.steps if stop_after is None else min(stop_after, o.steps)
     low, high = cfg.keep_ratio_range
+    features = None
+    if cfg.data.feature_cache:
+        features = VisionFeatureCache(cfg.data.feature_cache_dir or out / "features", staged.model, cfg.data.fps, cfg.data.max_frames)
     rows: list[dict[str, float]] = []
     bar = tqdm(total=o.steps, initial=start, desc=f"train ({cfg.stage})", disable=not (progress and accelerator.is_main_process))
     for step in range(start, end):
@@ -279,7 +295,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         grad_norm = torch.zeros(())
         for m in range(accumulation):
             inputs = [
-                model_input(data.samples[i], data.tokens[i], processor, cfg, keep_ratio_for(cfg.seed, pos, low, high))
+                model_input(data.samples[i], data.tokens[i], processor, cfg, keep_ratio_for(cfg.seed, pos, low, high), features)
                 for i, pos in mine[m * o.micro_batch_size : (m + 1) * o.micro_batch_size]
             ]
             with accelerator.accumulate(wrapper):
