@@ -1,4 +1,4 @@
-"""Training data: validation with FILE:LINE reports, strict mode, ChatML tokenisation with answer-only labels, config."""
+"""Training data: FILE:LINE reports of bad rows, strict mode, ChatML tokens with answer-only labels, configs."""
 
 import json
 
@@ -61,11 +61,17 @@ def test_text_only_and_custom_system_prompt():
 
 def test_bad_rows_are_reported_with_file_and_line(tmp_path):
     make_dataset(tmp_path, rows=1, with_text_row=False)
-    good = {"video": "v0.mp4", "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]}
+    good = {
+        "video": "v0.mp4",
+        "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}],
+    }
     rows = [
         good,
         {"video": "v0.mp4"},  # line 3: no conversations
-        {"video": "v0.mp4", "conversations": [{"from": "human", "value": "<image>\n<image>\nQ"}, {"from": "gpt", "value": "A"}]},
+        {
+            "video": "v0.mp4",
+            "conversations": [{"from": "human", "value": "<image>\n<image>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
         {"video": "v0.mp4", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "  "}]},
         {"video": "missing.mp4", "conversations": good["conversations"]},
         {"video": "broken.mp4", "conversations": good["conversations"]},
@@ -75,7 +81,9 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path):
     ]
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all" * 10)
     jsonl = tmp_path / "rows.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in rows[:1]) + "\n\n" + "\n".join(json.dumps(r) for r in rows[1:]) + "\n{oops\n")
+    jsonl.write_text(
+        "\n".join(json.dumps(r) for r in rows[:1]) + "\n\n" + "\n".join(json.dumps(r) for r in rows[1:]) + "\n{oops\n"
+    )
     samples, bad = load_dataset([jsonl], tmp_path)
     assert [s.line for s in samples] == [1]
     reasons = {b.line: b.reason for b in bad}
@@ -106,14 +114,21 @@ def test_json_list_rows_know_their_lines(tmp_path):
 def test_marker_is_added_when_missing(tmp_path):
     make_dataset(tmp_path, rows=1, with_text_row=False)
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps({"video": "v0.mp4", "conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A"}]}))
+    path.write_text(
+        json.dumps(
+            {"video": "v0.mp4", "conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A"}]}
+        )
+    )
     (s,), bad = load_dataset([path], tmp_path)
     assert not bad and s.turns[0][0] == "<image>\nQ?" and s.media == tmp_path / "v0.mp4"
 
 
 def test_config_files_and_errors(tmp_path):
     good = tmp_path / "c.yaml"
-    good.write_text("stage: align\nmodel: {preset: tiny}\ndata: {train: [d/train.json], media_root: d}\noptim: {lr: {projector: 0.001}}\n")
+    good.write_text(
+        "stage: align\nmodel: {preset: tiny}\ndata: {train: [d/train.json], media_root: d}\n"
+        "optim: {lr: {projector: 0.001}}\n"
+    )
     cfg = load_train_config(good)
     assert cfg.trainable_modules() == ("projector",)
     assert cfg.data.train == [str(tmp_path / "d/train.json")] and cfg.data.media_root == str(tmp_path / "d")
@@ -125,7 +140,9 @@ def test_config_files_and_errors(tmp_path):
     assert cfg.model.path == str(tmp_path / "ckpt")
     bad = tmp_path / "bad.yaml"
     bad.write_text("stage: pretrain\nmodel: {preset: tiny}\noptim: {lr: {llm: 1}}\n")
-    with pytest.raises(ValueError, match=r"training config .*bad\.yaml: stage: .*; optim\.lr: .*unknown modules \['llm'\]"):
+    with pytest.raises(
+        ValueError, match=r"training config .*bad\.yaml: stage: .*; optim\.lr: .*unknown modules \['llm'\]"
+    ):
         load_train_config(bad)
     with pytest.raises(ValueError, match="exactly one of model.path"):
         TrainConfig.model_validate({"model": {}})

@@ -33,10 +33,12 @@ def test_two_processes_match_one_process(tmp_path):
     cfg = make_config(data, tmp_path / "two", steps=3, batch=4)
     single = train(make_config(data, tmp_path / "one", steps=3, batch=4), progress=False)
     config = write_yaml(cfg, tmp_path / "c.yaml")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "recot.cli", "train", "--config", str(config),
-              "--no-progress"]  # fmt: skip
-    done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=300)
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "recot.cli", "train", "--config", str(config), "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("usable rows") == 1  # the data are checked once, on the main process
     saved = sorted(p.name for p in latest_checkpoint(tmp_path / "two").iterdir())
@@ -80,4 +82,6 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     b = VideoXLPro.from_pretrained(tmp_path / "killed" / MODEL_DIR).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     # Only complete checkpoints remain (the latest one; no torn temporary folder after the resumed run).
-    assert [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir() if p.name != "latest"] == [f"step-{steps:08d}"]
+    assert [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir() if p.name != "latest"] == [
+        f"step-{steps:08d}"
+    ]

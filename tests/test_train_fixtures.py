@@ -12,6 +12,7 @@ from PIL import Image
 
 from recot.train.config import TrainConfig
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread (two threads spin against each other on a shared 2-core machine)."""
@@ -24,6 +25,10 @@ def one_thread():
 ANSWERS = ["a red ball", "two blue cubes", "nothing moves", "a green line"]
 
 
+def turns(question: str, answer: str) -> list[dict]:
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
 def make_dataset(root: Path, rows: int = 4, with_text_row: bool = True, with_image_row: bool = False) -> Path:
     """``root/train.json``: ``rows`` video rows (4 videos), optionally a text-only and an image row."""
     root.mkdir(parents=True, exist_ok=True)
@@ -31,22 +36,22 @@ def make_dataset(root: Path, rows: int = 4, with_text_row: bool = True, with_ima
         if not (root / f"v{i}.mp4").exists():
             write_video(root / f"v{i}.mp4", num_frames=8, size=(32, 24), fps=8, seed=i)
     data = [
-        {"id": f"s{i}", "video": f"v{i % 4}.mp4",
-         "conversations": [{"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": ANSWERS[i % 4]}]}
+        {"id": f"s{i}", "video": f"v{i % 4}.mp4", "conversations": turns("<image>\nWhat is shown?", ANSWERS[i % 4])}
         for i in range(rows)
-    ]  # fmt: skip
+    ]
     if with_text_row:
-        data.append({"id": "t", "conversations": [{"from": "human", "value": "Say hi"}, {"from": "gpt", "value": "hi"}]})
+        data.append({"id": "t", "conversations": turns("Say hi", "hi")})
     if with_image_row:
         Image.new("RGB", (20, 20), (200, 10, 10)).save(root / "red.png")
-        data.append({"id": "img", "image": "red.png",
-                     "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]})  # fmt: skip
+        data.append({"id": "img", "image": "red.png", "conversations": turns("<image>\nColour?", "red")})
     path = root / "train.json"
     path.write_text(json.dumps(data, indent=1))
     return path
 
 
-def make_config(data_file: Path, out: Path, stage: str = "sft", steps: int = 4, batch: int = 4, **overrides) -> TrainConfig:
+def make_config(
+    data_file: Path, out: Path, stage: str = "sft", steps: int = 4, batch: int = 4, **overrides
+) -> TrainConfig:
     """A tiny-preset config that trains fast on the CPU; dict overrides merge into their section."""
     data = data_file
     raw = {
@@ -57,7 +62,9 @@ def make_config(data_file: Path, out: Path, stage: str = "sft", steps: int = 4, 
         "data": {"train": [str(data)], "media_root": str(data.parent), "fps": 8, "max_frames": 4},
         "optim": {
             "steps": steps, "batch_size": batch, "warmup_steps": 1,
-            "lr": {"projector": 1e-2, "language_model": 3e-3, "compressor": 1e-3, "selector": 1e-3, "vision_tower": 1e-4},
+            "lr": {
+                "projector": 1e-2, "language_model": 3e-3, "compressor": 1e-3, "selector": 1e-3, "vision_tower": 1e-4,
+            },
         },
     }  # fmt: skip
     for key, value in overrides.items():

@@ -13,10 +13,10 @@ from test_train_fixtures import make_config, make_dataset, one_thread, write_yam
 from recot.cli import main
 from recot.model.checkpoint import CheckpointError
 from recot.model.videoxl_pro import VideoXLPro
-from recot.train.data import Sample, tokenize_conversation
+from recot.train.data import Sample, load_dataset, tokenize_conversation
 from recot.train.forward import encode_frames
 from recot.train.stages import load_base_model, merge_lora, parameter_groups, prepare_stage
-from recot.train.trainer import MODEL_DIR, keep_ratio_for, latest_checkpoint, train
+from recot.train.trainer import MODEL_DIR, global_batch, keep_ratio_for, latest_checkpoint, train
 
 
 def state(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -50,7 +50,9 @@ def test_selector_never_sees_the_answer():
         sample = Sample("f", 1, "s", "x.mp4", "video", None, [("<image>\nWhat is shown?", answer)], {})
         tok = tokenize_conversation(sample, processor)
         found: dict = {}
-        model.embed_inputs(tok.input_ids, encoded, inputs["time_sequence_ids"], 0.8, labels=tok.labels, intermediates=found)
+        model.embed_inputs(
+            tok.input_ids, encoded, inputs["time_sequence_ids"], 0.8, labels=tok.labels, intermediates=found
+        )
         results.append(found)
     assert torch.equal(results[0]["selector_scores"], results[1]["selector_scores"])
     assert torch.equal(results[0]["kept_visual_indices"], results[1]["kept_visual_indices"])
@@ -71,6 +73,16 @@ def test_align_trains_only_the_projector(tmp_path):
     assert losses[-1] < losses[0] - 0.02 and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     keep = [np.mean([keep_ratio_for(0, p, 0.7, 0.99) for p in range(4 * s, 4 * s + 4)]) for s in range(8)]
     np.testing.assert_allclose([r["keep_ratio"] for r in rows], keep, rtol=1e-12)
+    # LLM tokens of step 1: per sample the prompt and answer, the group's timestamp text and the kept visual tokens.
+    _, processor = load_base_model(cfg)
+    samples, _ = load_dataset(cfg.data.train, cfg.data.media_root)
+    expected = 0
+    for index, position in global_batch(4, 0, 0, 4):
+        ids = tokenize_conversation(samples[index], processor).input_ids
+        time_ids = processor.time_sequence_ids([0.0])  # 4 frames at 8 fps: one group at 0 s
+        visual = processor.config.tokens_per_group
+        expected += len(ids) - 1 + len(time_ids) - visual + int(visual * keep_ratio_for(0, position, 0.7, 0.99))
+    assert rows[0]["llm_tokens"] == expected
     saved = VideoXLPro.from_pretrained(tmp_path / "run" / MODEL_DIR)
     after = state(saved)
     changed = sorted({k.split(".")[0] for k in before if not torch.equal(before[k], after[k])})
@@ -81,7 +93,9 @@ def test_align_trains_only_the_projector(tmp_path):
 
 
 def test_per_module_learning_rates(tmp_path):
-    cfg = make_config(tmp_path / "x.json", tmp_path / "run", stage="sft", train_vision_tower=True, optim={"weight_decay": 0.1})
+    cfg = make_config(
+        tmp_path / "x.json", tmp_path / "run", stage="sft", train_vision_tower=True, optim={"weight_decay": 0.1}
+    )
     model, _ = load_base_model(cfg)
     groups = parameter_groups(prepare_stage(model, cfg), cfg)
     lrs = {g["name"]: (g["lr"], g["weight_decay"]) for g in groups}
@@ -177,7 +191,9 @@ def test_cli_reports_bad_rows_and_strict_stops(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 usable rows, 1 bad rows left out" in printed and f"{data}:{line}: video " in printed
     assert (tmp_path / "run" / "bad_rows.txt").read_text().startswith(f"{data}:{line}: video {tmp_path}/data/gone.mp4")
-    assert main(["train", "--config", str(config), "--no-progress", "--strict", "--output-dir", str(tmp_path / "r2")]) == 1
+    assert (
+        main(["train", "--config", str(config), "--no-progress", "--strict", "--output-dir", str(tmp_path / "r2")]) == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith(f"recot train: error: {data}:{line}: video ") and "Traceback" not in err
     (tmp_path / "bad.yaml").write_text("stage: nope\n")
@@ -192,7 +208,7 @@ def test_vision_feature_cache_gives_the_same_run_and_skips_decoding(tmp_path, mo
     cached = train(cached_cfg, progress=False)
     assert [r["loss"] for r in cached] == pytest.approx([r["loss"] for r in plain], rel=1e-6)
     assert len(list((tmp_path / "cached" / "features").glob("*.safetensors"))) == 5  # 4 videos + 1 image
-    import recot.train.features as features
+    from recot.train import features
 
     monkeypatch.setattr(features, "load_frames", lambda *a: pytest.fail("decoded a cached video"))
     again = train(make_config(data, tmp_path / "again", steps=2, batch=3, data={"feature_cache": True,

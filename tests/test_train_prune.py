@@ -9,8 +9,8 @@ import pytest
 from engine_fixtures import tiny_model, write_video
 from test_train_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
-import recot.train.prune as prune
 from recot.cli import main
+from recot.train import prune
 from recot.train.data import Sample
 from recot.train.prune import PruneOptions, SampleScores, select, temporal_change, trigram_jaccard, video_embedding
 
@@ -39,7 +39,9 @@ def test_selection_rules():
     # A budget drops more, most redundant first; the result is deterministic.
     tight = select(samples, scores, emb, PruneOptions(budget=0.5, stratum_floor=0.0))
     assert sum(d.kept for d in tight) == 4 and all(not d.kept for d in tight if d.reasons and d.reasons[0] != "budget")
-    assert [d.kept for d in tight] == [d.kept for d in select(samples, scores, emb, PruneOptions(budget=0.5, stratum_floor=0.0))]
+    assert [d.kept for d in tight] == [
+        d.kept for d in select(samples, scores, emb, PruneOptions(budget=0.5, stratum_floor=0.0))
+    ]
     # A stratum whose samples are all flagged keeps its floor.
     all_static = [SampleScores(f"k{i}", 0.0 if i < 4 else 1.0, 30.0, 0.1) for i in range(8)]
     typed = [sample(i, question=f"q{i}", task="counting" if i < 4 else "ocr") for i in range(8)]
@@ -90,7 +92,7 @@ def test_prune_command_is_deterministic_and_resumes_from_the_score_cache(tmp_pat
         write_video(media / f"v{i}.mp4", num_frames=16, size=(32, 24), fps=8, seed=i)
     shutil.copy(media / "v0.mp4", media / "copy.mp4")
     write_static_video(media / "still.mp4")
-    conv = lambda q, a: [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
+    conv = lambda q, a: [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]
     rows = [
         {"id": "a", "video": "v0.mp4", "conversations": conv("What moves?", "a bar")},
         {"id": "b", "video": "v1.mp4", "conversations": conv("What moves?", "a ball")},

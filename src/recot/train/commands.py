@@ -49,7 +49,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--decisions", type=Path, help="per-sample decisions JSONL (default: OUT with .decisions.jsonl)")
     q.add_argument("--budget", type=float, default=1.0, help="largest share of samples to keep, in (0, 1] (default 1)")
     q.add_argument("--media-root", type=Path, help="folder that media paths are relative to (default: the file's)")
-    q.add_argument("--model", type=Path, help="checkpoint for the encodings and the text-only pass (default: untrained)")
+    q.add_argument(
+        "--model", type=Path, help="checkpoint for the encodings and the text-only pass (default: untrained)"
+    )
     q.add_argument("--fps", type=float, default=1.0, help="frames a second for the encodings")
     q.add_argument("--max-frames", type=int, default=64)
     q.add_argument("--cache-dir", type=Path, help="encode cache root (default: $RECOT_CACHE_DIR or the user cache)")

@@ -77,7 +77,9 @@ class OptimSection(_Section):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1, description="global: samples per optimizer step over all processes")
     micro_batch_size: int = Field(1, ge=1, description="samples per forward pass (the LLM pads them into one batch)")
-    lr: dict[str, float] = Field(default_factory=dict, description="per module: vision_tower, compressor, projector, selector, language_model")
+    lr: dict[str, float] = Field(
+        default_factory=dict, description="per module: vision_tower, compressor, projector, selector, language_model"
+    )
     default_lr: float = 2e-5
     weight_decay: float = 0.0
     warmup_steps: int = Field(0, ge=0)

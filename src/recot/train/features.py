@@ -33,7 +33,9 @@ class VisionFeatureCache:
         self.fps, self.max_frames = fps, max_frames
         tower = tensor_digest(dict(model.vision_tower.state_dict()))
         config = model.config
-        self.identity = f"{tower}|{model.dtype}|{config.image_size}|{config.grid_size}|{config.official_compat}|{fps}|{max_frames}"
+        self.identity = (
+            f"{tower}|{model.dtype}|{config.image_size}|{config.grid_size}|{config.official_compat}|{fps}|{max_frames}"
+        )
 
     def key(self, media: Path) -> str:
         (self.root / "digests").mkdir(parents=True, exist_ok=True)
@@ -41,7 +43,7 @@ class VisionFeatureCache:
         return hashlib.sha256(f"{digest}|{self.identity}".encode()).hexdigest()[:40]
 
     def get(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
-        """(grouped features (G, C, 4, g, g), group timestamps (G,)) of the sample's media, from the cache or computed."""
+        """Grouped features (G, C, 4, g, g) and group timestamps (G,) of the sample's media, cached or computed."""
         assert sample.media is not None
         path = self.root / f"{self.key(sample.media)}.safetensors"
         if path.is_file():
@@ -49,7 +51,9 @@ class VisionFeatureCache:
                 stored = load_file(str(path))
                 return stored["grouped"], stored["group_timestamps"]
             except (SafetensorError, OSError, KeyError) as exc:
-                warnings.warn(f"vision feature cache {path} of {sample.media} is unreadable ({exc}); recomputing", stacklevel=2)
+                warnings.warn(
+                    f"vision feature cache {path} of {sample.media} is unreadable ({exc}); recomputing", stacklevel=2
+                )
         frames, times = load_frames(sample, self.model.config.image_size, self.fps, self.max_frames)
         grouped = vision_features(self.model, torch.from_numpy(frames)).cpu().contiguous()
         order = group_frame_order(len(times), self.model.config.frames_per_group)

@@ -62,7 +62,9 @@ def vision_features(model: VideoXLPro, frames: torch.Tensor) -> torch.Tensor:
     config = model.config
     order = torch.tensor(group_frame_order(frames.shape[0], config.frames_per_group))
     with torch.no_grad():
-        return torch.cat([_vision(model, frames[idx]) for idx in order.split(config.compressor_batch_size * config.frames_per_group)])
+        return torch.cat(
+            [_vision(model, frames[idx]) for idx in order.split(config.compressor_batch_size * config.frames_per_group)]
+        )
 
 
 def _vision(model: VideoXLPro, frames_uint8: torch.Tensor) -> torch.Tensor:
@@ -128,13 +130,15 @@ def encode_frames(
 
 
 class TrainingForward(nn.Module):
-    """``forward(samples)`` -> (summed answer-token loss, number of answer tokens) for a micro-batch.
+    """``forward(samples)`` -> (summed answer-token loss, answer tokens, LLM input tokens) for a micro-batch.
 
     ``module`` is the model or its peft wrapper (kept as a submodule so that
     DDP/FSDP/DeepSpeed wrap every parameter); ``model`` is the :class:`VideoXLPro` inside it.
     """
 
-    def __init__(self, module: nn.Module, model: VideoXLPro, encoder_checkpointing: bool, max_visual_tokens: int | None) -> None:
+    def __init__(
+        self, module: nn.Module, model: VideoXLPro, encoder_checkpointing: bool, max_visual_tokens: int | None
+    ) -> None:
         super().__init__()
         self.module = module
         self._model = [model]  # a list: not registered twice
@@ -161,7 +165,7 @@ class TrainingForward(nn.Module):
         )
         return embeds[0], labels[0]
 
-    def forward(self, samples: list[ModelInput]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, samples: list[ModelInput]) -> tuple[torch.Tensor, torch.Tensor, int]:
         embedded = [self.embed(s) for s in samples]
         length = max(e.shape[0] for e, _ in embedded)
         dim = embedded[0][0].shape[1]
@@ -182,4 +186,4 @@ class TrainingForward(nn.Module):
         picked = targets != IGNORE_INDEX
         logits = lm.lm_head(hidden[:, :-1][picked]).float()
         loss_sum = F.cross_entropy(logits, targets[picked], reduction="sum")
-        return loss_sum, picked.sum()
+        return loss_sum, picked.sum(), int(attention.sum())

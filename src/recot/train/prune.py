@@ -195,7 +195,10 @@ def select(
             cos = matrix[:row] @ matrix[row]
             for col in np.flatnonzero(cos >= options.duplicate_cos):
                 j = with_video[col]
-                if "duplicate" not in decisions[j].reasons and trigram_jaccard(questions[i], questions[j]) >= options.duplicate_question:
+                if (
+                    "duplicate" not in decisions[j].reasons
+                    and trigram_jaccard(questions[i], questions[j]) >= options.duplicate_question
+                ):
                     decisions[i].reasons.append("duplicate")
                     decisions[i].detail["duplicate_of"] = samples[j].where
                     decisions[i].detail["video_cos"] = round(float(cos[col]), 4)
@@ -342,7 +345,9 @@ def prune_file(
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows))
     else:
         atomic_write_text(out, json.dumps(kept_rows, ensure_ascii=False, indent=1) + "\n")
-    atomic_write_text(decisions_path, "".join(json.dumps(d.__dict__, ensure_ascii=False) + "\n" for d in result.decisions))
+    atomic_write_text(
+        decisions_path, "".join(json.dumps(d.__dict__, ensure_ascii=False) + "\n" for d in result.decisions)
+    )
     atomic_write_text(report, render_report(data, out, result))
     kept = sum(d.kept for d in result.decisions)
     return (
@@ -359,12 +364,16 @@ def render_report(data: Path, out: Path, result: PruneResult) -> str:
     lines = [
         f"# Pruning report: {data.name}",
         "",
-        f"Kept **{len(kept)} of {len(ds)}** usable samples ({len(kept) / len(ds):.1%}) into `{out}`; "
-        f"budget {o.budget:g}; {len(result.bad)} bad rows left out.",
+        (
+            f"Kept **{len(kept)} of {len(ds)}** usable samples ({len(kept) / len(ds):.1%}) into `{out}`; "
+            f"budget {o.budget:g}; {len(result.bad)} bad rows left out."
+        ),
         "",
-        f"Thresholds: duplicate video cosine >= {o.duplicate_cos}, same question (trigram Jaccard >= "
-        f"{o.duplicate_question}); static if token change < {o.static_ratio} x median; text-answerable if the "
-        f"text-only answer probability >= {o.text_prob}; every stratum keeps >= {o.stratum_floor:.0%}.",
+        (
+            f"Thresholds: duplicate video cosine >= {o.duplicate_cos}, same question (trigram Jaccard >= "
+            f"{o.duplicate_question}); static if token change < {o.static_ratio} x median; text-answerable if the "
+            f"text-only answer probability >= {o.text_prob}; every stratum keeps >= {o.stratum_floor:.0%}."
+        ),
         "",
         "## Dropped, by first reason",
         "",

@@ -100,16 +100,20 @@ def prepare_stage(model: VideoXLPro, cfg: TrainConfig) -> StagedModel:
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=lora_target_regex(cfg, model.config.compressor_stages),
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=lora_target_regex(cfg, model.config.compressor_stages),
         )
         with torch.random.fork_rng(devices=[]):  # adapter init from the run's seed, independent of call order
             torch.manual_seed(cfg.seed)
             module = get_peft_model(model, lora)
         model = module.base_model.model  # type: ignore[assignment]
+    # With LoRA, the LLM (and with lora.compressor the compressor) learns through its adapters only.
+    adapted = {"language_model", "compressor"} if cfg.lora.compressor else {"language_model"}
     for name in MODULES:
-        if name in trained and not (cfg.lora.enabled and name == "language_model"):
-            if not (cfg.lora.enabled and cfg.lora.compressor and name == "compressor"):
-                getattr(model, name).requires_grad_(True)
+        if name in trained and not (cfg.lora.enabled and name in adapted):
+            getattr(model, name).requires_grad_(True)
     if cfg.lora.enabled:  # adapters learn; the layers they sit on stay frozen
         for n, p in model.named_parameters():
             if "lora_" in n:
@@ -135,7 +139,7 @@ def module_of(name: str) -> str:
 
 
 def parameter_groups(staged: StagedModel, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups: per module its learning rate; weight decay only on matrices (not biases, norms, LoRA-free vectors)."""
+    """AdamW groups: per module its learning rate; weight decay on matrices only (not on biases and norms)."""
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in staged.trainable_named_parameters():
         groups.setdefault((module_of(name), p.dim() >= 2), []).append(p)

@@ -55,7 +55,8 @@ from recot.train.stages import StagedModel, load_base_model, merge_lora, paramet
 from recot.training_utils import MetricsLog, warmup_cosine
 
 METRIC_FIELDS = [
-    "step", "loss", "answer_tokens", "llm_tokens", "keep_ratio", "grad_norm", "lr", "samples_per_s", "tokens_per_s", "seconds",
+    "step", "loss", "answer_tokens", "llm_tokens", "keep_ratio", "grad_norm", "lr",
+    "samples_per_s", "tokens_per_s", "seconds",
 ]  # fmt: skip
 MODEL_DIR = "model"
 CHECKPOINTS = "checkpoints"
@@ -114,7 +115,9 @@ class Dataset:
     digest: str
 
 
-def prepare_dataset(cfg: TrainConfig, processor: VideoXLProProcessor, accelerator, out: Path, progress: bool) -> Dataset:
+def prepare_dataset(
+    cfg: TrainConfig, processor: VideoXLProProcessor, accelerator, out: Path, progress: bool
+) -> Dataset:
     """Validate the data on the main process (bad rows reported and written to ``bad_rows.txt``); the others
     read the list of usable rows it wrote. Raises :class:`DataError` (strict mode, or no usable row)."""
     index_file = out / "data_index.json"
@@ -129,7 +132,10 @@ def prepare_dataset(cfg: TrainConfig, processor: VideoXLProProcessor, accelerato
             samples, bad, error = [], [], str(exc)
         write_bad_rows(out / BAD_ROWS_FILE, bad)
         atomic_write_text(index_file, json.dumps({"rows": [[s.file, s.line] for s in samples], "error": error}))
-        print(f"data: {len(samples)} usable rows, {len(bad)} bad rows left out" + (f" (listed in {out / BAD_ROWS_FILE})" if bad else ""))
+        print(
+            f"data: {len(samples)} usable rows, {len(bad)} bad rows left out"
+            + (f" (listed in {out / BAD_ROWS_FILE})" if bad else "")
+        )
         for b in bad[:10]:
             print(f"  {b}")
         if len(bad) > 10:
@@ -153,8 +159,8 @@ def prepare_dataset(cfg: TrainConfig, processor: VideoXLProProcessor, accelerato
 
 def _accelerator(cfg: TrainConfig):
     from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.utils import GradientAccumulationPlugin
     from accelerate.state import PartialState
+    from accelerate.utils import GradientAccumulationPlugin
 
     world = PartialState().num_processes
     per_rank, rem = divmod(cfg.optim.batch_size, world)
@@ -210,7 +216,9 @@ def _save_checkpoint(accelerator, out: Path, step: int, cfg: TrainConfig, data_d
     accelerator.wait_for_everyone()
 
 
-def _save_model(accelerator, wrapper, staged: StagedModel, processor: VideoXLProProcessor, cfg: TrainConfig, out: Path) -> None:
+def _save_model(
+    accelerator, wrapper, staged: StagedModel, processor: VideoXLProProcessor, cfg: TrainConfig, out: Path
+) -> None:
     """``save_pretrained`` of the trained model (LoRA merged) into ``<out>/model`` on the main process."""
     from accelerate.utils import DistributedType
 
@@ -228,7 +236,9 @@ def _save_model(accelerator, wrapper, staged: StagedModel, processor: VideoXLPro
     accelerator.wait_for_everyone()
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> list[dict[str, float]]:
+def train(
+    cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None
+) -> list[dict[str, float]]:
     """Run a training stage; returns this run's metric rows (global values per step).
 
     Args:
@@ -269,7 +279,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     if checkpoint is not None:
         meta = json.loads((checkpoint / "meta.json").read_text())
         if meta["data_digest"] != data.digest:
-            raise ValueError(f"the training data changed since checkpoint {checkpoint}; resuming would not continue the same run")
+            raise ValueError(
+                f"the training data changed since checkpoint {checkpoint}; resuming would not continue the same run"
+            )
         accelerator.load_state(str(checkpoint))
         start = int(meta["step"])
         if accelerator.is_main_process:
@@ -283,9 +295,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     low, high = cfg.keep_ratio_range
     features = None
     if cfg.data.feature_cache:
-        features = VisionFeatureCache(cfg.data.feature_cache_dir or out / "features", staged.model, cfg.data.fps, cfg.data.max_frames)
+        features = VisionFeatureCache(
+            cfg.data.feature_cache_dir or out / "features", staged.model, cfg.data.fps, cfg.data.max_frames
+        )
     rows: list[dict[str, float]] = []
-    bar = tqdm(total=o.steps, initial=start, desc=f"train ({cfg.stage})", disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(
+        total=o.steps,
+        initial=start,
+        desc=f"train ({cfg.stage})",
+        disable=not (progress and accelerator.is_main_process),
+    )
     for step in range(start, end):
         started = time.perf_counter()
         batch = global_batch(len(data.samples), cfg.seed, step, o.batch_size)
@@ -295,11 +314,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         grad_norm = torch.zeros(())
         for m in range(accumulation):
             inputs = [
-                model_input(data.samples[i], data.tokens[i], processor, cfg, keep_ratio_for(cfg.seed, pos, low, high), features)
+                model_input(
+                    data.samples[i], data.tokens[i], processor, cfg, keep_ratio_for(cfg.seed, pos, low, high), features
+                )
                 for i, pos in mine[m * o.micro_batch_size : (m + 1) * o.micro_batch_size]
             ]
             with accelerator.accumulate(wrapper):
-                loss_sum, _ = wrapper(inputs)
+                loss_sum, _, llm_tokens = wrapper(inputs)
                 if not loss_sum.requires_grad:
                     # Nothing trained was used (e.g. text-only rows in the align stage): a zero gradient,
                     # so that every process still takes part in the gradient reduction.
@@ -312,7 +333,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
                 optimizer.step()
                 optimizer.zero_grad()
             totals[0] += loss_sum.detach().double()
-            totals[1] += sum(len(x.input_ids) for x in inputs)
+            totals[1] += llm_tokens
             totals[2] += sum(x.keep_ratio for x in inputs)
         if not accelerator.sync_gradients:
             raise RuntimeError("gradient accumulation lost step with the micro-batches")
