@@ -263,7 +263,6 @@ def train(
     data = prepare_dataset(cfg, processor, accelerator, out, progress)
     staged = prepare_stage(model, cfg)
     groups = parameter_groups(staged, cfg)
-    params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, betas=cfg.optim.betas)
     o = cfg.optim
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, o.steps, o.min_lr_ratio))
@@ -272,6 +271,7 @@ def train(
     if accelerator.state.deepspeed_plugin is not None:  # no data loader is prepared, so DeepSpeed is told directly
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = o.micro_batch_size
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+    params = [p for p in wrapper.parameters() if p.requires_grad]  # as wrapped (FSDP replaces them)
     accelerator.register_for_checkpointing(scheduler)
 
     start = 0
