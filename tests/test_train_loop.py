@@ -216,3 +216,15 @@ def test_vision_feature_cache_gives_the_same_run_and_skips_decoding(tmp_path, mo
     assert [r["loss"] for r in again] == [r["loss"] for r in cached]
     with pytest.raises(ValueError, match="frozen vision tower"):
         make_config(data, tmp_path / "x", train_vision_tower=True, data={"feature_cache": True})
+
+
+def test_sft_can_train_the_vision_tower(tmp_path):
+    data = make_dataset(tmp_path / "data", rows=2, with_text_row=False)
+    cfg = make_config(data, tmp_path / "run", steps=1, batch=2, train_vision_tower=True)
+    base, _ = load_base_model(cfg)
+    before = state(base, "vision_tower.")
+    train(cfg, progress=False)
+    after = state(VideoXLPro.from_pretrained(tmp_path / "run" / MODEL_DIR), "vision_tower.")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "vision_tower.siglip.embeddings.patch_embedding.weight" in changed
+    assert not any("post_layernorm" in k for k in changed)  # never used in the forward: untouched
