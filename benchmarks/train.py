@@ -15,7 +15,7 @@ with a model whose LLM was first taught the "facts" (text-only ``recot train``).
 Reported: the share of each kind of redundant sample removed, and of useful samples removed.
 
     python benchmarks/train.py                        # both parts; writes benchmarks/results/train.{json,md}
-    python benchmarks/train.py --part throughput --frames 16 64
+    python benchmarks/train.py --part throughput --frames 16 64   # re-measure some rows, keep the others
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def build_pruning_set(
     rows, kinds, copies = [], {}, {}
 
     def add(kind: str, row: dict) -> None:
-        row["id"] = f"{kind}-{len(rows)}"
+        row["id"] = f"s{len(rows):02d}"
         kinds[row["id"]] = kind
         rows.append(row)
 
@@ -193,10 +193,13 @@ def build_pruning_set(
         add("useful", conversation(VIDEO_QUESTIONS[i % 4], answer, f"u{i}.mp4"))
     for k in range(per_kind):  # another question about a video already in the set: a new lesson
         i = k * (useful // per_kind) + 1
-        add("useful", conversation(VIDEO_QUESTIONS[(i + 2) % 4], f"answer {k} about clip {i}", f"u{i}.mp4"))
+        add(
+            "useful: 2nd question",
+            conversation(VIDEO_QUESTIONS[(i + 2) % 4], f"answer {k} about clip {i}", f"u{i}.mp4"),
+        )
     for k in range(per_kind):  # slow, quiet clips: low change, still a video
         write_moving_video(media / f"slow{k}.mp4", seed=400 + k, num_frames=32, speed=0.7)
-        add("useful", conversation(VIDEO_QUESTIONS[k % 4], f"a slow square {k}", f"slow{k}.mp4"))
+        add("useful: slow motion", conversation(VIDEO_QUESTIONS[k % 4], f"a slow square {k}", f"slow{k}.mp4"))
     for k in range(per_kind):  # the same video re-encoded at another quality, asked the same question
         i = k * (useful // per_kind)
         write_moving_video(media / f"dup{k}.mp4", seed=100 + i, num_frames=32, crf=30)
@@ -265,12 +268,15 @@ def run_pruning(work: Path) -> dict:
     k = by_kind["useful"]
     k["total"] += len(originals)  # every original is useful; it is lost only if both copies went
     k["removed"] += sum(1 for c, o in copies.items() if not kept[c] and not kept[o])
-    redundant = [k for name, k in by_kind.items() if name != "useful"]
+    redundant = [k for name, k in by_kind.items() if not name.startswith("useful")]
+    useful = [k for name, k in by_kind.items() if name.startswith("useful")]
     removed_redundant = sum(k["removed"] for k in redundant) / sum(k["total"] for k in redundant)
-    removed_useful = by_kind["useful"]["removed"] / by_kind["useful"]["total"]
-    wrong = [{"id": d["id"], "kind": kinds[d["id"]], "kept": d["kept"], "reasons": d["reasons"], "detail": d["detail"]}
-             for d in decisions if d["kept"] == (kinds[d["id"]] != "useful") and d["id"] not in copies
-             and d["id"] not in copies.values()]  # fmt: skip
+    removed_useful = sum(k["removed"] for k in useful) / sum(k["total"] for k in useful)
+    wrong = [
+        {"id": d["id"], "kind": kinds[d["id"]], "kept": d["kept"], "reasons": d["reasons"], "detail": d["detail"]}
+        for d in decisions
+        if d["kept"] != kinds[d["id"]].startswith("useful") and d["id"] not in copies and d["id"] not in copies.values()
+    ]
     shutil.copy(work / "report.md", RESULTS / "train_pruning_report.md")
     return {
         "samples": len(decisions),
@@ -339,9 +345,13 @@ def main() -> None:
     previous = json.loads((RESULTS / "train.json").read_text()) if (RESULTS / "train.json").is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        throughput = (
-            run_throughput(args.frames, work) if args.part in ("throughput", "all") else previous.get("throughput", [])
-        )
+        throughput = previous.get("throughput", [])
+        if args.part in ("throughput", "all"):
+            fresh = run_throughput(args.frames, work)
+            # New measurements replace the old ones of the same configuration; the others stay.
+            redone = {(r["frames"], r["gradient_checkpointing"]) for r in fresh}
+            throughput = [r for r in throughput if (r["frames"], r["gradient_checkpointing"]) not in redone] + fresh
+            throughput.sort(key=lambda r: (r["frames"], not r["gradient_checkpointing"]))
         pruning = None
         if args.part in ("pruning", "all"):
             (work / "pruning").mkdir()

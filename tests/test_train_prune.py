@@ -65,7 +65,11 @@ def test_signals():
 
     moving = torch.tensor(rng.normal(size=(5, 9, 16)))
     static = moving[:1].repeat(5, 1, 1)
-    assert temporal_change(static) == pytest.approx(0.0, abs=1e-7) and temporal_change(moving) > 0.5
+    assert temporal_change(static) == pytest.approx(0.0, abs=1e-6) and temporal_change(moving) > 0.5
+    # One token of 9 changes (a small object moving in a still scene): the change is that token's, not 1/9 of it.
+    local = static.clone()
+    local[1::2, 4] = -local[1::2, 4]
+    assert temporal_change(local) == pytest.approx(2.0, rel=1e-5)
     e = video_embedding(moving)
     assert e.shape == (8 * 16,) and np.linalg.norm(e) == pytest.approx(1.0)
     assert float(video_embedding(moving * 1.01 + 1e-4) @ e) > 0.999

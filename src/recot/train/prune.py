@@ -6,9 +6,9 @@ Signals, per sample (scalars cached in a JSONL score file, so a rerun resumes):
   time-resampled compressed-token embeddings >= ``duplicate_cos``, read from the
   encode cache) *and* it asks the same question (character-trigram Jaccard >=
   ``duplicate_question``).
-* **static**: the video's ReCoT tokens barely change from group to group (mean
-  ``1 - cos`` between consecutive groups below ``static_ratio`` x the data set's
-  median): one frame would answer its questions.
+* **static**: the video's ReCoT tokens barely change from group to group (the
+  largest per-position ``1 - cos`` between consecutive groups, averaged, below
+  ``static_ratio`` x the data set's median): one frame would answer its questions.
 * **text-answerable**: a text-only pass of the LLM (no video) already gives the
   reference answer a geometric-mean token probability >= ``text_prob``.
 
@@ -126,12 +126,17 @@ def video_embedding(tokens: torch.Tensor) -> np.ndarray:
 
 
 def temporal_change(tokens: torch.Tensor) -> float:
-    """Mean ``1 - cos`` between the (flattened) tokens of consecutive groups; 0 for a static or 1-group video."""
-    flat = tokens.float().flatten(1)
-    if flat.shape[0] < 2:
+    """How much the most changing token changes: per pair of consecutive groups the largest ``1 - cos`` between
+    the tokens at the same position, averaged over the pairs; 0 for a still or one-group video.
+
+    The largest, not the mean over positions: a small object moving in a still scene changes a few tokens,
+    and that is temporal information a mean over the whole frame would dilute away.
+    """
+    tokens = tokens.float()
+    if tokens.shape[0] < 2:
         return 0.0
-    cos = torch.nn.functional.cosine_similarity(flat[1:], flat[:-1], dim=1)
-    return float((1 - cos).clamp(min=0).mean())
+    cos = torch.nn.functional.cosine_similarity(tokens[1:], tokens[:-1], dim=2)  # (G - 1, P)
+    return float((1 - cos).clamp(min=0).amax(dim=1).mean())
 
 
 def text_only_probability(model, processor, sample: Sample) -> float:
