@@ -80,3 +80,21 @@ def write_yaml(cfg: TrainConfig, path: Path) -> Path:
 
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     return path
+
+
+def same_outputs(model_a: Path, model_b: Path, video: Path, rtol: float = 1e-3, atol: float = 1e-3) -> None:
+    """Assert that two saved models give the same logits for a question about ``video``.
+
+    Outputs, not weights: Adam turns rounding noise on parameters whose true gradient is zero (e.g. a bias
+    that the selector's min-max normalisation cancels) into lr-sized steps that change no output.
+    """
+    from recot.model.processor import VideoXLProProcessor
+    from recot.model.videoxl_pro import VideoXLPro
+    from recot.video import read_frames
+
+    a, b = VideoXLPro.from_pretrained(model_a), VideoXLPro.from_pretrained(model_b)
+    processor = VideoXLProProcessor.from_pretrained(model_a)
+    batch = read_frames(video, fps=8, max_frames=4, size=a.config.image_size)
+    inputs = processor("What is shown?", batch.frames, list(batch.timestamps))
+    with torch.no_grad():
+        torch.testing.assert_close(a(**inputs).logits, b(**inputs).logits, rtol=rtol, atol=atol)

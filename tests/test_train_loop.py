@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from engine_fixtures import tiny_model
-from test_train_fixtures import make_config, make_dataset, one_thread, write_yaml  # noqa: F401 (autouse fixture)
+from test_train_fixtures import make_config, make_dataset, one_thread, same_outputs, write_yaml  # noqa: F401 (autouse fixture)
 
 from recot.cli import main
 from recot.model.checkpoint import CheckpointError
@@ -228,3 +228,22 @@ def test_sft_can_train_the_vision_tower(tmp_path):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert "vision_tower.siglip.embeddings.patch_embedding.weight" in changed
     assert not any("post_layernorm" in k for k in changed)  # never used in the forward: untouched
+
+
+def test_accumulation_padding_and_checkpointing_do_not_change_the_run(tmp_path):
+    data = make_dataset(tmp_path / "data", rows=4, with_text_row=True, with_image_row=True)
+    # 4 micro-batches of 1 with checkpointing, against 2 padded micro-batches of 2 without.
+    a = train(make_config(data, tmp_path / "a", steps=2, batch=4), progress=False)
+    b = train(
+        make_config(
+            data, tmp_path / "b", steps=2, batch=4, gradient_checkpointing=False, optim={"micro_batch_size": 2}
+        ),
+        progress=False,
+    )
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=1e-5)
+    assert [r["llm_tokens"] for r in b] == [r["llm_tokens"] for r in a]
+    same_outputs(tmp_path / "a" / MODEL_DIR, tmp_path / "b" / MODEL_DIR, data.parent / "v0.mp4")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "a" / "tensorboard")).Reload()
+    np.testing.assert_allclose([e.value for e in events.Scalars("train/loss")], [r["loss"] for r in a], rtol=1e-6)

@@ -7,7 +7,7 @@ One process::
 Several, with ``accelerate`` (DDP; FSDP and DeepSpeed ZeRO-2/3 by config file)::
 
     accelerate launch --config_file configs/accelerate/ddp.yaml -m recot.cli train --config FILE
-    accelerate launch --cpu --num_processes 2 -m recot.cli train --config FILE      # CPU, gloo
+    torchrun --nproc_per_node 2 -m recot.cli train --config FILE                     # CPUs, gloo
 
 Pruning::
 
@@ -81,9 +81,9 @@ def run_train(args: argparse.Namespace) -> int:
         cfg.optim.steps = args.steps
     if args.strict:
         cfg.data.strict = True
-    from accelerate.state import PartialState
+    from recot.train.trainer import distributed_state
 
-    state = PartialState()
+    state = distributed_state()
     try:
         rows = train(cfg, resume=args.resume, progress=not args.no_progress)
     except DataError as exc:

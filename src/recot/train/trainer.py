@@ -157,12 +157,19 @@ def prepare_dataset(
     return Dataset(samples, tokens, digest.hexdigest())
 
 
+def distributed_state():
+    """accelerate's process state. Without a GPU it is told to use the CPU, so that processes started by
+    ``torchrun`` join one gloo group (accelerate otherwise sees each CPU process as a run of its own)."""
+    from accelerate.state import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _accelerator(cfg: TrainConfig):
     from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.state import PartialState
     from accelerate.utils import GradientAccumulationPlugin
 
-    world = PartialState().num_processes
+    world = distributed_state().num_processes
     per_rank, rem = divmod(cfg.optim.batch_size, world)
     if rem or per_rank % cfg.optim.micro_batch_size:
         raise ValueError(
@@ -174,6 +181,7 @@ def _accelerator(cfg: TrainConfig):
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     return Accelerator(
+        cpu=not torch.cuda.is_available(),
         mixed_precision="bf16" if precision == "bf16" else "no",
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False),
         # Text-only samples leave the selector unused; the post-layernorm is never used.
