@@ -37,6 +37,7 @@ COMMAND_MODULES: list[str] = [
     "recot.video.commands",
     "recot.engine.commands",
     "recot.pretrain.commands",
+    "recot.train.commands",
     "recot.eval.commands",
     "recot.serve.commands",
 ]
