@@ -237,9 +237,9 @@ def teach_facts(work: Path) -> Path:
 
 
 def run_pruning(work: Path) -> dict:
-    from recot.train.prune import PruneOptions, prune_file
-
     import torch
+
+    from recot.train.prune import PruneOptions, prune_file
 
     torch.set_num_threads(THREADS)
     data, kinds, copies = build_pruning_set(work)

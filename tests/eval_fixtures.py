@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from engine_fixtures import tiny_model
 
+from engine_fixtures import tiny_model
 from recot.engine import Answer, Timings
 from recot.eval.api import LoadedData, Task
 from recot.eval.runner import Evaluation, Shard

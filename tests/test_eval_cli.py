@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from engine_fixtures import tiny_model, write_video
 from eval_fixtures import write_json
-
 from recot import __version__
 from recot.cli import main
 from recot.data.sample_video import write_sample_video

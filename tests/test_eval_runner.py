@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from engine_fixtures import tiny_chat, write_video
 from eval_fixtures import write_json
-
 from recot.engine import FrameSampling, GenerationOptions
 from recot.eval.runner import PREDICTIONS, Evaluation, PredictionStore, RunDirError, read_predictions
 from recot.eval.tasks import make_task

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from engine_fixtures import write_video
 from eval_fixtures import printable_tiny_model, write_json
 

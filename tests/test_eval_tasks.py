@@ -10,9 +10,9 @@ import random
 from pathlib import Path
 
 import pytest
+
 from engine_fixtures import write_video
 from eval_fixtures import ScriptedChat, mlvu_original_rows, run_scripted, touch_videos, write_json, write_parquet
-
 from recot.eval.api import DataError, VideoContext
 from recot.eval.tasks import TASK_NAMES, make_task
 from recot.eval.tasks.videomme import read_srt, subtitles_at_frames

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from engine_fixtures import write_video
 from eval_fixtures import ScriptedChat, run_scripted
-
 from recot.eval.api import DataError
 from recot.eval.needle import (
     haystack_clip,

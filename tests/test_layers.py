@@ -41,7 +41,9 @@ def _imports(tree: ast.Module, top_level_only: bool) -> set[str]:
     found = set()
     for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("recot"):
-            found.add(node.module)
+            # ``from recot import __version__`` is the one name any module may take from the package front.
+            if node.module != "recot" or [a.name for a in node.names] != ["__version__"]:
+                found.add(node.module)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("recot")}
     return found

@@ -17,13 +17,13 @@ import numpy as np
 import openai
 import pytest
 import torch
-from engine_fixtures import write_video
 from PIL import Image
-from test_serve_fixtures import PHRASE, live_server, scripted_chat, wait_for_status
 
+from engine_fixtures import write_video
 from recot.engine import FrameSampling, GenerationOptions
 from recot.serve import ServeSettings, create_app
 from recot.serve.selection import group_selection
+from test_serve_fixtures import PHRASE, live_server, scripted_chat, wait_for_status
 
 KEY = "test-key-0123"
 MODEL = "tiny-test"

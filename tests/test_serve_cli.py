@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from engine_fixtures import tiny_model
 
+from engine_fixtures import tiny_model
 from recot.cli import main
 
 

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from engine_fixtures import tiny_model
 
+from engine_fixtures import tiny_model
 from recot.engine import EncodingCache, VideoChat
 
 PHRASE = "Lynx jumps."  # every character once: the next one follows from the current one alone

@@ -13,14 +13,14 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from engine_fixtures import write_video
-from test_serve_api import MODEL, expect_error, metric, video_message
-from test_serve_fixtures import PHRASE, live_server, scripted_chat, wait_for_status
 
+from engine_fixtures import write_video
 from recot.engine import GenerationOptions
 from recot.serve import ServeSettings, create_app
 from recot.serve.metrics import Metrics
 from recot.serve.worker import AnswerJob, Worker, WorkerStopped
+from test_serve_api import MODEL, expect_error, metric, video_message
+from test_serve_fixtures import PHRASE, live_server, scripted_chat, wait_for_status
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_serve_fixtures import PHRASE, live_server, scripted_chat
 
 from recot.data.sample_video import write_sample_video
 from recot.serve import ServeSettings, create_app
+from test_serve_fixtures import PHRASE, live_server, scripted_chat
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="the page test needs playwright (pip install playwright)"

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import make_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 from recot.config import VideoXLProConfig
 from recot.model.processor import VideoXLProProcessor
 from recot.model.tokenizer import build_byte_tokenizer
 from recot.train.config import TrainConfig, load_train_config
 from recot.train.data import IGNORE_INDEX, DataError, Sample, load_dataset, read_rows, tokenize_conversation
+from test_train_fixtures import make_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 
 def processor() -> VideoXLProProcessor:
@@ -31,7 +31,7 @@ def test_first_turn_is_the_inference_prompt_and_labels_cover_answers_only():
     ids = tok.input_ids.tolist()
     # Decode the labelled spans: exactly the two answers, each closed by <|im_end|>.
     spans, current = [], []
-    for i, label in zip(ids, tok.labels.tolist()):
+    for i, label in zip(ids, tok.labels.tolist(), strict=False):
         if label != IGNORE_INDEX:
             assert label == i
             current.append(i)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_fixtures import make_config, make_dataset, one_thread, same_outputs, write_yaml  # noqa: F401 (autouse fixture)
 
 from recot.model.videoxl_pro import VideoXLPro
 from recot.train.trainer import MODEL_DIR, latest_checkpoint, train
+from test_train_fixtures import make_config, make_dataset, one_thread, same_outputs, write_yaml  # noqa: F401 (autouse fixture)
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

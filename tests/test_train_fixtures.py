@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_fixtures import write_video
 from PIL import Image
 
+from engine_fixtures import write_video
 from recot.train.config import TrainConfig
 
 

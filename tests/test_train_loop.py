@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import tiny_model
-from test_train_fixtures import make_config, make_dataset, one_thread, same_outputs, write_yaml  # noqa: F401 (autouse fixture)
 
+from engine_fixtures import tiny_model
 from recot.cli import main
 from recot.model.checkpoint import CheckpointError
 from recot.model.videoxl_pro import VideoXLPro
@@ -17,6 +16,7 @@ from recot.train.data import Sample, load_dataset, tokenize_conversation
 from recot.train.forward import encode_frames
 from recot.train.stages import load_base_model, merge_lora, parameter_groups, prepare_stage
 from recot.train.trainer import MODEL_DIR, global_batch, keep_ratio_for, latest_checkpoint, train
+from test_train_fixtures import make_config, make_dataset, one_thread, same_outputs, write_yaml  # noqa: F401 (autouse fixture)
 
 
 def state(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:

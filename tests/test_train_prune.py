@@ -6,13 +6,13 @@ import shutil
 import av
 import numpy as np
 import pytest
-from engine_fixtures import tiny_model, write_video
-from test_train_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
+from engine_fixtures import tiny_model, write_video
 from recot.cli import main
 from recot.train import prune
 from recot.train.data import Sample
 from recot.train.prune import PruneOptions, SampleScores, select, temporal_change, trigram_jaccard, video_embedding
+from test_train_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 
 def sample(i: int, question: str = "What happens?", answer: str = "x", **extra) -> Sample:
@@ -96,7 +96,8 @@ def test_prune_command_is_deterministic_and_resumes_from_the_score_cache(tmp_pat
         write_video(media / f"v{i}.mp4", num_frames=16, size=(32, 24), fps=8, seed=i)
     shutil.copy(media / "v0.mp4", media / "copy.mp4")
     write_static_video(media / "still.mp4")
-    conv = lambda q, a: [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]
+    def conv(q, a):
+        return [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]
     rows = [
         {"id": "a", "video": "v0.mp4", "conversations": conv("What moves?", "a bar")},
         {"id": "b", "video": "v1.mp4", "conversations": conv("What moves?", "a ball")},

@@ -10,6 +10,7 @@ the videos folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -94,10 +95,8 @@ def string_list(row: dict[str, Any], name: str) -> list[str]:
     """``row[name]`` as a list of strings (a JSON-encoded list is accepted too), or :class:`RowError`."""
     value = row.get(name)
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
     if hasattr(value, "tolist"):  # numpy arrays from parquet readers
         value = value.tolist()
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):

@@ -78,7 +78,7 @@ def read_needle_file(path: Path) -> list[NeedleQuestion]:
     if len(lengths) != 1 or not data["needle"]:
         raise DataError(f"{path}: {', '.join(fields)} must be non-empty lists of the same length")
     needles = []
-    for question, answer, image in zip(data["retrieval_question"], data["answer"], data["needle"]):
+    for question, answer, image in zip(data["retrieval_question"], data["answer"], data["needle"], strict=False):
         if not re.fullmatch(r"[A-Z]", str(answer).strip()):
             raise DataError(f"{path}: answer {answer!r} of needle {image!r} is not an option letter")
         needles.append(NeedleQuestion(str(question), str(answer).strip(), str(image)))
@@ -129,7 +129,7 @@ def synthetic_needle_image(shape: str, rgb: tuple[int, int, int], size: int = 38
     elif shape == "star":
         angles = np.pi / 2 + np.arange(10) * np.pi / 5
         radii = np.where(np.arange(10) % 2 == 0, r, r * 0.4)
-        draw.polygon([(c + q * np.cos(a), c - q * np.sin(a)) for a, q in zip(angles, radii)], fill=rgb)
+        draw.polygon([(c + q * np.cos(a), c - q * np.sin(a)) for a, q in zip(angles, radii, strict=False)], fill=rgb)
     elif shape == "cross":
         w = r / 3
         draw.rectangle((c - w, c - r, c + w, c + r), fill=rgb)

@@ -405,7 +405,7 @@ def render_summary(results: dict[str, Any], outcome: RunOutcome) -> str:
             lines += ["", "## Accuracy per cell (rows: needle depth, columns: haystack frames)", ""]
             lines += ["| depth | " + " | ".join(str(f) for f in value["frames"]) + " |"]
             lines += ["|---:|" + "---:|" * len(value["frames"])]
-            for depth, row in zip(value["depths_percent"], value["accuracy"]):
+            for depth, row in zip(value["depths_percent"], value["accuracy"], strict=False):
                 lines += [f"| {depth:g}% | " + " | ".join("-" if v is None else f"{v:.2f}" for v in row) + " |"]
         elif isinstance(value, dict) and value and all(isinstance(v, dict) and "accuracy" in v for v in value.values()):
             lines += [

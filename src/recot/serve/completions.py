@@ -248,9 +248,7 @@ async def _wait(job: AnswerJob, request: Request, deadline: float) -> AnswerResu
         done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL_SECONDS)
         if done:
             break
-        if await request.is_disconnected():
-            job.cancelled.set()
-        elif time.monotonic() > deadline + 5.0:  # the worker stops at the deadline itself; this is a safety net
+        if await request.is_disconnected() or time.monotonic() > deadline + 5.0:
             job.cancelled.set()
     return future.result()
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -98,10 +99,8 @@ class Slots:
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:
     """Run ``callback`` on the event loop from another thread (dropped once the loop has closed)."""
-    try:
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:
-        pass
 
 
 def video_error(label: str, exc: VideoDecodeError) -> APIError:

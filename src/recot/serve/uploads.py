@@ -32,7 +32,7 @@ from recot.video import probe, read_frames
 
 VIDEO_ID = re.compile(r"vid-[0-9a-f]{24}")
 VIDEO_SUFFIXES = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .flv .wmv .3gp .ogv .gif .jpg .jpeg .png .webp .bmp".split()
+    [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp", ".ogv", ".gif", ".jpg", ".jpeg", ".png", ".webp", ".bmp"]
 )
 #: Bytes a text form field (``frames``, ``fps``...) may have.
 MAX_FIELD_BYTES = 1024

@@ -186,7 +186,7 @@ def select(
 ) -> list[Decision]:
     """Decide for every sample (see the module docstring); pure function of its inputs."""
     n = len(samples)
-    strata = [f"{task_type(s)} | {duration_bucket(sc.duration)}" for s, sc in zip(samples, scores)]
+    strata = [f"{task_type(s)} | {duration_bucket(sc.duration)}" for s, sc in zip(samples, scores, strict=False)]
     decisions = [Decision(i, s.id, s.where, strata[i], True, []) for i, s in enumerate(samples)]
 
     # (a) duplicates: a near-duplicate video asked the same question by an earlier sample.
@@ -211,13 +211,13 @@ def select(
     # (b) static video: token change far below the data set's median.
     changes = [sc.temporal_change for sc in scores if sc.temporal_change is not None]
     median = float(np.median(changes)) if changes else 0.0
-    for d, sc in zip(decisions, scores):
+    for d, sc in zip(decisions, scores, strict=False):
         if sc.temporal_change is not None:
             d.detail["temporal_change"] = round(sc.temporal_change, 6)
             if sc.temporal_change < options.static_ratio * median:
                 d.reasons.append("static")
     # (c) text-answerable.
-    for d, sc in zip(decisions, scores):
+    for d, sc in zip(decisions, scores, strict=False):
         if sc.text_prob is not None:
             d.detail["text_prob"] = round(sc.text_prob, 4)
             if sc.text_prob >= options.text_prob:
@@ -344,7 +344,7 @@ def prune_file(
         raise DataError(f"{data}: no usable row ({len(bad)} bad rows; the first: {bad[0] if bad else None})")
     sample_scores, embeddings = score_samples(samples, options, model_dir, cache_dir, ScoreCache(scores_path))
     result = PruneResult(select(samples, sample_scores, embeddings, options), bad, options)
-    kept_rows = [raw for raw, d in zip(raws, result.decisions) if d.kept]
+    kept_rows = [raw for raw, d in zip(raws, result.decisions, strict=False) if d.kept]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".jsonl":
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows))

@@ -40,7 +40,7 @@ POST_PROMPT = "Answer with the option's letter from the given choices directly.\
 
 def longvideobench_prompt(question: str, options: list[str]) -> str:
     """lmms-eval's ``longvideobench_val_v`` prompt (no "Question: " prefix)."""
-    lettered = "\n".join(f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options))
+    lettered = "\n".join(f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options, strict=False))
     return f"{question}\n{lettered}\n{POST_PROMPT}"
 
 

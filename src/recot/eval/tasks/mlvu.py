@@ -81,7 +81,7 @@ class MLVU(Task):
             options = _options_in(question) or (string_list(row, "candidates") if row.get("candidates") else [])
             if options and "(A)" not in question:
                 question = (
-                    question + "\n" + "\n".join(f"({L}) {c}" for L, c in zip(option_letters(len(options)), options))
+                    question + "\n" + "\n".join(f"({L}) {c}" for L, c in zip(option_letters(len(options)), options, strict=False))
                 )
             video = str(row["video_name"])
         else:  # MLVU's own files: candidate texts and the answer text
@@ -92,7 +92,7 @@ class MLVU(Task):
                 raise RowError(f"answer {row['answer']!r} is not one of the candidates")
             answer = option_letters(len(options))[options.index(row["answer"])]
             letters = option_letters(len(options))
-            question = str(row["question"]) + "\n" + "\n".join(f"({L}) {c}" for L, c in zip(letters, options))
+            question = str(row["question"]) + "\n" + "\n".join(f"({L}) {c}" for L, c in zip(letters, options, strict=False))
             video = str(row["video"])
         if task_type not in self.types:
             raise RowError(f"task type {task_type!r} is not an MLVU {self.split} type ({', '.join(self.types)})")

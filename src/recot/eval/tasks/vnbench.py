@@ -38,7 +38,7 @@ TRIES = 4
 
 def vnbench_prompt(question: str, options: list[str]) -> str:
     """The Video-XL authors' VNBench question text: options as "(A) text" lines, no answer instruction."""
-    lettered = "".join(f"({letter}) {option}\n" for letter, option in zip(option_letters(len(options)), options))
+    lettered = "".join(f"({letter}) {option}\n" for letter, option in zip(option_letters(len(options)), options, strict=False))
     return f"Question: {question}\nOptions:\n{lettered}"
 
 
