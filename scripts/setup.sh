@@ -35,4 +35,15 @@ fi
 
 say "installing $what and its dependencies (transformers, PyAV, ...)..."
 "${pip[@]}" -e "$target"
+
+# The serve page test drives Debian's chromium through Playwright (no browser download). Installed where apt-get
+# can (root on Debian/Ubuntu); elsewhere that one test skips and says why.
+if [ "${1:-}" = test ] && ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        say "installing Debian's chromium for the web page test..."
+        (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || say "chromium could not be installed: the page test will skip"
+    else
+        say "no chromium: the web page test will skip (install chromium to run it)"
+    fi
+fi
 say "done: $(.venv/bin/recot --version) in .venv (run .venv/bin/recot --help)"
