@@ -134,14 +134,13 @@ def test_openai_client_answer_matches_the_engine(server, client, files) -> None:
     # The heatmap is the selector's own scores, averaged per group of 9 tokens.
     recot = response.recot
     assert recot["frames"] == 16 and recot["groups"] == 4 and not recot["cache_hit"]
-    intermediates: dict = {}
     processor = reference.processor
     with torch.no_grad():
-        reference.model.embed_inputs(
+        inputs = reference.model.embed_inputs(
             processor.tokenize_prompt(QUESTION), encoding.encoded,
-            processor.time_sequence_ids(encoding.encoded.timestamps), intermediates=intermediates,
+            processor.time_sequence_ids(encoding.encoded.timestamps),
         )  # fmt: skip
-    scores, kept = intermediates["selector_scores"], intermediates["kept_visual_indices"]
+    scores, kept = inputs.selection.scores, inputs.selection.kept_visual
     selection = recot["selection"]
     assert selection["groups"] == 4 and selection["tokens_per_group"] == 9
     np.testing.assert_allclose(selection["scores"], scores.view(4, 9).mean(1).numpy(), atol=1e-4)

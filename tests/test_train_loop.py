@@ -49,17 +49,13 @@ def test_selector_never_sees_the_answer():
     for answer in ["a red ball", "something else entirely, much longer"]:
         sample = Sample("f", 1, "s", "x.mp4", "video", None, [("<image>\nWhat is shown?", answer)], {})
         tok = tokenize_conversation(sample, processor)
-        found: dict = {}
-        model.embed_inputs(
-            tok.input_ids, encoded, inputs["time_sequence_ids"], 0.8, labels=tok.labels, intermediates=found
-        )
-        results.append(found)
-    assert torch.equal(results[0]["selector_scores"], results[1]["selector_scores"])
-    assert torch.equal(results[0]["kept_visual_indices"], results[1]["kept_visual_indices"])
+        found = model.embed_inputs(tok.input_ids, encoded, inputs["time_sequence_ids"], 0.8, labels=tok.labels)
+        results.append(found.selection)
+    assert torch.equal(results[0].scores, results[1].scores)
+    assert torch.equal(results[0].kept_visual, results[1].kept_visual)
     # ... and the scores are those of inference, where the prompt ends before the answer.
-    at_inference: dict = {}
-    model.embed_inputs(inputs["input_ids"], encoded, inputs["time_sequence_ids"], 0.8, intermediates=at_inference)
-    assert torch.equal(results[0]["selector_scores"], at_inference["selector_scores"])
+    at_inference = model.embed_inputs(inputs["input_ids"], encoded, inputs["time_sequence_ids"], 0.8).selection
+    assert torch.equal(results[0].scores, at_inference.scores)
 
 
 def test_align_trains_only_the_projector(tmp_path):

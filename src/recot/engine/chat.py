@@ -15,7 +15,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,18 +231,38 @@ class VideoChat:
         s = (sampling or FrameSampling()).resolved()
         return plan_frames(probe(video), num_frames=s.num_frames, fps=s.fps, max_frames=s.max_frames, start=s.start, end=s.end)
 
-    def encode(self, video: str | Path, sampling: FrameSampling | None = None, use_cache: bool = True) -> VideoEncoding:
-        """Encode a video file (or image, or frames directory), from the cache when possible."""
+    def encode(
+        self,
+        video: str | Path,
+        sampling: FrameSampling | None = None,
+        use_cache: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> VideoEncoding:
+        """Encode a video file (or image, or frames directory), from the cache when possible.
+
+        ``on_progress(groups_done, groups_total)`` is called after each encoded
+        chunk (a server answers waiting questions there; raising abandons the encode).
+        """
+        path = str(video)
+        return self.encode_planned(path, self.plan(path, sampling), use_cache, on_progress)
+
+    def encode_planned(
+        self,
+        video: str | Path,
+        plan: SamplePlan,
+        use_cache: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> VideoEncoding:
+        """:meth:`encode` with the frames already planned (:meth:`plan`)."""
         started = time.perf_counter()
         path = str(video)
-        plan = self.plan(path, sampling)
         if self.cache is None or not use_cache:
-            encoded, indices = self._encode_plan(path, plan)
+            encoded, indices = self._encode_plan(path, plan, on_progress)
             return VideoEncoding(path, encoded, len(indices), indices.tolist(), False, time.perf_counter() - started)
         key = self.cache.key(path, plan.indices, self.model_id)
 
         def compute() -> tuple[EncodedVideo, dict[str, Any]]:
-            encoded, indices = self._encode_plan(path, plan)
+            encoded, indices = self._encode_plan(path, plan, on_progress)
             return encoded, {
                 "video": str(Path(path).resolve()),
                 "rule": plan.rule,
@@ -255,7 +275,9 @@ class VideoChat:
         indices = json.loads(metadata["frame_indices"]) if "frame_indices" in metadata else None
         return VideoEncoding(path, encoded, int(metadata["frames"]), indices, hit, time.perf_counter() - started, key)
 
-    def _encode_plan(self, path: str, plan: SamplePlan) -> tuple[EncodedVideo, np.ndarray]:
+    def _encode_plan(
+        self, path: str, plan: SamplePlan, on_progress: Callable[[int, int], None] | None = None
+    ) -> tuple[EncodedVideo, np.ndarray]:
         """Stream-encode the planned frames in one decoding pass.
 
         Returns the encoding and the source frame index of each planned
@@ -270,7 +292,16 @@ class VideoChat:
         with _bar(self.progress, len(plan), "decode", "frame", 0) as decode_bar, _bar(
             self.progress, groups.num_groups, "encode", "group", 1
         ) as encode_bar, torch.inference_mode():
-            encoder = StreamingEncoder(self.model, len(plan), on_groups=encode_bar.update)
+            done = 0
+
+            def on_groups(n: int) -> None:
+                nonlocal done
+                done += n
+                encode_bar.update(n)
+                if on_progress is not None:
+                    on_progress(done, groups.num_groups)
+
+            encoder = StreamingEncoder(self.model, len(plan), on_groups=on_groups)
             for batch in iter_frames(path, plan, batch_size=chunk, size=config.image_size):
                 decode_bar.update(len(batch))
                 complete = filler.fill(batch)

@@ -225,7 +225,7 @@ class Runtime:
         """
         path = str(source.path)
         plan = plan or await self.plan(source, sampling)
-        key = await asyncio.to_thread(self.chat.cache_key, path, plan)
+        key = await asyncio.to_thread(self.chat.cache.key, path, plan.indices, self.chat.model_id)
         if source.upload_id is not None and source.upload_id not in self.store.cache_keys:
             self.store.cache_keys[source.upload_id] = key  # saved with the record's next update
         found = self.memory.get(key)

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from recot.data.atomic import atomic_path
 from recot.engine.cache import content_digest, tensor_digest
-from recot.model.videoxl_pro import VideoXLPro, group_frame_order
+from recot.model.groups import GroupPlan
+from recot.model.videoxl_pro import VideoXLPro
 from recot.train.data import Sample, load_frames
 from recot.train.forward import vision_features
 
@@ -56,8 +57,7 @@ class VisionFeatureCache:
                 )
         frames, times = load_frames(sample, self.model.config.image_size, self.fps, self.max_frames)
         grouped = vision_features(self.model, torch.from_numpy(frames)).cpu().contiguous()
-        order = group_frame_order(len(times), self.model.config.frames_per_group)
-        group_times = torch.as_tensor(times, dtype=torch.float64)[order[:: self.model.config.frames_per_group]]
+        group_times = GroupPlan.for_config(len(times), self.model.config).group_timestamps(times)
         self.root.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file({"grouped": grouped, "group_timestamps": group_times}, str(tmp))

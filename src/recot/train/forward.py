@@ -26,10 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from recot.model.videoxl_pro import EncodedVideo, VideoXLPro, group_frame_order
+from recot.model.encoder import EncodedVideo
+from recot.model.frames import normalize_frames
+from recot.model.groups import GroupPlan
+from recot.model.videoxl_pro import VideoXLPro
 from recot.model.vision import resize_to_grid
 from recot.train.data import IGNORE_INDEX
-from recot.video.decode import frames_to_tensor
 
 
 @dataclass
@@ -57,19 +59,16 @@ def _requires_grad(module: nn.Module) -> bool:
 def vision_features(model: VideoXLPro, frames: torch.Tensor) -> torch.Tensor:
     """uint8 frames (N, S, S, 3) -> grouped vision features (G, C, 4, g, g), without a graph (the tower is frozen).
 
-    Frames are put in group order (:func:`group_frame_order`) and run a compressor chunk at a time.
+    Frames are put in group order and run a compressor chunk at a time (:class:`~recot.model.groups.GroupPlan`).
     """
-    config = model.config
-    order = torch.tensor(group_frame_order(frames.shape[0], config.frames_per_group))
+    plan = GroupPlan.for_config(frames.shape[0], model.config)
     with torch.no_grad():
-        return torch.cat(
-            [_vision(model, frames[idx]) for idx in order.split(config.compressor_batch_size * config.frames_per_group)]
-        )
+        return torch.cat([_vision(model, frames[idx]) for idx in plan.chunks])
 
 
 def _vision(model: VideoXLPro, frames_uint8: torch.Tensor) -> torch.Tensor:
     config = model.config
-    pixels = frames_to_tensor(frames_uint8, config.image_mean, config.image_std).to(model.device, model.dtype)
+    pixels = normalize_frames(frames_uint8.to(model.device), config.image_mean, config.image_std, model.dtype)
     return model.group_features(resize_to_grid(model.vision_tower(pixels), config.grid_size))
 
 
@@ -105,10 +104,10 @@ def encode_frames(
         stages, trained = [compress, head], [train_compressor, train_head]
         group_times = timestamps.to(torch.float64)
     else:
-        order = torch.tensor(group_frame_order(frames.shape[0], config.frames_per_group))
-        chunks = [frames[idx] for idx in order.split(config.compressor_batch_size * config.frames_per_group)]
+        plan = GroupPlan.for_config(frames.shape[0], config)
+        chunks = [frames[idx] for idx in plan.chunks]
         stages, trained = [lambda x: _vision(model, x), compress, head], [train_vision, train_compressor, train_head]
-        group_times = timestamps.to(torch.float64)[order[:: config.frames_per_group]]
+        group_times = plan.group_timestamps(timestamps)
     # The frozen prefix runs without a graph; the rest, from the first trained stage on, with one.
     first = trained.index(True) if any(trained) else len(stages)
     rest = stages[first:]
@@ -155,7 +154,7 @@ class TrainingForward(nn.Module):
         encoded = None
         if sample.frames is not None or sample.grouped is not None:
             encoded = encode_frames(model, sample.frames, sample.timestamps, self.encoder_checkpointing, sample.grouped)
-        embeds, labels = model.embed_inputs(
+        inputs = model.embed_inputs(
             sample.input_ids,
             encoded,
             sample.time_sequence_ids,
@@ -163,7 +162,7 @@ class TrainingForward(nn.Module):
             max_visual_tokens=self.max_visual_tokens,
             labels=sample.labels,
         )
-        return embeds[0], labels[0]
+        return inputs.inputs_embeds[0], inputs.labels[0]
 
     def forward(self, samples: list[ModelInput]) -> tuple[torch.Tensor, torch.Tensor, int]:
         embedded = [self.embed(s) for s in samples]
