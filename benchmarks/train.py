@@ -146,7 +146,7 @@ def run_throughput(frame_counts: list[int], work: Path) -> list[dict]:
     for frames in frame_counts:
         for checkpointing in (True, False):
             cmd = [sys.executable, __file__, "--worker", str(frames), str(int(checkpointing)), str(work)]
-            done = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+            done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
             if done.returncode:
                 sys.exit(f"worker failed ({frames} frames): {done.stderr[-2000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -237,9 +237,9 @@ def teach_facts(work: Path) -> Path:
 
 
 def run_pruning(work: Path) -> dict:
-    from recot.train.prune import PruneOptions, prune_file
-
     import torch
+
+    from recot.train.prune import PruneOptions, prune_file
 
     torch.set_num_threads(THREADS)
     data, kinds, copies = build_pruning_set(work)
