@@ -146,7 +146,7 @@ def run_throughput(frame_counts: list[int], work: Path) -> list[dict]:
     for frames in frame_counts:
         for checkpointing in (True, False):
             cmd = [sys.executable, __file__, "--worker", str(frames), str(int(checkpointing)), str(work)]
-            done = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+            done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
             if done.returncode:
                 sys.exit(f"worker failed ({frames} frames): {done.stderr[-2000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -243,3 +243,23 @@ def test_accumulation_padding_and_checkpointing_do_not_change_the_run(tmp_path):
 
     events = EventAccumulator(str(tmp_path / "a" / "tensorboard")).Reload()
     np.testing.assert_allclose([e.value for e in events.Scalars("train/loss")], [r["loss"] for r in a], rtol=1e-6)
+
+
+def test_starts_from_a_pretrained_compressor_and_reports_bad_models(tmp_path, capsys):
+    from recot.model.checkpoint import save_compressor
+    from recot.model.compressor import ReCoTCompressor
+
+    pretrained = ReCoTCompressor(64, norm_groups=32, official_compat=False)  # what pretrain-compressor exports
+    with torch.no_grad():
+        for p in pretrained.parameters():
+            p.add_(1.0)
+    save_compressor(pretrained, tmp_path / "compressor.safetensors")
+    cfg = make_config(tmp_path / "x.json", tmp_path / "run", model={"compressor": str(tmp_path / "compressor.safetensors")})
+    model, _ = load_base_model(cfg)
+    for (name, a), b in zip(model.compressor.state_dict().items(), pretrained.state_dict().values()):
+        assert torch.equal(a, b), name
+    data = make_dataset(tmp_path / "data", rows=1, with_text_row=False)
+    config = write_yaml(make_config(data, tmp_path / "run", model={"preset": None, "path": str(tmp_path / "nowhere")}),
+                        tmp_path / "c.yaml")  # fmt: skip
+    assert main(["train", "--config", str(config), "--no-progress"]) == 1
+    assert "recot train: error: model: model directory" in capsys.readouterr().err
