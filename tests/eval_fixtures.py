@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from engine_fixtures import tiny_model
+from engine_fixtures import tiny_model_and_processor
 from recot.engine import Answer, Timings
 from recot.eval.api import LoadedData, Task
 from recot.eval.runner import Evaluation, Shard
@@ -30,7 +30,7 @@ def printable_tiny_model(seed: int = 0):
     answers are text that changes with the video and question: tests that
     compare outputs then compare something.
     """
-    model, processor = tiny_model(seed=seed)
+    model, processor = tiny_model_and_processor(seed=seed)
     with torch.no_grad():
         weight = model.language_model.get_input_embeddings().weight
         printable = torch.zeros(weight.shape[0], dtype=torch.bool)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_fixtures import tiny_model, write_video
+from engine_fixtures import tiny_model_and_processor, write_video
 from eval_fixtures import write_json
 from recot import __version__
 from recot.cli import main
@@ -18,7 +18,7 @@ from recot.data.sample_video import write_sample_video
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("evalcli")
-    model, processor = tiny_model()
+    model, processor = tiny_model_and_processor()
     model.save_pretrained(root / "model", tokenizer=processor.tokenizer)
     rows = []
     (root / "data").mkdir()

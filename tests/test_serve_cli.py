@@ -14,14 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine_fixtures import tiny_model
+from engine_fixtures import tiny_model_and_processor
 from recot.cli import main
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("serve-cli")
-    model, processor = tiny_model()
+    model, processor = tiny_model_and_processor()
     model.save_pretrained(root / "tiny-model", tokenizer=processor.tokenizer)
     return root / "tiny-model"
 

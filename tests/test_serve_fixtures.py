@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from engine_fixtures import tiny_model
+from engine_fixtures import tiny_model_and_processor
 from recot.engine import EncodingCache, VideoChat
 
 PHRASE = "Lynx jumps."  # every character once: the next one follows from the current one alone
@@ -31,7 +31,7 @@ PHRASE = "Lynx jumps."  # every character once: the next one follows from the cu
 
 def scripted_chat(cache_dir: Path, endless: bool = False) -> VideoChat:
     """A tiny-preset VideoChat whose greedy answer is ``PHRASE`` (lines of it without end when ``endless``)."""
-    model, processor = tiny_model(tie_word_embeddings=False)
+    model, processor = tiny_model_and_processor(tie_word_embeddings=False)
     tokenizer = processor.tokenizer
     ids = tokenizer(PHRASE, add_special_tokens=False).input_ids
     assert len(ids) == len(set(ids)) == len(PHRASE)

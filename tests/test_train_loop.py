@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine_fixtures import tiny_model
+from engine_fixtures import tiny_model_and_processor
 from recot.cli import main
 from recot.model.checkpoint import CheckpointError
 from recot.model.videoxl_pro import VideoXLPro
@@ -24,7 +24,7 @@ def state(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def test_training_encoder_matches_inference():
-    model, processor = tiny_model()
+    model, processor = tiny_model_and_processor()
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (6, 98, 98, 3), dtype=np.uint8))
     times = torch.arange(6, dtype=torch.float64) / 2
     reference = model.encode_video(processor.normalize(frames), times)
@@ -41,7 +41,7 @@ def test_training_encoder_matches_inference():
 
 
 def test_selector_never_sees_the_answer():
-    model, processor = tiny_model()
+    model, processor = tiny_model_and_processor()
     frames = np.random.default_rng(1).integers(0, 256, (8, 98, 98, 3), dtype=np.uint8)
     inputs = processor("What is shown?", frames, list(np.arange(8) / 2))
     encoded = model.encode_video(inputs["pixel_values"], inputs["timestamps"])

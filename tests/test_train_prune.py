@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from engine_fixtures import tiny_model, write_video
+from engine_fixtures import tiny_model_and_processor, write_video
 from recot.cli import main
 from recot.train import prune
 from recot.train.data import Sample
@@ -88,7 +88,7 @@ def write_static_video(path, colour=(90, 120, 30), num_frames=8):
 
 
 def test_prune_command_is_deterministic_and_resumes_from_the_score_cache(tmp_path, monkeypatch, capsys):
-    model, processor = tiny_model()
+    model, processor = tiny_model_and_processor()
     model.save_pretrained(tmp_path / "model", tokenizer=processor.tokenizer)
     media = tmp_path / "media"
     media.mkdir()

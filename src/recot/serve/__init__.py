@@ -12,7 +12,15 @@ selector heatmap), ``media`` (URLs and path security), ``uploads``,
 ``runtime`` (admission, encodings), ``metrics``, ``schemas``, ``settings``.
 """
 
-from recot.serve.app import create_app
-from recot.serve.settings import ServeSettings
+from typing import TYPE_CHECKING
+
+from recot._lazy import lazy_package
+
+# Imported on first use: ``recot --help`` imports this package, and FastAPI is an optional extra.
+lazy_package(__name__, {"ServeSettings": "recot.serve.settings", "create_app": "recot.serve.app"})
+
+if TYPE_CHECKING:  # for type checkers and editors
+    from recot.serve.app import create_app
+    from recot.serve.settings import ServeSettings
 
 __all__ = ["ServeSettings", "create_app"]
