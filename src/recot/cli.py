@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
         # Each command's name ("video frames", "cache ls") for its error and warning lines; set on every level so
         # the innermost parser that ran wins.
         sub.set_defaults(command_name=sub.prog.removeprefix(parser.prog + " "))
+        for action in sub._actions:  # every option with a default says it, where its help does not already
+            shown = action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or "default")
+            if action.option_strings and not shown:
+                action.help += " (default: %(default)s)"
     return parser
 
 

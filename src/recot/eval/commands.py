@@ -19,6 +19,14 @@ from typing import Any
 
 from recot.cli import report_error
 
+DESCRIPTION = """Run a long-video benchmark (MLVU, Video-MME, LongVideoBench, VNBench, V-NIAH).
+
+recot eval mlvu-dev --data ~/data/MLVU --model Video-XL-Pro-3B --fps 1 --max-frames 256
+reads the benchmark's published files from --data, encodes each video once (cached), asks
+every question and scores the answers with the benchmark's rule. Outputs go to --output:
+predictions.jsonl, results.json, summary.md. Rerunning the same command resumes.
+recot eval vniah needs no data. Under torchrun --nproc_per_node N the videos are sharded."""
+
 _TASK_HELP = "mlvu-dev, mlvu-test, videomme[-short|-medium|-long][-w-subtitle], longvideobench-val, vnbench, vniah"
 
 
@@ -26,7 +34,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` to the ``recot`` command."""
     from recot.eval.tasks import TASK_NAMES
 
-    parser = subparsers.add_parser("eval", help="run a long-video benchmark", description=__doc__,
+    parser = subparsers.add_parser("eval", help="run a long-video benchmark", description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("task", choices=TASK_NAMES, metavar="TASK", help=_TASK_HELP)
     parser.add_argument("--data", type=Path, help="the benchmark folder (or annotation file) you downloaded")

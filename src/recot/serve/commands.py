@@ -27,7 +27,7 @@ API_KEY_ENV = "RECOT_API_KEY"
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve`` to the ``recot`` command."""
     serve = subparsers.add_parser(
-        "serve", help="serve a model over an OpenAI-compatible HTTP API, with a web page", description=__doc__,
+        "serve", help="serve a model over an OpenAI-compatible HTTP API, with a web page", description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     model = serve.add_argument_group("model")
@@ -67,7 +67,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--max-new-tokens", type=int, default=1024, help="largest max_tokens a request may ask (default: 1024)"
     )
     limits.add_argument("--memory-cache", default="2GB", help="encoded videos kept in memory (default: 2GB)")
-    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="uvicorn's log level"
+    )
     serve.set_defaults(func=run_serve)
 
 

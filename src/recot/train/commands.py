@@ -53,12 +53,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--model", type=Path, help="checkpoint for the encodings and the text-only pass (default: untrained)"
     )
     q.add_argument("--fps", type=float, default=1.0, help="frames a second for the encodings")
-    q.add_argument("--max-frames", type=int, default=64)
+    q.add_argument("--max-frames", type=int, default=64, help="most frames sampled from one video")
     q.add_argument("--cache-dir", type=Path, help="encode cache root (default: $RECOT_CACHE_DIR or the user cache)")
     q.add_argument("--scores", type=Path, help="score cache JSONL (default: OUT with .scores.jsonl); reruns resume")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="seed of the tie-breaking among equally redundant samples")
     q.add_argument("--strict", action="store_true", help="stop at the first bad row")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=run_prune)
 
 
