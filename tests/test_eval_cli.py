@@ -109,6 +109,7 @@ def test_vniah_small_grid_writes_heatmap(setup, capsys, tmp_path) -> None:
         (["vniah", "--grid-frames", "a,b"], 2, "--grid-frames must be comma-separated numbers"),
         (["vniah", "--depths", "150"], 2, "--depths must be percentages in [0, 100]"),
         (["vniah", "--haystack", "/no/hay.mp4"], 2, "--haystack /no/hay.mp4 does not exist"),
+        (["vniah", "--videos", "{root}"], 2, "--videos does not apply to vniah"),
         (["mlvu-dev", "--data", "{data}", "--dtype", "int3"], 2, "int3"),
         (["mlvu-dev", "--data", "{data}", "--model", "/no/model"], 1, "cannot load the model (--model)"),
         (["mlvu-dev", "--data", "{root}/empty"], 1, "no annotation file under"),

@@ -122,7 +122,7 @@ def test_vniah_grid_scores_and_heatmap(tmp_path: Path) -> None:
     assert scores["per_cell"]["frames4-depth0"] == {"correct": 5, "total": 5}
     png = (tmp_path / "run" / "heatmap.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((tmp_path / "run" / "work").glob("frames*.mov"))  # cells are deleted after use
+    assert not (tmp_path / "run" / "work").exists()  # cells and haystack clips are removed after the run
     assert "| 0% | 1.00 | 0.60 |" in (tmp_path / "run" / "summary.md").read_text()
 
 

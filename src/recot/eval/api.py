@@ -150,6 +150,9 @@ class Task:
     def attach(self, run_dir: Path) -> None:
         """Called with the run folder before any video is opened (tasks that build videos work under it)."""
 
+    def cleanup(self) -> None:
+        """Called once a run has finished (results written): remove working files."""
+
     # ----- asking ----------------------------------------------------------------------
     @contextmanager
     def open_video(self, video: str) -> Iterator[Path]:

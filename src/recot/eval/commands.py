@@ -118,6 +118,8 @@ def _check_usage(args: argparse.Namespace) -> None:
         if sampling:
             raise UsageError(f"{', '.join(sampling)} do not apply to vniah: it shows the model every frame of each "
                              "cell; set the haystack lengths with --grid-frames")  # fmt: skip
+        if args.videos is not None:
+            raise UsageError("--videos does not apply to vniah (its videos are built from --haystack)")
         if args.haystack is not None and not args.haystack.exists():
             raise UsageError(f"--haystack {args.haystack} does not exist")
     else:

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -219,7 +220,7 @@ class Evaluation:
             order = {item.id: i for i, item in enumerate(self.data.items)}
             if self.shard.world_size > 1 or store.parts():
                 store.merge_parts(order)
-            skipped = _merge_skipped(self.run_dir, skipped)
+            skipped = _merge_skipped(self.run_dir, self.shard, skipped)
             outcome.results = self._results(store, skipped, order)
             atomic_write_text(
                 self.run_dir / "results.json", json.dumps(outcome.results, indent=2, sort_keys=True) + "\n"
@@ -229,6 +230,8 @@ class Evaluation:
         if self.shard.rank == 0:
             atomic_write_text(self.run_dir / "summary.md", render_summary(outcome.results or {}, outcome))
         self.shard.barrier()
+        if self.shard.rank == 0:
+            self.task.cleanup()
         return outcome
 
     def _answer(self, store: PredictionStore, done: dict[str, Prediction], outcome: RunOutcome) -> list[Skipped]:
@@ -270,6 +273,7 @@ class Evaluation:
                         prompt = self.task.prompt(item, context)
                         answer = self.chat.ask(encoding, prompt, self.options)
                     except (ValueError, OSError) as exc:
+                        tqdm.write(f"recot eval: skipping {item.id}: {exc}", file=sys.stderr)
                         skipped.append(Skipped(id=item.id, video=video, reason=f"cannot answer: {exc}"))
                         handled.add(item.id)
                         bar.update(1)
@@ -307,6 +311,7 @@ class Evaluation:
                     _show_accuracy(bar, tally)
         except (VideoDecodeError, DataError, OSError, ValueError) as exc:
             reason = f"video unusable: {exc}"
+            tqdm.write(f"recot eval: skipping the questions of {video}: {exc}", file=sys.stderr)
             for item in items:
                 if item.id not in handled:
                     skipped.append(Skipped(id=item.id, video=video, reason=reason))
@@ -345,13 +350,16 @@ def _write_skipped_part(run_dir: Path, shard: Shard, skipped: list[Skipped]) -> 
         atomic_write_text(run_dir / f"skipped.rank{shard.rank}.json", json.dumps(records) + "\n")
 
 
-def _merge_skipped(run_dir: Path, own: list[Skipped]) -> list[Skipped]:
-    parts = sorted(run_dir.glob("skipped.rank*.json"))
-    if not parts:
-        return own
-    merged = []
-    for part in parts:
-        merged += [Skipped.model_validate(r) for r in json.loads(part.read_text())]
+def _merge_skipped(run_dir: Path, shard: Shard, own: list[Skipped]) -> list[Skipped]:
+    """Every rank's skips of this run (rank 0's own list in one process); part files are removed,
+    including any left by an interrupted run with more processes."""
+    merged = own
+    if shard.world_size > 1:
+        merged = []
+        for rank in range(shard.world_size):
+            part = run_dir / f"skipped.rank{rank}.json"
+            merged += [Skipped.model_validate(r) for r in json.loads(part.read_text())]
+    for part in run_dir.glob("skipped.rank*.json"):
         part.unlink()
     return merged
 

@@ -20,6 +20,7 @@ frames on x, depth on y) is written next to the results.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -178,6 +179,11 @@ class VNIAH(Task):
     # ----- cells -------------------------------------------------------------------------------
     def attach(self, run_dir: Path) -> None:
         self.work_dir = run_dir / "work"
+
+    def cleanup(self) -> None:
+        """Remove the haystack clips (a rerun that needs them builds them again)."""
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     @contextmanager
     def open_video(self, video: str) -> Iterator[Path]:
