@@ -14,13 +14,19 @@ preset on CPU (weights do not change the cost). The video is generated once:
 5 minutes of 30 fps, 160x120 h264 (9,000 frames), so 8,192 frames are distinct.
 
     python benchmarks/long_video.py                   # all frame counts, writes benchmarks/results/long_video.*
-    python benchmarks/long_video.py --frames 256 1024 # a subset
+    python benchmarks/long_video.py --frames 256 1024 --out /tmp/run1   # a subset, into another folder
     python benchmarks/long_video.py --video hour_720p.mp4 --name long_video_720p   # a real-size video
+
+Needs recot and matplotlib (the ``bench`` extra: ``pip install 'recot[bench]'``),
+checked before any work. The result files (JSON, Markdown table, PNG plot) are
+written only at the end, each atomically, so an interrupted or failed run leaves
+the previous results as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import resource
@@ -31,6 +37,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+# module -> what provides it (recot brings torch, PyAV and numpy)
+REQUIRED = {"recot": "recot", "matplotlib": "recot[bench]"}
 QUESTIONS = ("What happens in this video?", "What colour is the last scene?")
 
 
@@ -120,10 +128,19 @@ def describe_video(video: Path) -> str:
     return f"{info.duration:.0f} s, {info.avg_fps:g} fps, {info.width}x{info.height} {info.codec}"
 
 
-def write_report(rows: list[dict], video: Path, name: str = "long_video") -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def missing_dependencies() -> list[str]:
+    """The packages this benchmark needs that are not installed, with what to install ("matplotlib (recot[bench])")."""
+    return [f"{module} ({extra})" for module, extra in REQUIRED.items() if importlib.util.find_spec(module) is None]
+
+
+def write_report(rows: list[dict], video: Path, name: str = "long_video", out: Path = RESULTS, wall_seconds: float | None = None) -> None:
+    """Write ``<out>/<name>.{json,md,png}``, each atomically (a temporary file renamed into place)."""
+    from recot.data.atomic import atomic_path, atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPUs", "python": platform.python_version(), "video": describe_video(video), "model": "untrained small preset, float32, CPU"}
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    if wall_seconds is not None:
+        meta["wall_seconds"] = round(wall_seconds, 1)
 
     by = {(r["mode"], r["frames"]): r for r in rows}
     frames = sorted({r["frames"] for r in rows})
@@ -157,8 +174,8 @@ def write_report(rows: list[dict], video: Path, name: str = "long_video") -> Non
             growth = (hi["encode_peak_rss"] - hi["token_bytes"]) / (lo["encode_peak_rss"] - lo["token_bytes"])
             lines += ["", f"{mode.capitalize()} encode peak RSS (tokens aside) at {frames[-1]} frames / at {frames[0]} frames: **{growth:.2f}x**."]
     command = " ".join(["python benchmarks/long_video.py", *sys.argv[1:]])
-    lines += ["", f"Reproduce: `{command}` (the default video is generated once under the recot cache directory).", ""]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    took = f"this run took {wall_seconds / 60:.0f} minutes on {meta['machine']}; " if wall_seconds is not None else ""
+    lines += ["", f"Reproduce: `{command}` ({took}the default video is generated once under the recot cache directory).", ""]
 
     import matplotlib
 
@@ -178,7 +195,10 @@ def write_report(rows: list[dict], video: Path, name: str = "long_video") -> Non
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{name}.png", dpi=120)
+    with atomic_path(out / f"{name}.png", suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    atomic_write_text(out / f"{name}.md", "\n".join(lines))
+    atomic_write_text(out / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
 
 def _cpus() -> int:
@@ -192,7 +212,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[256, 1024, 4096, 8192])
     parser.add_argument("--modes", nargs="+", default=["engine", "baseline"], choices=["engine", "baseline"])
     parser.add_argument("--video", type=Path, help="benchmark this video instead of the generated 300 s 160x120 one")
-    parser.add_argument("--name", default="long_video", help="results file name under benchmarks/results/")
+    parser.add_argument("--name", default="long_video", help="results file name (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)")
     parser.add_argument("--worker", nargs=4, metavar=("MODE", "N", "VIDEO", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -200,17 +221,24 @@ def main() -> None:
         print(json.dumps(worker(mode, int(n), video, model_dir)))
         return
 
+    missing = missing_dependencies()
+    if missing:
+        sys.exit(f"benchmarks/long_video.py: missing {', '.join(missing)}: pip install -e '.[bench]'")
+    if args.video is not None and not args.video.is_file():
+        sys.exit(f"benchmarks/long_video.py: --video {args.video}: no such file")
+
     from recot.engine import default_model_dir, resolve_cache_dir
 
+    started = time.perf_counter()
     video = args.video or make_video(resolve_cache_dir() / "bench" / "long_video_300s_30fps_160x120.mp4")
-    model_dir = default_model_dir(announce=False)
+    model_dir = default_model_dir()
     rows = []
     for n in args.frames:
         for mode in args.modes:
             row = run_child(mode, n, video, model_dir)
             rows.append(row)
             print(f"{mode:>8} {n:>5} frames: encode peak RSS {row['encode_peak_rss'] / 2**20:7.0f} MiB, encode {row['encode_s']:6.1f} s", flush=True)
-    write_report(rows, video, args.name)
+    write_report(rows, video, args.name, args.out, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

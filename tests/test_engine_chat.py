@@ -39,18 +39,19 @@ def test_visual_token_budget_is_respected(videos) -> None:
     assert ratio.visual_tokens_kept == kept[-1] == 45
 
 
-def test_budget_is_capped_by_the_context(videos) -> None:
+def test_budget_is_capped_by_the_context(tmp_path) -> None:
     # 16 groups: 16 x 13 time-text tokens + ~60 prompt tokens + 8 new leave 300 - 276 = 24 visual tokens.
+    video = write_video(tmp_path / "long.mp4", num_frames=96)
     model, processor = tiny_model_and_processor(max_position_embeddings=300)
     chat = VideoChat(model, processor)
     kept = _kept_counts(chat)
-    answer = chat.ask(videos[0], "Why?", GenerationOptions(max_new_tokens=8, keep_ratio=1.0), FrameSampling(num_frames=64))
+    answer = chat.ask(video, "Why?", GenerationOptions(max_new_tokens=8, keep_ratio=1.0), FrameSampling(num_frames=64))
     prompt = len(processor.tokenize_prompt("Why?")) - 1
     room = 300 - prompt - 16 * 13 - 8
     assert answer.visual_tokens_kept == kept[-1] == room
     assert answer.llm_input_tokens + 8 == 300
     with pytest.raises(ValueError, match="leave no room for visual tokens in the model's context of 300; sample fewer frames"):
-        chat.ask(videos[0], "Why?", GenerationOptions(max_new_tokens=8), FrameSampling(num_frames=90))
+        chat.ask(video, "Why?", GenerationOptions(max_new_tokens=8), FrameSampling(num_frames=90))
 
 
 def test_ask_many_encodes_each_video_once(videos) -> None:

@@ -19,7 +19,7 @@ from engine_fixtures import tiny_model_and_processor
 from recot.cli import main
 from recot.config import VideoXLProConfig
 from recot.engine import BeyondContextWarning, FrameSampling, GenerationOptions, VideoChat
-from recot.engine.chat import _host_frames, parse_visual_token_limit
+from recot.engine.chat import _host_frames
 from recot.engine.memory import QWEN25_TIME_TEXT_TOKENS, plan_memory
 from recot.model.encoder import StreamingEncoder
 from recot.model.selector import context_budget, num_kept
@@ -201,12 +201,17 @@ def test_visual_token_limit_is_validated(value, message):
         GenerationOptions(max_visual_tokens=value)
 
 
-def test_parse_visual_token_limit():
-    assert parse_visual_token_limit("all") == parse_visual_token_limit(" ALL ") == "all"
-    assert parse_visual_token_limit("16384") == 16384
+def test_visual_token_limit_flag():
+    import argparse
+
+    from recot.cli import visual_token_limit
+    from recot.model.selector import ALL_VISUAL_TOKENS
+
+    assert visual_token_limit("all") == visual_token_limit(" ALL ") == ALL_VISUAL_TOKENS
+    assert visual_token_limit("16384") == 16384
     for bad in ("0", "-3", "lots", "1.5"):
-        with pytest.raises(ValueError, match="expected a positive number or 'all'"):
-            parse_visual_token_limit(bad)
+        with pytest.raises(argparse.ArgumentTypeError, match="expected an integer >= 1 or 'all'"):
+            visual_token_limit(bad)
 
 
 def test_context_budget_all_is_uncapped():
@@ -249,20 +254,20 @@ def test_plan_and_ask_command_line(capsys, clips, tmp_path):
     code, out, _ = _run(capsys, "plan", "--frames", "8192", "--model", "videoxl-pro-3b", "--max-visual-tokens", "all")
     assert code == 0 and f"run {plan['beyond_context']} tokens past the model's 32768-token context" in out
     code, _, err = _run(capsys, "plan", "--frames", "8", "--max-visual-tokens", "lots")
-    assert code == 2 and "argument --max-visual-tokens: expected a positive number or 'all', got 'lots'" in err
+    assert code == 2 and "argument --max-visual-tokens: expected an integer >= 1 or 'all', got 'lots'" in err
 
     model, processor = tiny_model_and_processor(max_position_embeddings=300)
     model.save_pretrained(tmp_path / "model", tokenizer=processor.tokenizer)
     argv = ["ask", clips["clean"], "Why?", "--model", tmp_path / "model", "--frames", "64", "--max-new-tokens", "4",
             "--no-cache", "--no-progress", "--json", "--keep-ratio", "1.0", "--decode-workers", "2"]  # fmt: skip
-    with pytest.warns(BeyondContextWarning, match="run 118 tokens past the 300-token context"):
-        code, out, err = _run(capsys, *argv, "--max-visual-tokens", "all")
+    code, out, err = _run(capsys, *argv, "--max-visual-tokens", "all")
     assert code == 0, err
+    assert "recot ask: warning:" in err and "run 118 tokens past the 300-token context" in err
     assert json.loads(out)["visual_tokens_kept"] == 144
     code, out, err = _run(capsys, *argv)
     assert code == 0 and json.loads(out)["visual_tokens_kept"] < 144  # the default stays capped
     code, _, err = _run(capsys, "ask", clips["clean"], "Why?", "--decode-workers", "0")
-    assert code == 2 and "argument --decode-workers: expected a positive number, got '0'" in err
+    assert code == 2 and "argument --decode-workers: must be >= 1, got 0" in err
 
 
 def test_video_frames_decode_workers(capsys, clips, tmp_path, small_pieces):
@@ -275,4 +280,4 @@ def test_video_frames_decode_workers(capsys, clips, tmp_path, small_pieces):
     assert (tmp_path / "two" / "timestamps.csv").read_text() == (tmp_path / "one" / "timestamps.csv").read_text()
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
     code, _, err = _run(capsys, "video", "frames", clips["clean"], "--out", tmp_path / "x", "--fps", "1", "--decode-workers", "0")
-    assert code == 2 and "--decode-workers must be >= 1, got 0" in err
+    assert code == 2 and "argument --decode-workers: must be >= 1, got 0" in err

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from recot.cli import main
-from video_fixtures import frame_id
+from recot.video import FrameCountCappedWarning, plan_frames, probe
+from video_fixtures import VFR_PTS, N, frame_id
 
 
 def test_info_json(videos, capsys):
@@ -66,3 +67,42 @@ def test_frames_refuses_non_empty_output(videos, tmp_path, capsys):
     (tmp_path / "out" / "keep.txt").write_text("x")
     assert main(["video", "frames", str(videos["h264_mp4"]), "--out", str(tmp_path / "out"), "--frames", "2"]) == 1
     assert "not an empty directory" in capsys.readouterr().err
+
+
+def _rows(out):
+    with open(out / "timestamps.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_frames_from_packed_b_frames_avi_are_all_written(videos, tmp_path, capsys):
+    # DivX packed B-frames: every planned frame is written, each the frame its index names.
+    out = tmp_path / "out"
+    assert main(["video", "frames", str(videos["mpeg4_packed_avi"]), "--out", str(out), "--fps", "1"]) == 0
+    rows = _rows(out)
+    # FFmpeg times AVI B-frame streams from one frame in (the reorder delay): frame k is shown at (k + 1) / 30 s,
+    # so the frames on screen at 0, 1, 2 and 3 s are 0 (the first), 29, 59 and 89.
+    assert [int(r["frame_index"]) for r in rows] == [0, 29, 59, 89]
+    assert [frame_id(np.asarray(Image.open(out / r["file"]))) for r in rows] == [0, 29, 59, 89]
+    np.testing.assert_allclose([float(r["timestamp"]) for r in rows], np.array([1, 30, 60, 90]) / 30, atol=1e-6)
+    assert "wrote 4 frames" in capsys.readouterr().out
+
+
+def test_frames_beyond_the_video_are_capped_with_a_warning(videos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["video", "frames", str(videos["h264_mp4"]), "--out", str(out), "--frames", "500"]) == 0
+    rows = _rows(out)
+    assert [int(r["frame_index"]) for r in rows] == list(range(N))  # no duplicates
+    captured = capsys.readouterr()
+    assert "wrote 90 frames" in captured.out
+    # The CLI prints the FrameCountCappedWarning as one line of its own.
+    assert f"recot video frames: warning: {videos['h264_mp4']}: asked for 500 frames but the video holds 90" in captured.err
+    with pytest.warns(FrameCountCappedWarning, match=r"h264.mp4: asked for 500 frames but the video holds 90"):
+        plan_frames(probe(videos["h264_mp4"]), num_frames=500)
+
+
+def test_fps_above_the_native_rate_writes_each_frame_once(videos, tmp_path):
+    out = tmp_path / "out"
+    assert main(["video", "frames", str(videos["vfr_mkv"]), "--out", str(out), "--fps", "1000"]) == 0
+    assert [int(r["frame_index"]) for r in _rows(out)] == list(range(len(VFR_PTS)))
+
+

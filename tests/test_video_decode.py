@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from recot.video import FrameBatch, iter_frames, plan_frames, probe, read_frames
+from recot.video import FrameBatch, SamplePlan, iter_frames, plan_frames, probe, read_frames
 from recot.video.decode import decoded_frame_count, plan_runs
 from video_fixtures import FPS, VFR_PTS, frame_id
 
@@ -59,10 +59,13 @@ def test_non_zero_start_time(videos):
     np.testing.assert_allclose(batch.timestamps, [0.0, 1.0, 2.0], atol=1e-3)
 
 
-def test_repeated_indices_give_identical_frames(videos):
-    batch = read_frames(videos["vfr_mkv"], num_frames=20)
-    assert batch.indices.tolist() == np.floor(np.linspace(0, 14, 20)).astype(int).tolist()
-    assert np.array_equal(batch.frames[0], batch.frames[1])  # index 0 twice
+def test_a_plan_with_repeated_indices_gives_identical_frames(videos):
+    info = probe(videos["vfr_mkv"])  # plan_frames never repeats a frame, but a hand-made plan may
+    indices = np.array([0, 0, 3, 3, 3, 7])
+    plan = SamplePlan(info=info, indices=indices, timestamps=info.frame_times[indices], rule="by hand")
+    batch = FrameBatch.concat(list(iter_frames(videos["vfr_mkv"], plan, batch_size=4)))
+    assert batch.indices.tolist() == [frame_id(f) for f in batch.frames] == indices.tolist()
+    assert np.array_equal(batch.frames[0], batch.frames[1]) and np.array_equal(batch.frames[2], batch.frames[4])
 
 
 @pytest.mark.parametrize("name", ["long_gop_mp4", "short_gop_mp4"])

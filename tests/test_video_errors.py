@@ -76,6 +76,17 @@ def test_damaged_middle_returns_decodable_frames_and_says_where_it_stopped(video
     assert [frame_id(f) for f in batch.frames] == [0, 12, 25, 38, 50]
 
 
+def test_a_frame_missing_in_the_middle_is_named(videos):
+    path = videos["corrupt_one_avi"]  # only packet 40 is garbage
+    with pytest.warns(PartialDecodeWarning) as caught:
+        batch = read_frames(path, start=1.2, end=1.5)
+    assert batch.indices.tolist() == [frame_id(f) for f in batch.frames] == [36, 37, 38, 39, 41, 42, 43, 44]
+    assert str(caught[0].message) == (
+        f"{path}: 1 of 9 planned frames are missing (decoder error: Invalid data found when processing input): "
+        "frames 40 (1.333 s)"
+    )
+
+
 def test_decoding_is_bounded_in_time(videos):
     plan = plan_frames(probe(videos["h264_mp4"]), num_frames=4)
     with pytest.raises(DecodeTimeoutError, match="exceeded its 0 s budget") as e:
@@ -84,15 +95,15 @@ def test_decoding_is_bounded_in_time(videos):
 
 
 def test_time_budget_excludes_consumer_time(videos, monkeypatch):
-    from recot.video import decode
+    from recot.video import budget
 
     clock = iter(np.arange(0, 1000, 0.001))  # every clock reading advances 1 ms ...
-    monkeypatch.setattr(decode.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(budget.time, "monotonic", lambda: float(next(clock)))
     plan = plan_frames(probe(videos["h264_mp4"]), num_frames=4)
     frames = 0
     for batch in iter_frames(videos["h264_mp4"], plan, batch_size=1, timeout=0.5):
         for _ in range(1000):  # ... and the consumer reads it 1000 times (1 s) per batch, outside the budget
-            decode.time.monotonic()
+            budget.time.monotonic()
         frames += len(batch)
     assert frames == 4
 

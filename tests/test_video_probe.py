@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
 
-from recot.video import plan_frames, probe
-from video_fixtures import FPS, START_OFFSET, VFR_PTS, N
+from recot.video import PartialDecodeWarning, plan_frames, probe
+from video_fixtures import DROPPED_SLOTS, FPS, START_OFFSET, VFR_PTS, N
 
 CODECS = {
     "h264_mp4": "h264",
@@ -112,3 +115,31 @@ def test_stream_without_average_rate_uses_the_guessed_rate(tmp_path):
     indexed = probe(path)
     assert (indexed.num_frames, indexed.codec, indexed.width, indexed.height) == (10, "vp8", 32, 32)
     np.testing.assert_allclose(indexed.frame_times, np.arange(10) / 25)
+
+
+def test_dropped_frame_entries_are_not_truncation(videos):
+    # Models opencv-doc's tree.avi: the AVI header counts every 1/30 s slot (45) while only 10 slots hold a
+    # picture; the others are empty "dropped frame" entries. The file is complete: no warning.
+    path = videos["dropped_avi"]
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.frames, stream.time_base) == (45, Fraction(1, FPS))  # what the header declares
+        assert sum(1 for _ in container.decode(stream)) == len(DROPPED_SLOTS)  # what FFmpeg decodes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = probe(path)
+    assert info.num_frames == len(DROPPED_SLOTS) and info.num_frames_exact
+    np.testing.assert_allclose(info.frame_times, np.array(DROPPED_SLOTS) / FPS)
+    assert info.duration == pytest.approx(45 / FPS)
+
+
+def test_truncated_avi_is_still_reported(videos):
+    # The same check that lets dropped frames pass must still catch an AVI cut short: its header declares
+    # 90 frames (3 s) and its index, stored at the end, is gone.
+    with pytest.warns(PartialDecodeWarning, match=r"declares 3.00 s but its video data ends at 1.77 s \(53 frames\)"):
+        probe(videos["truncated_avi"])
+
+
+def test_sequential_only_is_reported(videos):
+    assert probe(videos["mpeg4_packed_avi"]).to_dict()["sequential_only"] is True
+    assert probe(videos["mjpeg_avi"]).to_dict()["sequential_only"] is False  # AVI without B-frames seeks

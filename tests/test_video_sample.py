@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
-from recot.video import VideoRangeError, plan_frames, probe
+from recot.video import FrameCountCappedWarning, VideoRangeError, plan_frames, probe
 from video_fixtures import FPS, VFR_PTS, N
 
 
@@ -25,10 +27,22 @@ def test_uniform_matches_released_model_rule(cfr):
     np.testing.assert_allclose(plan.timestamps, plan.indices / FPS, atol=1e-6)
 
 
-def test_uniform_more_frames_than_video_repeats(vfr):
-    plan = plan_frames(vfr, num_frames=20)
-    assert len(plan) == 20
-    assert plan.indices.tolist() == np.floor(np.linspace(0, 14, 20)).astype(int).tolist()
+def test_asking_for_more_frames_than_the_video_holds_takes_each_once_and_says_so(vfr):
+    with pytest.warns(FrameCountCappedWarning) as caught:
+        plan = plan_frames(vfr, num_frames=5000)
+    assert plan.indices.tolist() == list(range(len(VFR_PTS)))  # every frame once, no duplicates
+    np.testing.assert_allclose(plan.timestamps, np.array(VFR_PTS) / 1000)
+    assert str(caught[0].message) == f"{vfr.path}: asked for 5000 frames but the video holds 15; using each of them once"
+    assert plan.rule == "all 15 frames (asked for 5000)"
+    with pytest.warns(FrameCountCappedWarning, match=r"asked for 6 frames but \[1.000, 1.500\] s holds 3;"):
+        ranged = plan_frames(vfr, num_frames=6, start=1.0)
+    assert ranged.indices.tolist() == [12, 13, 14]
+
+
+def test_exactly_as_many_frames_as_the_video_holds_is_no_cap(vfr):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plan_frames(vfr, num_frames=15).indices.tolist() == list(range(15))
 
 
 def test_fixed_fps_on_constant_rate(cfr):
@@ -83,10 +97,19 @@ def test_range_outside_video_raises(cfr, kwargs, message):
     assert isinstance(e.value, ValueError)
 
 
-def test_invalid_rule_arguments(cfr):
-    with pytest.raises(ValueError, match="not both"):
-        plan_frames(cfr, num_frames=4, fps=1)
-    with pytest.raises(ValueError, match="num_frames"):
-        plan_frames(cfr, num_frames=0)
-    with pytest.raises(ValueError, match="fps"):
-        plan_frames(cfr, fps=0)
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_frames": 4, "fps": 1}, "give num_frames or fps, not both"),
+        ({"num_frames": 0}, "num_frames must be >= 1, got 0"),
+        ({"num_frames": -3}, "num_frames must be >= 1, got -3"),
+        ({"fps": 0}, "fps must be a positive number, got 0"),
+        ({"fps": float("inf")}, "fps must be a positive number, got inf"),
+        ({"max_frames": 0}, "max_frames must be >= 1, got 0"),
+        ({"fps": 1, "max_frames": -1}, "max_frames must be >= 1, got -1"),
+    ],
+)
+def test_invalid_rule_arguments_name_the_parameter(cfr, kwargs, message):
+    with pytest.raises(ValueError) as e:
+        plan_frames(cfr, **kwargs)
+    assert str(e.value) == message

@@ -76,16 +76,79 @@ VFR_PTS = [0, 20, 40, 100, 110, 120, 300, 333, 366, 400, 900, 950, 1000, 1010, 1
 START_OFFSET = 10.0
 
 
-def _corrupt_packets(src: Path, dst: Path, first: int = 0) -> Path:
-    """Copy ``src`` with the data of video packets ``first``.. overwritten, keeping the container intact."""
+def corrupt_packets(src: Path, dst: Path, first: int = 0, last: int | None = None) -> Path:
+    """Copy ``src`` with the data of video packets ``first``..``last`` (default: to the end) overwritten,
+    keeping the container intact."""
     with av.open(str(src)) as c:
-        spans = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size and p.pos is not None][first:]
+        spans = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size and p.pos is not None]
+        spans = spans[first : None if last is None else last + 1]
     data = bytearray(src.read_bytes())
     rng = np.random.default_rng(0)
     for pos, size in spans:
         data[pos : pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
     dst.write_bytes(bytes(data))
     return dst
+
+
+VOP_START = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2 video object plane (one picture)
+USER_DATA_START = b"\x00\x00\x01\xb2"
+
+
+def _vop_type(data: bytes) -> str:
+    """The coding type (I, P, B or S) of the first VOP in an MPEG-4 Part 2 packet."""
+    return "IPBS"[data[data.index(VOP_START) + 4] >> 6]
+
+
+def _not_coded_vop(time_increment_bits: int) -> bytes:
+    """An N-VOP: a P-VOP header with vop_coded = 0, the placeholder DivX writes after a packed pair."""
+    bits = "01" + "0" + "1" + "0" * time_increment_bits + "1" + "0"  # type P, modulo_time_base, marker, time, marker
+    bits += "0" + "1" * (-(len(bits) + 1) % 8)  # next_start_code() stuffing to a byte boundary
+    return VOP_START + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def write_divx_packed(src: Path, dst: Path) -> Path:
+    """Rewrite an MPEG-4 Part 2 AVI with B-frames into DivX-style "packed B-frames".
+
+    DivX 5 / old XviD stored one picture per AVI chunk in *display* slots: a
+    reference VOP travels in one chunk with the first B-VOP after it (decode
+    order), each further B-VOP has its own chunk, and a not-coded N-VOP fills the
+    slot left over; the user data ``DivX503b1393p`` ("p" = packed) tells FFmpeg's
+    decoder to unpack them. This is the layout of Debian opencv-doc's
+    Megamind.avi. FFmpeg's guessed pts for such chunks do not follow display order.
+    """
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        packets = [(bytes(p), p.is_keyframe) for p in container.demux(stream) if p.size]
+        time_base = stream.time_base
+        time_bits = max(1, (time_base.denominator - 1).bit_length())  # FFmpeg's encoder: resolution = 1/time_base
+        chunks: list[tuple[bytes, bool]] = []
+        i = 0
+        while i < len(packets):
+            data, key = packets[i]
+            j = i + 1
+            while j < len(packets) and _vop_type(packets[j][0]) == "B":
+                j += 1
+            b_vops = [b for b, _ in packets[i + 1 : j]]
+            if b_vops:
+                chunks += [(data + b_vops[0], key), *[(b, False) for b in b_vops[1:]], (_not_coded_vop(time_bits), False)]
+            else:
+                chunks.append((data, key))
+            i = j
+        first, key = chunks[0]
+        at = first.index(VOP_START)
+        chunks[0] = (first[:at] + USER_DATA_START + b"DivX503b1393p" + first[at:], key)
+        with av.open(str(dst), "w") as out:
+            out_stream = out.add_stream_from_template(stream)
+            for slot, (data, key) in enumerate(chunks):
+                packet = av.Packet(data)
+                packet.pts = packet.dts = slot
+                packet.time_base, packet.is_keyframe, packet.stream = time_base, key, out_stream
+                out.mux(packet)
+    return dst
+
+
+# Display times (in 1/30 s slots) of the frames of the AVI with "dropped frame" entries: 10 pictures over 1.5 s.
+DROPPED_SLOTS = [0, 3, 4, 9, 15, 16, 17, 30, 31, 44]
 
 
 def make_videos(root: Path) -> dict[str, Path]:
@@ -111,16 +174,29 @@ def make_videos(root: Path) -> dict[str, Path]:
     v["short_gop_mp4"] = write_video(root / "short_gop.mp4", n=240,
                                      options={"x264-params": "keyint=5:min-keyint=5:scenecut=0"})
     v["absurd_avi"] = write_video(root / "absurd.avi", "mjpeg", pix_fmt="yuvj420p", size=(20000, 8), n=2)
+    # B-frames in AVI, which stores no presentation times: x264's default pyramid of 3 B-frames, FFmpeg's MPEG-4
+    # with 2 B-frames (open GOPs), and that stream rewritten as DivX packed B-frames.
+    v["h264_bframes_avi"] = write_video(root / "h264_bframes.avi")
+    v["mpeg4_bframes_avi"] = write_video(root / "mpeg4_bframes.avi", "mpeg4", options={"bf": "2"})
+    v["mpeg4_packed_avi"] = write_divx_packed(v["mpeg4_bframes_avi"], root / "mpeg4_packed.avi")
+    # The AVI muxer writes an empty "dropped frame" index entry for each skipped slot: the header then declares
+    # 45 frames (every slot) although only 10 hold a picture, like opencv-doc's tree.avi. The file is complete.
+    v["dropped_avi"] = write_video(root / "dropped.avi", "mjpeg", pix_fmt="yuvj420p", pts=DROPPED_SLOTS,
+                                   n=len(DROPPED_SLOTS))
 
     mkv = write_video(root / "full.mkv", n=N)
     data = mkv.read_bytes()
     (root / "truncated.mkv").write_bytes(data[: int(len(data) * 0.6)])
     v["truncated_mkv"] = root / "truncated.mkv"
+    data = v["mjpeg_avi"].read_bytes()
+    (root / "truncated.avi").write_bytes(data[: int(len(data) * 0.6)])  # the index (idx1) at the end is lost too
+    v["truncated_avi"] = root / "truncated.avi"
     data = v["h264_mp4"].read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov atom is at the end: header lost
     v["truncated_mp4"] = root / "truncated.mp4"
-    v["corrupt_avi"] = _corrupt_packets(v["mjpeg_avi"], root / "corrupt.avi")
-    v["corrupt_tail_avi"] = _corrupt_packets(v["mjpeg_avi"], root / "corrupt_tail.avi", first=60)
+    v["corrupt_avi"] = corrupt_packets(v["mjpeg_avi"], root / "corrupt.avi")
+    v["corrupt_tail_avi"] = corrupt_packets(v["mjpeg_avi"], root / "corrupt_tail.avi", first=60)
+    v["corrupt_one_avi"] = corrupt_packets(v["mjpeg_avi"], root / "corrupt_one.avi", first=40, last=40)
 
     (root / "random.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     v["random_mp4"] = root / "random.mp4"

@@ -4,7 +4,7 @@ Layout under the cache root (``--cache-dir``, else ``$RECOT_CACHE_DIR``, else
 the user's cache directory)::
 
     encoded/<key>.safetensors   tokens (G, P, D) + group timestamps (G,), metadata
-    encoded/<key>.lock          per-key lock: one process encodes, the others wait
+    encoded/<key>.lock          per-key lock while held: one process encodes, the others wait
     digests/<id>                memo of file content hashes, keyed by path + size + mtime
     models/                     the built-in default model (see ``recot.engine.default_model``)
 
@@ -26,6 +26,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,10 @@ from typing import Any
 import numpy as np
 import platformdirs
 import torch
-from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from recot.data.atomic import atomic_path, atomic_write_text
+from recot.data.atomic import atomic_path, atomic_write_text, exclusive_lock
 from recot.model.encoder import EncodedVideo
 
 #: Bump when the entry layout or the meaning of the tokens changes: older entries become stale.
@@ -65,7 +65,12 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
 def parse_size(text: str | int | None) -> int:
     """Bytes from ``"20GB"``, ``"512m"``, ``"1.5g"`` or an int; None gives ``$RECOT_CACHE_SIZE`` or 20 GB."""
     if text is None:
-        text = os.environ.get(CACHE_SIZE_ENV) or DEFAULT_CACHE_SIZE
+        if not os.environ.get(CACHE_SIZE_ENV):
+            return DEFAULT_CACHE_SIZE
+        try:
+            return parse_size(os.environ[CACHE_SIZE_ENV])
+        except ValueError as exc:
+            raise ValueError(f"${CACHE_SIZE_ENV}: {exc}") from None
     if isinstance(text, int):
         size = text
     else:
@@ -135,7 +140,11 @@ def model_fingerprint(model: torch.nn.Module, checkpoint_dir: Path | None, file_
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One stored encoding, as listed by :meth:`EncodingCache.entries`."""
+    """One stored encoding, as listed by :meth:`EncodingCache.entries`.
+
+    ``created`` and ``last_used`` are seconds since the epoch; ``metadata`` is the
+    entry's header as stored (strings).
+    """
 
     key: str
     path: Path
@@ -143,13 +152,35 @@ class CacheEntry:
     last_used: float
     metadata: dict[str, str]
 
+    @property
+    def created(self) -> float | None:
+        """When the entry was written (None for an unreadable entry)."""
+        return _parse(self.metadata.get("created"), float)
+
+    @property
+    def frames(self) -> int | None:
+        """How many frames were encoded (None for an unreadable entry)."""
+        return _parse(self.metadata.get("frames"), int)
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-ready summary: key, path, size, created, last_used, frames, video, rule, model_id (or error).
+
+        Counts are ints and times are floats; the list of frame indices is left out.
+        """
+        record: dict[str, Any] = {"key": self.key, "path": str(self.path), "size": self.size, "created": self.created,
+                                  "last_used": self.last_used, "frames": self.frames}  # fmt: skip
+        for name in ("video", "rule", "model_id", "error"):
+            if name in self.metadata:
+                record[name] = self.metadata[name]
+        return record
+
 
 class EncodingCache:
     """Encoded videos on disk with LRU eviction, atomic writes and per-key locks.
 
     ``max_bytes`` bounds the total size of the entries (0 keeps nothing);
     ``lock_timeout`` is how long to wait for another process encoding the same
-    video before giving up with ``filelock.Timeout``.
+    video before giving up with ``TimeoutError``.
     """
 
     def __init__(self, root: str | Path | None = None, max_bytes: int | str | None = None, lock_timeout: float = 6 * 3600) -> None:
@@ -170,8 +201,8 @@ class EncodingCache:
         """Where the entry for ``key`` is stored."""
         return self.entries_dir / f"{key}{_SUFFIX}"
 
-    def _lock(self, key: str, timeout: float) -> FileLock:
-        return FileLock(str(self.entries_dir / f"{key}.lock"), timeout=timeout)
+    def _lock(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
+        return exclusive_lock(self.entries_dir / f"{key}.lock", timeout=timeout)
 
     def file_digest(self, path: str | Path) -> str:
         """The content hash of a file or directory (a video, a weights shard), memoised in the cache."""
@@ -217,7 +248,7 @@ class EncodingCache:
         if nbytes > self.max_bytes:
             return None
         meta = _as_strings(metadata)
-        meta.update(format=CACHE_FORMAT, key=key, checksum=tensor_digest(tensors), created=str(time.time()))
+        meta.update(format=CACHE_FORMAT, key=key, checksum=tensor_digest(tensors), created=repr(time.time()))
         path = self.path_of(key)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -279,7 +310,7 @@ class EncodingCache:
             try:
                 with self._lock(entry.key, 0):
                     entry.path.unlink(missing_ok=True)
-            except Timeout:
+            except TimeoutError:
                 continue
             total -= entry.size
             removed.append(entry.key)
@@ -288,7 +319,7 @@ class EncodingCache:
     def clear(self) -> int:
         """Delete every entry and digest memo; returns the number of entries removed.
 
-        Lock files, and the temporary file of an entry, are left alone while
+        The temporary file of an entry, and its lock file, are left alone while
         another process holds that entry's lock (it is being written).
         """
         removed = 0
@@ -297,8 +328,8 @@ class EncodingCache:
             removed += 1
         if self.entries_dir.is_dir():
             for leftover in self.entries_dir.iterdir():
-                if leftover.suffix == ".lock":
-                    self._unlink_unlocked(leftover, leftover.stem)
+                if leftover.suffix == ".lock":  # left by a killed process; taking the lock deletes it
+                    self._unlink_unlocked(None, leftover.stem)
                 elif leftover.suffix == ".tmp":  # .<key>.safetensors.<random>.tmp
                     self._unlink_unlocked(leftover, leftover.name[1:].split(".")[0])
         if self.digests_dir.is_dir():
@@ -306,12 +337,13 @@ class EncodingCache:
                 leftover.unlink(missing_ok=True)
         return removed
 
-    def _unlink_unlocked(self, path: Path, key: str) -> None:
+    def _unlink_unlocked(self, path: Path | None, key: str) -> None:
         """Remove ``path`` unless another process holds the lock of ``key``."""
         try:
             with self._lock(key, 0):
-                path.unlink(missing_ok=True)
-        except Timeout:
+                if path is not None:
+                    path.unlink(missing_ok=True)
+        except TimeoutError:
             pass
 
 
@@ -329,6 +361,14 @@ def _check_entry(key: str, metadata: dict[str, str], tensors: dict[str, torch.Te
     if tensor_digest(tensors) != metadata.get("checksum"):
         return "checksum mismatch"
     return None
+
+
+def _parse(text: str | None, kind: type) -> Any:
+    """``kind(text)``, or None when the header has no such field or it does not parse."""
+    try:
+        return kind(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _as_strings(metadata: dict[str, Any]) -> dict[str, str]:

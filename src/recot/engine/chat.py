@@ -18,9 +18,10 @@ model's operating point).
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,19 +124,6 @@ class GenerationOptions:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def parse_visual_token_limit(text: str) -> int | str:
-    """``--max-visual-tokens`` text -> a positive int or ``"all"`` (raises ``ValueError`` otherwise)."""
-    if text.strip().lower() == ALL_VISUAL_TOKENS:
-        return ALL_VISUAL_TOKENS
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a positive number or 'all', got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"expected a positive number or 'all', got {text!r}")
-    return value
-
-
 class BeyondContextWarning(UserWarning):
     """The LLM's input runs past the context it was trained on (``max_visual_tokens="all"``)."""
 
@@ -218,24 +206,48 @@ class VideoChat:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        model: str | Path | None = "default",
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
-        cache: EncodingCache | None = None,
+        cache: EncodingCache | str | Path | bool | None = True,
         progress: bool = False,
         decode_workers: int | None = None,
         compile: bool = False,
     ) -> VideoChat:
-        """Load model and tokenizer from a checkpoint directory (other arguments: see :class:`VideoChat`).
+        """Load a model and its tokenizer (``decode_workers``, ``compile``: see :class:`VideoChat`).
 
-        Raises :class:`recot.CheckpointError` (a ``ValueError``) for a missing or unreadable directory.
+        ``model``: ``"default"`` (the untrained ``small`` preset with weights from a
+        fixed seed: no trained weights ship yet, its answers are meaningless), an
+        untrained preset name (``"small"``, ``"tiny"``) or a checkpoint directory;
+        see :func:`recot.engine.resolve_model`. ``cache``: where encoded videos are
+        kept on disk. True (the default) is ``EncodingCache()``: ``$RECOT_CACHE_DIR``,
+        else the user cache directory (``platformdirs.user_cache_dir("recot")``,
+        e.g. ``~/.cache/recot`` on Linux), limited to ``$RECOT_CACHE_SIZE`` or 20 GB;
+        a path is a cache under that directory; False or None keeps no disk cache.
+        An untrained preset is written once under the cache's directory (else the
+        default one) in ``models/``.
+
+        Raises :class:`recot.CheckpointError` (a ``ValueError``) for a specification
+        that names no model, or a checkpoint that cannot be loaded.
         """
-        model = VideoXLPro.from_pretrained(path, dtype=dtype, device=device)
+        from recot.engine.default_model import resolve_model
+
+        if cache is True:
+            cache = EncodingCache()
+        elif cache is False or cache is None:
+            cache = None
+        elif not isinstance(cache, EncodingCache):
+            cache = EncodingCache(cache)
+        try:
+            path = resolve_model(model).checkpoint_dir(cache.root if cache is not None else None)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from exc
+        loaded = VideoXLPro.from_pretrained(path, dtype=dtype, device=device)
         try:
             processor = VideoXLProProcessor.from_pretrained(path)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load the tokenizer of {path}: {exc}") from exc
-        return cls(model, processor, cache=cache, progress=progress, checkpoint_dir=path,
+        return cls(loaded, processor, cache=cache, progress=progress, checkpoint_dir=path,
                    decode_workers=decode_workers, compile=compile)  # fmt: skip
 
     # ----- identity -------------------------------------------------------------
@@ -257,18 +269,38 @@ class VideoChat:
         s = (sampling or FrameSampling()).resolved()
         return plan_frames(probe(video), num_frames=s.num_frames, fps=s.fps, max_frames=s.max_frames, start=s.start, end=s.end)
 
-    def encode(self, video: str | Path, sampling: FrameSampling | None = None, use_cache: bool = True) -> VideoEncoding:
-        """Encode a video file (or image, or frames directory), from the cache when possible."""
+    def encode(
+        self,
+        video: str | Path,
+        sampling: FrameSampling | None = None,
+        use_cache: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> VideoEncoding:
+        """Encode a video file (or image, or frames directory), from the cache when possible.
+
+        ``on_progress(groups_done, groups_total)`` is called after each encoded
+        chunk (a server answers waiting questions there; raising abandons the encode).
+        """
+        path = str(video)
+        return self.encode_planned(path, self.plan(path, sampling), use_cache, on_progress)
+
+    def encode_planned(
+        self,
+        video: str | Path,
+        plan: SamplePlan,
+        use_cache: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> VideoEncoding:
+        """:meth:`encode` with the frames already planned (:meth:`plan`)."""
         started = time.perf_counter()
         path = str(video)
-        plan = self.plan(path, sampling)
         if self.cache is None or not use_cache:
-            encoded, indices = self._encode_plan(path, plan)
+            encoded, indices = self._encode_plan(path, plan, on_progress)
             return VideoEncoding(path, encoded, len(indices), indices.tolist(), False, time.perf_counter() - started)
         key = self.cache.key(path, plan.indices, self.model_id)
 
         def compute() -> tuple[EncodedVideo, dict[str, Any]]:
-            encoded, indices = self._encode_plan(path, plan)
+            encoded, indices = self._encode_plan(path, plan, on_progress)
             return encoded, {
                 "video": str(Path(path).resolve()),
                 "rule": plan.rule,
@@ -281,7 +313,9 @@ class VideoChat:
         indices = json.loads(metadata["frame_indices"]) if "frame_indices" in metadata else None
         return VideoEncoding(path, encoded, int(metadata["frames"]), indices, hit, time.perf_counter() - started, key)
 
-    def _encode_plan(self, path: str, plan: SamplePlan) -> tuple[EncodedVideo, np.ndarray]:
+    def _encode_plan(
+        self, path: str, plan: SamplePlan, on_progress: Callable[[int, int], None] | None = None
+    ) -> tuple[EncodedVideo, np.ndarray]:
         """Stream-encode the planned frames in one decoding pass.
 
         Returns the encoding and the source frame index of each planned
@@ -312,7 +346,16 @@ class VideoChat:
         with _bar(self.progress, len(plan), "decode", "frame", 0) as decode_bar, _bar(
             self.progress, groups.num_groups, "encode", "group", 1
         ) as encode_bar, torch.inference_mode():
-            encoder = StreamingEncoder(self.model, len(plan), on_groups=encode_bar.update)
+            done = 0
+
+            def on_groups(n: int) -> None:
+                nonlocal done
+                done += n
+                encode_bar.update(n)
+                if on_progress is not None:
+                    on_progress(done, groups.num_groups)
+
+            encoder = StreamingEncoder(self.model, len(plan), on_groups=on_groups)
             with prefetch(decoded_batches(decode_bar), depth=PREFETCH_BATCHES) as batches:
                 for frames, timestamps in batches:
                     encoder.add(frames, timestamps)
@@ -504,5 +547,10 @@ def _rows(batch: FrameBatch, start: int, stop: int) -> FrameBatch:
 
 
 def _bar(enabled: bool, total: int, desc: str, unit: str, position: int) -> tqdm:
-    """A tqdm progress bar on stderr (inert when not ``enabled``)."""
-    return tqdm(total=total, desc=desc, unit=unit, position=position, disable=not enabled, dynamic_ncols=True)
+    """A tqdm progress bar on stderr (inert when not ``enabled``).
+
+    Bars get their own line (``position``) only on a terminal: elsewhere (a log
+    file) the cursor movements that stack them would end up in the text.
+    """
+    stacked = position if sys.stderr.isatty() else 0
+    return tqdm(total=total, desc=desc, unit=unit, position=stacked, disable=not enabled, dynamic_ncols=True)

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
-
-if TYPE_CHECKING:
-    from recot.model.videoxl_pro import VideoXLPro
 
 
 @dataclass
@@ -90,6 +87,9 @@ class FrameCountError(RuntimeError):
 class StreamingEncoder:
     """Encode a video of ``num_frames`` planned frames from batches (see the module docstring).
 
+    ``model`` is a :class:`~recot.model.videoxl_pro.VideoXLPro` (typed as a
+    module here so that this module does not import the model's: no cycle).
+
     ``on_groups(n)`` is called after each encoded chunk with the number of
     groups it produced (for progress bars). Gradients flow only with ``grad``
     (training through the encoder); otherwise :meth:`add` runs without autograd.
@@ -100,7 +100,7 @@ class StreamingEncoder:
 
     def __init__(
         self,
-        model: VideoXLPro,
+        model: nn.Module,
         num_frames: int,
         on_groups: Callable[[int], None] | None = None,
         keep_stages: bool = False,

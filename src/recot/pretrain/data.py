@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 from recot.data.atomic import atomic_path
-from recot.video import read_frames
+from recot.video import IMAGE_EXTENSIONS, read_frames
 
 VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v"}
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def list_media(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -39,7 +38,7 @@ def list_media(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
         ext = p.suffix.lower()
         if ext in VIDEO_EXTS:
             videos.add(p.resolve())
-        elif ext in IMAGE_EXTS:
+        elif ext in IMAGE_EXTENSIONS:
             images.add(p.resolve())
 
     for entry in paths:

@@ -16,8 +16,6 @@ checkpoint's keys (``model.sae.*``); ``VideoXLPro.load_compressor`` loads it.
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 import random
 import time
@@ -28,8 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from recot.model.checkpoint import save_compressor
 from recot.model.compressor import ReCoTCompressor
@@ -44,6 +41,7 @@ from recot.pretrain.data import (
 from recot.pretrain.dts import DynamicTokenSynthesizer, dts_prediction_loss
 from recot.pretrain.masking import make_mask
 from recot.pretrain.objective import MaskedReconstructionModel, ReCoTDecoder
+from recot.training_utils import MetricsLog, read_config, warmup_cosine
 
 COMPRESSOR_FILE = "compressor.safetensors"
 METRIC_FIELDS = ["step", "loss", "recon", "masked_mse", "visible_mse", "dts_loss", "lr", "seconds"]
@@ -136,26 +134,7 @@ def load_config(path: str | Path) -> PretrainConfig:
     Raises ``ValueError`` naming the file and what is wrong with it.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-
-            raw = tomllib.loads(text)
-        else:
-            raw = yaml.safe_load(text) or {}
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read pre-training config {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"pre-training config {path} must be a mapping of sections, got {type(raw).__name__}")
-    try:
-        cfg = PretrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"pre-training config {path}: {problems}") from exc
+    cfg = read_config(path, PretrainConfig, "pre-training config")
     base = path.parent
     cfg.data.paths = [p if Path(p).is_absolute() else str(base / p) for p in cfg.data.paths]
     return cfg
@@ -182,14 +161,7 @@ def build_modules(channels: int, cfg: PretrainConfig) -> PretrainModules:
 
 def lr_lambda(cfg: OptimConfig) -> Callable[[int], float]:
     """Multiplier of the base lr at a step: linear warm-up, then cosine to ``min_lr_ratio``."""
-
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = min((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 1.0)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
+    return warmup_cosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
 
 
 def batch_loss(
@@ -262,45 +234,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-class _MetricsLog:
-    """CSV log (always) and TensorBoard (when installed) on rank 0; on resume the CSV is cut back to the step."""
-
-    def __init__(self, out: Path, start_step: int, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tb = None
-        if not enabled:
-            return
-        self.path = out / "metrics.csv"
-        rows = []
-        if start_step > 0 and self.path.exists():
-            with self.path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-        with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
-        except ImportError:
-            print("tensorboard is not installed: metrics go to metrics.csv only (pip install tensorboard)")
-
-    def write(self, row: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self.tb.add_scalar(f"pretrain/{k}", v, int(row["step"]))
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
 def train(
     cfg: PretrainConfig,
     resume: bool = False,
@@ -349,7 +282,7 @@ def train(
         _set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])
         start = ckpt["step"]
 
-    log = _MetricsLog(out, start, enabled=rank == 0)
+    log = MetricsLog(out, METRIC_FIELDS, start, enabled=rank == 0, tag="pretrain")
     per_rank = cfg.optim.batch_size // world
     rows: list[dict[str, float]] = []
     end = cfg.optim.steps if stop_after is None else min(stop_after, cfg.optim.steps)

@@ -36,15 +36,14 @@ import functools
 import json
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
 
+from recot.video.budget import DecodeBudget
+from recot.video.errors import UnsupportedVideoError
 from recot.video.probe import VideoInfo
-
-if TYPE_CHECKING:
-    from recot.video.decode import _Budget
 
 Backend = Literal["auto", "pyav", "torchcodec"]
 BACKENDS: tuple[str, ...] = ("auto", "pyav", "torchcodec")
@@ -89,7 +88,10 @@ def choose_backend(
 
     Raises ``ValueError`` for an unknown name or ``backend="torchcodec"`` on a
     non-video input, ``ImportError`` for ``backend="torchcodec"`` when torchcodec
-    does not load.
+    does not load, ``UnsupportedVideoError`` for ``backend="torchcodec"`` on a
+    stream whose frames can only be numbered by decoding from the start
+    (``VideoInfo.sequential_only``): torchcodec finds frames by their pts, which
+    such files do not store in display order.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -100,11 +102,16 @@ def choose_backend(
     if backend == "pyav":
         return "pyav"
     if backend == "torchcodec":
+        if info.sequential_only:
+            raise UnsupportedVideoError(info.path, "the torchcodec backend cannot read it: its frames' timestamps are "
+                                        "not in display order (H.264/HEVC B-frames in AVI, or packed B-frames); "
+                                        "backend='pyav' or 'auto' can")
         if not torchcodec_available():
             raise ImportError(f"backend='torchcodec' but torchcodec does not load ({_load_torchcodec()[1]})")
         return "torchcodec"
     native = out_size is None or out_size == (info.width, info.height)
-    return "torchcodec" if native and not info.has_b_frames and torchcodec_available() else "pyav"
+    fits = native and not info.has_b_frames and not info.sequential_only
+    return "torchcodec" if fits and torchcodec_available() else "pyav"
 
 
 def frame_mappings(info: VideoInfo) -> str:
@@ -128,7 +135,7 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def iter_torchcodec(
-    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: _Budget, threads: int
+    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: DecodeBudget, threads: int
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, rgb)`` for each of the sorted unique ``wanted`` frames, decoded by torchcodec.
 

@@ -13,13 +13,19 @@ While decoding, packets that hold no wanted frame are decoded with
 by the decoder, and only wanted or reference frames cost decoding time.
 Frames are converted to RGB and resized in one swscale call (bicubic).
 
+Frames are matched to the probe's index by their pts. Streams whose pts do not
+follow display order (``VideoInfo.sequential_only``: H.264/HEVC B-frames in
+AVI, packed B-frames) are instead decoded in one pass from the start, every
+frame decoded, and numbered by output position, the same numbering as a plain
+sequential decode. Sparse plans on such files cost a decode up to their last
+frame.
+
 That is the PyAV backend; ``backend="auto"`` uses torchcodec instead when it is
 installed and faster (see ``recot.video.backends``): same frames and timestamps.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,13 +41,13 @@ from recot.video.backends import (
     choose_backend,
     iter_torchcodec,
 )
+from recot.video.budget import DecodeBudget
 from recot.video.errors import (
     CorruptVideoError,
-    DecodeTimeoutError,
     PartialDecodeWarning,
     UnsupportedVideoError,
 )
-from recot.video.probe import VideoInfo, open_container, open_image, probe, video_stream
+from recot.video.probe import VideoInfo, ffmpeg_reason, open_container, open_image, probe, video_stream
 from recot.video.sample import SamplePlan, plan_frames
 
 # A seek (demuxer seek, decoder flush, refilling the frame-threaded decoder) costs
@@ -83,7 +89,12 @@ class DecodeRun:
 
 
 def plan_runs(info: VideoInfo, indices: np.ndarray) -> list[DecodeRun]:
-    """Split sorted unique frame ``indices`` into decode runs by estimated cost (see module docstring)."""
+    """Split sorted unique frame ``indices`` into decode runs by estimated cost (see module docstring).
+
+    A ``sequential_only`` stream gets one run from the start of the file.
+    """
+    if info.sequential_only:
+        return [DecodeRun(None, np.asarray(indices, dtype=np.int64))]
     keyframes = info.keyframes
     runs: list[DecodeRun] = []
     current: list[int] = []
@@ -151,7 +162,7 @@ def iter_frames(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out_size = _output_size(info, size)
     chosen = choose_backend(info, backend, out_size)
-    budget = _Budget(info, default_timeout(info) if timeout is None else timeout)
+    budget = DecodeBudget(info.path, default_timeout(info) if timeout is None else timeout)
     wanted, repeats = np.unique(plan.indices, return_counts=True)
     repeat_of = dict(zip(wanted.tolist(), repeats.tolist(), strict=False))
 
@@ -210,28 +221,8 @@ def _output_size(info: VideoInfo, size: Size | None) -> tuple[int, int]:
     return int(width), int(height)
 
 
-class _Budget:
-    """Decoding time spent so far, excluding the time the caller holds a yielded batch."""
-
-    def __init__(self, info: VideoInfo, seconds: float) -> None:
-        self.info, self.seconds, self.spent = info, seconds, 0.0
-        self.mark = time.monotonic()
-
-    def pause(self) -> None:
-        self.spent += time.monotonic() - self.mark
-
-    def resume(self) -> None:
-        self.mark = time.monotonic()
-
-    def check(self, position: float) -> None:
-        if self.spent + time.monotonic() - self.mark > self.seconds:
-            raise DecodeTimeoutError(
-                self.info.path, f"decoding exceeded its {self.seconds:.0f} s budget near {position:.2f} s of video"
-            )
-
-
 def _decode_video_torchcodec(
-    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: _Budget, threads: int, *, strict: bool
+    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: DecodeBudget, threads: int, *, strict: bool
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Decode with torchcodec; if it fails part-way, PyAV decodes the rest (``strict``: raise instead)."""
     decoded: list[int] = []
@@ -249,7 +240,7 @@ def _decode_video(
     info: VideoInfo,
     wanted: np.ndarray,
     out_size: tuple[int, int],
-    budget: _Budget,
+    budget: DecodeBudget,
     threads: int,
     decoded: list[int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -269,7 +260,11 @@ def _decode_video(
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         for run in plan_runs(info, todo):
-            for index, frame in _decode_run(container, stream, info, run, index_of_pts, budget, failures):
+            if info.sequential_only:
+                frames = _decode_in_output_order(container, stream, info, run, budget, failures)
+            else:
+                frames = _decode_run(container, stream, info, run, index_of_pts, budget, failures)
+            for index, frame in frames:
                 rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
                 decoded.append(index)
                 yield index, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
@@ -282,7 +277,7 @@ def _decode_run(
     info: VideoInfo,
     run: DecodeRun,
     index_of_pts: dict[int, int],
-    budget: _Budget,
+    budget: DecodeBudget,
     failures: list[str],
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decode one run, yielding its wanted frames. Re-seeks earlier if a seek overshoots the first frame."""
@@ -301,14 +296,17 @@ def _decode_run(
         try:
             for packet in container.demux(stream):
                 budget.check(info.frame_times[first])
+                if packet.size == 0 and packet.dts is not None:
+                    continue  # an empty packet (AVI "dropped frame" entry) would put the decoder into draining
                 ctx.skip_frame = "NONREF" if packet.pts is not None and packet.pts not in wanted_pts else "DEFAULT"
                 try:
                     decoded = packet.decode()
                     errors = 0
                 except av.error.FFmpegError as e:  # a damaged packet: skip it, give up after several in a row
                     errors += 1
+                    if not failures:
+                        failures.append(f"decoder error: {ffmpeg_reason(e)}")
                     if errors >= MAX_DECODE_ERRORS:
-                        failures.append(f"decoder error: {e}")
                         return
                     continue
                 for frame in decoded:
@@ -328,7 +326,7 @@ def _decode_run(
                 if overshot:
                     break
         except av.error.FFmpegError as e:  # demuxing failed: the data after this point is unreadable
-            failures.append(f"read error: {e}")
+            failures.append(f"read error: {ffmpeg_reason(e)}")
             return
         if not overshot:
             return  # end of stream
@@ -336,25 +334,69 @@ def _decode_run(
         seek_to = int(keyframes[earlier]) if earlier >= 0 else 0
 
 
+def _decode_in_output_order(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    info: VideoInfo,
+    run: DecodeRun,
+    budget: DecodeBudget,
+    failures: list[str],
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Decode from the start of the file, numbering frames by output position (``sequential_only`` streams).
+
+    Output order is display order, so the ``i``-th frame out is frame ``i``. No
+    frame may be skipped, and a packet that fails to decode ends the run: the
+    frames after it could no longer be numbered with certainty.
+    """
+    wanted = set(run.indices.tolist())
+    last = int(run.indices[-1])
+    position = 0
+    try:
+        for packet in container.demux(stream):
+            budget.check(info.frame_times[min(position, last)])
+            if packet.size == 0 and packet.dts is not None:
+                continue  # an empty packet (AVI "dropped frame" entry) would put the decoder into draining
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as e:
+                failures.append(f"decoder error: {ffmpeg_reason(e)}")
+                return
+            for frame in decoded:
+                index, position = position, position + 1
+                if index in wanted:
+                    budget.pause()
+                    yield index, frame
+                    budget.resume()
+                if index >= last:
+                    return
+    except av.error.FFmpegError as e:  # demuxing failed: the data after this point is unreadable
+        failures.append(f"read error: {ffmpeg_reason(e)}")
+
+
 def _report_missing(info: VideoInfo, wanted: np.ndarray, decoded: list[int], failures: list[str]) -> None:
-    """Warn about planned frames that did not decode; raise if none did."""
+    """Warn about planned frames that did not decode, saying where and why; raise if none did."""
     missing = np.setdiff1d(wanted, decoded)
     if len(missing) == 0:
         return
-    cause = f" ({failures[0]})" if failures else " (the data ends early)"
     if not decoded:
-        raise CorruptVideoError(info.path, f"none of the {len(wanted)} planned frames could be decoded{cause}")
-    last_good = decoded[-1]
-    warnings.warn(
-        f"{info.path}: decoding stopped after frame {last_good} at {info.frame_times[last_good]:.3f} s{cause}; "
-        f"{len(missing)} of {len(wanted)} planned frames, from {info.frame_times[missing[0]]:.3f} s on, are missing",
-        PartialDecodeWarning,
-        stacklevel=4,
-    )
+        cause = failures[0] if failures else "the decoder returned no frames"
+        raise CorruptVideoError(info.path, f"none of the {len(wanted)} planned frames could be decoded ({cause})")
+    last_good = max(decoded)
+    times = info.frame_times
+    if missing[0] > last_good:  # everything up to a point decoded, nothing after it
+        cause = failures[0] if failures else "the decoder returned no further frames"
+        message = (f"decoding stopped after frame {last_good} at {times[last_good]:.3f} s ({cause}); "
+                   f"{len(missing)} of {len(wanted)} planned frames, from {times[missing[0]]:.3f} s on, are missing")
+    else:
+        cause = failures[0] if failures else "the decoder returned no picture for them"
+        shown = ", ".join(f"{i} ({times[i]:.3f} s)" for i in missing[:5].tolist())
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        message = f"{len(missing)} of {len(wanted)} planned frames are missing ({cause}): frames {shown}{more}"
+    warnings.warn(f"{info.path}: {message}", PartialDecodeWarning, stacklevel=4)
 
 
 def _decode_images(
-    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: _Budget
+    info: VideoInfo, wanted: np.ndarray, out_size: tuple[int, int], budget: DecodeBudget
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, rgb)`` for a still image or a directory of frames (EXIF orientation applied)."""
     for index in wanted.tolist():

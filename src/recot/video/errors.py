@@ -52,3 +52,7 @@ class DecodeTimeoutError(VideoDecodeError, TimeoutError):
 
 class PartialDecodeWarning(UserWarning):
     """A damaged video decoded only in part; the message says where decoding stopped."""
+
+
+class FrameCountCappedWarning(UserWarning):
+    """More frames were asked for than the video (or the asked time range) holds: each frame is used once instead."""

@@ -6,6 +6,16 @@ hour of video). The index gives the exact frame count, every frame's true
 presentation time and the keyframes, which the sampler and the seeking
 decoder rely on.
 
+Frame ``i`` is the ``i``-th frame a plain sequential decode of the file
+outputs (display order). Most containers store each frame's presentation time,
+so the decoder can find frame ``i`` by its pts after a seek. AVI stores decode
+order only: FFmpeg guesses the pts, which follow display order for MPEG-1/2
+and MPEG-4 Part 2 B-frames but not for H.264/HEVC ones; DivX-style "packed
+B-frames" (a B-frame stored in the packet of the frame before it, in any
+container) scramble them too. For such streams ``VideoInfo.sequential_only``
+is set and the decoder numbers frames by decoding from the start; the frame
+times are still the sorted pts, which are the right set of display slots.
+
 Times: ``start_time`` is the container's start in seconds; every frame time
 (``frame_times``, plan and batch timestamps) is seconds since that start, so a
 clip cut from a broadcast stream at 3600 s still starts at 0.
@@ -34,6 +44,7 @@ from recot.video.errors import (
     VideoNotFoundError,
 )
 
+# File suffixes read as still images (with PIL) rather than as videos, lower case.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 # Larger than any real camera or screen recording; beyond this a frame alone is gigabytes.
 MAX_SIDE = 16384
@@ -41,6 +52,13 @@ MAX_SIDE = 16384
 IO_TIMEOUT = (30.0, 30.0)
 # Frame rate given to a directory of frames, which has no timing of its own.
 FRAMES_DIR_FPS = 1.0
+# Containers that store decode times only; FFmpeg guesses presentation times for their packets.
+DECODE_ORDER_FORMATS = frozenset({"avi"})
+# Codecs whose B-frames FFmpeg's guesses do put in display order (one frame of reorder delay, picture types
+# read by its parser), unless the B-frames are packed; H.264/HEVC's guesses are plain decode order.
+PARSER_ORDERED_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4"})
+# The DivX user data that marks packed B-frames, read the way FFmpeg's MPEG-4 decoder reads it.
+_DIVX_PACKED = re.compile(rb"DivX\d+(?:Build|b)\d+p")
 
 Kind = Literal["video", "image", "frames"]
 
@@ -51,7 +69,10 @@ class VideoInfo:
 
     ``num_frames_exact`` is true when frames were counted (index built or an
     image/directory) and false when the count is the container's declared
-    number or ``duration * avg_fps``.
+    number or ``duration * avg_fps``. ``sequential_only`` is true when the
+    stream's pts do not follow display order (H.264/HEVC B-frames in AVI, packed
+    B-frames; see the module docstring): the decoder then numbers frames by
+    decoding from the start instead of seeking.
     """
 
     path: str
@@ -72,6 +93,7 @@ class VideoInfo:
     frame_files: tuple[str, ...] = field(default=(), repr=False, compare=False)
     stream_index: int | None = field(default=None, repr=False)  # the decoded video stream (videos only)
     has_b_frames: bool = field(default=False, repr=False)  # the codec reorders frames (B-frames)
+    sequential_only: bool = field(default=False, repr=False)
 
     @property
     def is_image(self) -> bool:
@@ -98,6 +120,7 @@ class VideoInfo:
             "num_frames_exact": self.num_frames_exact,
             "start_time": self.start_time,
             "num_keyframes": None if self.keyframes is None else len(self.keyframes),
+            "sequential_only": self.sequential_only,
         }
 
 
@@ -133,7 +156,7 @@ def open_container(path: str | Path) -> av.container.InputContainer:
     except IsADirectoryError as e:
         raise NotAVideoError(path, "is a directory") from e
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise NotAVideoError(path, f"FFmpeg cannot read it as a video ({_ffmpeg_reason(e)}); "
+        raise NotAVideoError(path, f"FFmpeg cannot read it as a video ({ffmpeg_reason(e)}); "
                              "it is not a media file, or its header is missing or truncated") from e
 
 
@@ -154,7 +177,8 @@ def check_size(path: str | Path, width: int, height: int) -> None:
         raise UnsupportedVideoError(path, f"frame size {width}x{height} exceeds the {MAX_SIDE}-pixel limit")
 
 
-def _ffmpeg_reason(error: Exception) -> str:
+def ffmpeg_reason(error: Exception) -> str:
+    """FFmpeg's own words for a PyAV error ("Invalid data found when processing input"), without the errno."""
     return getattr(error, "strerror", None) or str(error)
 
 
@@ -168,6 +192,8 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
         check_size(path, ctx.width, ctx.height)
         tb = stream.time_base or Fraction(1, 90000)
         stream_index, has_b_frames = stream.index, bool(ctx.has_b_frames)
+        decode_order_only = container.format.name in DECODE_ORDER_FORMATS
+        extradata = ctx.extradata or b""
         start = _start_time(container, stream, tb)
         packets = _scan_packets(path, container, stream, full=index)
         declared_duration = _header_duration(container, stream, tb)
@@ -177,6 +203,8 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
         header_frames = int(stream.frames or 0)
         width, height = ctx.width, ctx.height
 
+    packed = codec == "mpeg4" and _DIVX_PACKED.search(extradata + packets.first_data) is not None
+    sequential_only = has_b_frames and (packed or (decode_order_only and codec not in PARSER_ORDERED_CODECS))
     first_frame = packets.first_frame
     rotation = round(first_frame.rotation or 0) % 360 if first_frame is not None else 0
     if rotation in (90, 270):
@@ -195,14 +223,16 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
         duration = float(times[-1] + last_duration)
         num_frames = len(pts)
         avg_fps = num_frames / duration if duration > 0 else header_fps
-        # Damaged files end early: the header still declares the full length.
-        # Slack: audio often outlasts the video a little, and some containers (mkv) declare their
-        # end time rather than the duration, so compare with the video's end time as well.
+        # Damaged files end early: the header still declares the full length. Compare durations, not
+        # frame counts: a declared count above the frames found is no sign of damage (AVI counts its empty
+        # "dropped frame" entries, which hold no picture), but count / rate is the declared length (AVI
+        # without its index reports the duration it found). Slack: audio often outlasts the video a
+        # little, and some containers (mkv) declare their end time rather than the duration.
+        declared = max(declared_duration, header_frames / header_fps if header_fps else 0.0)
         ends_at = max(duration, start + duration)
-        if header_frames > num_frames or declared_duration > max(1.05 * ends_at, ends_at + 1.0):
-            declared = f"{header_frames} frames" if header_frames > num_frames else f"{declared_duration:.2f} s"
+        if declared > max(1.05 * ends_at, ends_at + 1.0):
             warnings.warn(
-                f"{path}: the container declares {declared} but its video data ends at {duration:.2f} s "
+                f"{path}: the container declares {declared:.2f} s but its video data ends at {duration:.2f} s "
                 f"({num_frames} frames); the file may be truncated",
                 PartialDecodeWarning,
                 stacklevel=3,
@@ -211,7 +241,7 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
             path=str(path), kind="video", codec=codec, width=width, height=height, rotation=rotation,
             duration=duration, avg_fps=avg_fps, num_frames=num_frames, num_frames_exact=True,
             start_time=start, frame_times=times, keyframes=keyframes, frame_pts=pts, time_base=tb,
-            stream_index=stream_index, has_b_frames=has_b_frames,
+            stream_index=stream_index, has_b_frames=has_b_frames, sequential_only=sequential_only,
         )
 
     duration = declared_duration
@@ -220,6 +250,7 @@ def _probe_video(path: Path, *, index: bool) -> VideoInfo:
         path=str(path), kind="video", codec=codec, width=width, height=height, rotation=rotation,
         duration=duration, avg_fps=header_fps, num_frames=num_frames, num_frames_exact=False,
         start_time=start, time_base=tb, stream_index=stream_index, has_b_frames=has_b_frames,
+        sequential_only=sequential_only,
     )
 
 
@@ -229,6 +260,7 @@ class _PacketScan:
     key_pts: list[int] = field(default_factory=list)
     last_duration: int = 0
     first_frame: av.VideoFrame | None = None
+    first_data: bytes = b""  # the first packet's bytes (MPEG-4 headers with the encoder's user data)
 
 
 def _scan_packets(path: Path, container: av.container.InputContainer, stream: Any, *, full: bool) -> _PacketScan:
@@ -250,6 +282,8 @@ def _scan_packets(path: Path, container: av.container.InputContainer, stream: An
                     scan.first_frame = frames[0]
             if packet.size == 0 or packet.is_discard:
                 continue
+            if not scan.first_data:
+                scan.first_data = bytes(packet)
             ts = packet.pts if packet.pts is not None else packet.dts
             if ts is None:
                 continue
@@ -262,11 +296,11 @@ def _scan_packets(path: Path, container: av.container.InputContainer, stream: An
     except av.error.FFmpegError as e:
         # Demuxing stopped early (damaged data): keep what was read; the caller warns about the count.
         if not scan.pts:
-            raise CorruptVideoError(path, f"no readable video packets ({_ffmpeg_reason(e)})") from e
+            raise CorruptVideoError(path, f"no readable video packets ({ffmpeg_reason(e)})") from e
     if not scan.pts and scan.first_frame is None:
         raise EmptyVideoError(path, "the video stream has no frames")
     if scan.first_frame is None:
-        reason = f" ({_ffmpeg_reason(decode_error)})" if decode_error else ""
+        reason = f" ({ffmpeg_reason(decode_error)})" if decode_error else ""
         raise CorruptVideoError(path, f"none of its {len(scan.pts)} video packets decodes to a frame{reason}")
     return scan
 

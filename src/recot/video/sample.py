@@ -3,11 +3,13 @@
 Rules (pick at most one of ``num_frames`` / ``fps``):
 
 * ``num_frames=N``: the released Video-XL-Pro rule, ``floor(linspace(0, total-1, N))``
-  over the frames in range. When N exceeds the frames available, indices repeat
-  (as in the released model), so the plan always has exactly N entries.
+  over the frames in range. When N exceeds the frames available, every frame is
+  taken once and a ``FrameCountCappedWarning`` says so (the released model
+  repeats frames to make up N, which only duplicates work and tokens).
 * ``fps=F``: the frame on screen at ``start + k/F`` for k = 0, 1, ... (the last
   frame whose presentation time is <= that instant), duplicates removed; correct
-  for variable frame rate because it uses the frames' real times.
+  for variable frame rate because it uses the frames' real times. Above the
+  video's own rate this is every frame once.
 * neither: every frame in range.
 
 ``max_frames=M`` then caps the plan, keeping ``floor(linspace(0, len-1, M))`` of it
@@ -18,11 +20,12 @@ video is clamped, a range that holds no frame raises ``VideoRangeError``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from recot.video.errors import VideoRangeError
+from recot.video.errors import FrameCountCappedWarning, VideoRangeError
 from recot.video.probe import VideoInfo
 
 # Float slack when comparing times computed from integer pts (rounding, not frame jitter).
@@ -52,7 +55,9 @@ def plan_frames(
 ) -> SamplePlan:
     """Plan which frames of ``info`` to read; see the module docstring for the rules.
 
-    ``info`` must come from ``probe(path, index=True)`` (the default).
+    ``info`` must come from ``probe(path, index=True)`` (the default). Raises
+    ``ValueError`` naming the parameter for a bad ``num_frames``/``fps``/``max_frames``,
+    ``VideoRangeError`` for a range that holds no frame.
     """
     if not info.indexed:
         raise ValueError(f"{info.path}: plan_frames needs frame times; probe it with index=True")
@@ -60,14 +65,23 @@ def plan_frames(
         raise ValueError("give num_frames or fps, not both")
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if fps is not None and not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    if fps is not None and not 0 < fps < float("inf"):
+        raise ValueError(f"fps must be a positive number, got {fps}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
 
     times = info.frame_times
     lo, hi = _frames_in_range(info, start, end)
-    if num_frames is not None:
+    if num_frames is not None and num_frames > hi - lo:
+        where = "the video" if start is None and end is None else f"[{times[lo]:.3f}, {times[hi - 1]:.3f}] s"
+        warnings.warn(
+            f"{info.path}: asked for {num_frames} frames but {where} holds {hi - lo}; using each of them once",
+            FrameCountCappedWarning,
+            stacklevel=2,
+        )
+        indices = np.arange(lo, hi, dtype=np.int64)
+        rule = f"all {hi - lo} frames (asked for {num_frames})"
+    elif num_frames is not None:
         indices = lo + np.floor(np.linspace(0, hi - lo - 1, num_frames)).astype(np.int64)
         rule = f"uniform {num_frames}"
     elif fps is not None:
