@@ -38,6 +38,7 @@ import resource
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -333,7 +334,9 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     shown: set[str] = set()
     for r in rows:
         s = r["section"]
-        if s == "pixels":
+        if "error" in r:
+            what, got = f"`{s}`", f"failed: {r['error']}"
+        elif s == "pixels":
             what, got = f"encode, pixels on the device, chunk {r['chunk']}", f"{fmt(r['frames_per_s'])} frames/s"
         elif s == "stages":
             what = f"stage split at {r['frames']} frames"
@@ -392,7 +395,7 @@ def main() -> int:
 
     device = Device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
+    sections = [s for s in SECTIONS if s in (args.only or SECTIONS) and s not in args.skip]  # compile last
     if args.quick:
         args.pixel_frames, args.chunks = 8, [(4, 1), (8, 2)]
         args.engine_frames, args.ask_frames, args.prefill_frames = [16, 64], 64, [16, 64]
@@ -412,37 +415,48 @@ def main() -> int:
     model, processor = build(args.preset, device, dtype)
     meta["build_s"] = time.perf_counter() - started
     rows: list[dict] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> str:
+        """Write what is measured so far: an unattended run that dies late keeps its earlier sections."""
+        meta["total_s"] = time.perf_counter() - started
+        atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        text = markdown(meta, rows)
+        atomic_write_text(out.with_suffix(".md"), text)
+        return text
+
+    runners: dict[str, Callable[[], list[dict]]] = {
+        "pixels": lambda: section_pixels(model, device, args),
+        "stages": lambda: section_stages(model, device, args),
+        "engine": lambda: section_engine(model, device, args),
+        "ask": lambda: section_ask(model, processor, device, args),
+        "prefill": lambda: section_prefill(model, processor, device, args),
+        "hour": lambda: section_hour(model, processor, device, args),
+        "compile": lambda: section_compile(model, device, args),  # changes the model in place: SECTIONS puts it last
+    }
+    failed = 0
+    text = save()
     with tempfile.TemporaryDirectory() as tmp:
         args.work_dir = args.work_dir or Path(tmp)
         args.work_dir.mkdir(parents=True, exist_ok=True)
         for section in sections:
             t0 = time.perf_counter()
-            if section == "pixels":
-                new = section_pixels(model, device, args)
-            elif section == "stages":
-                new = section_stages(model, device, args)
-            elif section == "engine":
-                new = section_engine(model, device, args)
-            elif section == "ask":
-                new = section_ask(model, processor, device, args)
-            elif section == "prefill":
-                new = section_prefill(model, processor, device, args)
-            elif section == "hour":
-                new = section_hour(model, processor, device, args)
-            else:  # compile changes the model in place: last
-                new = section_compile(model, device, args)
+            try:
+                new = runners[section]()
+            except Exception as exc:  # one broken section must not cost the others' numbers
+                failed += 1
+                new = [{"section": section, "error": f"{type(exc).__name__}: {exc}"}]
+                traceback.print_exc()
             for row in new:
                 row["section_s"] = time.perf_counter() - t0
                 print(json.dumps(row), file=sys.stderr, flush=True)
             rows += new
-    meta["total_s"] = time.perf_counter() - started
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    text = markdown(meta, rows)
-    atomic_write_text(out.with_suffix(".md"), text)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            text = save()
     print(text)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')} in {meta['total_s']:.0f} s", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
