@@ -120,7 +120,10 @@ def build(preset: str, device: Device, dtype_name: str) -> tuple[Any, Any]:
     from recot.model.checkpoint import parse_dtype
     from recot.model.tokenizer import build_byte_tokenizer
 
-    config = VideoXLProConfig.from_preset(preset)
+    tokenizer = build_byte_tokenizer()
+    # The byte tokenizer's <|vision_pad|> stands in for Qwen2.5's (id 151654); the vocabulary size stays the preset's.
+    config = VideoXLProConfig.from_preset(preset, placeholder_token_id=tokenizer.convert_tokens_to_ids("<|vision_pad|>"))
+    processor = VideoXLProProcessor(tokenizer, config)  # checks the placeholder before minutes of building
     dtype = parse_dtype(dtype_name)
     torch.manual_seed(0)
     default = torch.get_default_dtype()
@@ -130,7 +133,7 @@ def build(preset: str, device: Device, dtype_name: str) -> tuple[Any, Any]:
             model = VideoXLPro(config).eval()
     finally:
         torch.set_default_dtype(default)
-    return model, VideoXLProProcessor(build_byte_tokenizer(), config)
+    return model, processor
 
 
 def host_batches(num_frames: int, batch: int, side: int, pin: bool) -> Iterator[tuple[Any, Any]]:

@@ -59,3 +59,16 @@ def test_missing_packages_are_named_with_how_to_carry_wheels(monkeypatch, capsys
     assert "missing Python packages: no-such-wheel" in err
     assert "pip download no-such-wheel" in err and "pip install --no-index --find-links wheels/" in err
 
+
+
+def test_the_released_preset_gets_a_processor(monkeypatch):
+    """The full run builds the 3B preset with the byte tokenizer: its placeholder id must be the tokenizer's."""
+    import torch
+
+    module = _load_script()
+    built = []
+    monkeypatch.setattr("recot.VideoXLPro", lambda config: built.append(config) or torch.nn.Linear(1, 1))
+    model, processor = module.build("videoxl-pro-3b", module.Device("cpu"), "float32")
+    [config] = built
+    assert config.hidden_size == 2048 and config.vocab_size == 151936  # the released sizes
+    assert processor.tokenizer.convert_ids_to_tokens(config.placeholder_token_id) == "<|vision_pad|>"
