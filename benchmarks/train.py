@@ -46,47 +46,56 @@ def check_dependencies() -> None:
 
 # ----- synthetic media ---------------------------------------------------------------
 def write_moving_video(
-    path: Path, seed: int, num_frames: int, fps: int = 8, size: int = 64, crf: int | None = None, speed: float = 3.0
+    path: Path,
+    seed: int,
+    num_frames: int,
+    fps: int = 8,
+    size: int = 64,
+    crf: int | None = None,
+    speed: float = 3.0,
+    scene: int | None = None,
+    shadow: bool | None = None,
+    noise: float = 0.0,
+    out_size: int | None = None,
 ) -> Path:
-    """A square of a random colour moving along a random path over a random background (every video differs).
+    """A square moving in a straight line (bouncing off the edges) over a textured background.
 
-    ``speed`` bounds the square's pixels per frame; below 1 there is no sweeping shadow (a slow, quiet clip).
+    ``scene`` (default: ``seed``) picks the background texture and the square's colour, ``seed``
+    its start and direction; ``speed`` is in pixels per frame (0: a still video). ``shadow``
+    (default: ``speed >= 1``) adds a shadow sweeping across the frame; ``noise`` is the standard
+    deviation of per-frame camera noise in grey levels; ``out_size`` rescales the frames (a
+    re-upload at another resolution); ``crf`` sets the encoding quality.
     """
     import av
     import numpy as np
+    from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    background = rng.integers(0, 256, 3)
-    colour = rng.integers(0, 256, 3)
-    start, velocity = rng.uniform(0, size - 16, 2), rng.uniform(-speed, speed, 2)
+    look = np.random.default_rng(seed if scene is None else scene)
+    background = look.integers(0, 256, (size // 8, size // 8, 3)).repeat(8, 0).repeat(8, 1) // 2 + look.integers(0, 128, 3)
+    colour = look.integers(0, 256, 3)
+    motion = np.random.default_rng(seed)
+    start, angle = motion.uniform(0, size - 16, 2), motion.uniform(0, 2 * np.pi)
+    velocity = speed * np.array([np.cos(angle), np.sin(angle)])
+    shadow = speed >= 1 if shadow is None else shadow
+    grain = np.random.default_rng(seed + 7919)
+    width = out_size or size
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
+        stream.width = stream.height = width
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "ultrafast"} | ({"crf": str(crf)} if crf is not None else {})
         for i in range(num_frames):
-            frame = np.zeros((size, size, 3), np.uint8) + background.astype(np.uint8)
-            x, y = (np.abs((start + velocity * i) % (2 * (size - 16)) - (size - 16))).astype(int)
+            frame = background.astype(np.float64)
+            x, y = (np.abs((start + velocity * i) % (2 * (size - 16)) - (size - 16))).round().astype(int)
             frame[y : y + 16, x : x + 16] = colour
-            if speed >= 1:
-                frame[:, : 4 + (i * 3) % (size - 4)] //= 2  # a sweeping shadow: the content changes every frame
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        out.mux(stream.encode())
-    return path
-
-
-def write_still_video(path: Path, seed: int, num_frames: int, fps: int = 8, size: int = 64) -> Path:
-    import av
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    frame = rng.integers(0, 256, (size // 8, size // 8, 3)).astype(np.uint8).repeat(8, 0).repeat(8, 1)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for _ in range(num_frames):
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            if shadow:
+                frame[:, : 4 + (i * 3) % (size - 4)] /= 2  # a shadow sweeping across: the lighting changes
+            if noise:
+                frame += grain.normal(0, noise, frame.shape)
+            image = np.clip(frame, 0, 255).astype(np.uint8)
+            if width != size:
+                image = np.asarray(Image.fromarray(image).resize((width, width), Image.BILINEAR))
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(stream.encode())
     return path
 
@@ -168,10 +177,16 @@ VIDEO_QUESTIONS = ["What moves in the video?", "Where does the square go?", "Wha
 def build_pruning_set(
     work: Path, useful: int = 30, per_kind: int = 6, seed: int = 0
 ) -> tuple[Path, dict[str, str], dict[str, str]]:
-    """The synthetic set: ``useful`` distinct samples, ``per_kind`` duplicates, still videos and text-answerable ones.
+    """The synthetic set: ``useful`` distinct samples plus hard useful cases, and ``per_kind`` of each redundant kind.
 
-    Useful samples that look redundant but are not are included: ``per_kind`` ask a second, different question
-    about a useful sample's video, ``per_kind`` have slow motion without the shadow (little change, but some).
+    Useful: ``useful`` clips of a square moving at 1.5-3 pixels a frame over a textured background (half of
+    them under a sweeping shadow), and hard cases that look redundant but are not, ``per_kind`` each: a
+    second, different question about a video already in the set; slow clips (0.2-0.6 pixel a frame, no
+    shadow, half with camera noise); the same scene as a useful clip (same background and square) moving
+    elsewhere, asked the same question.
+    Redundant: duplicates (a useful clip re-encoded at lower quality, every other one also at a lower
+    resolution, same question and answer), still clips (half with camera noise), and questions the LLM
+    answers without the video (the taught facts, on ordinary moving clips).
 
     Returns the file, the kind of each row id, and for each duplicate the id of the row it copies.
     """
@@ -187,32 +202,42 @@ def build_pruning_set(
         kinds[row["id"]] = kind
         rows.append(row)
 
+    def answer(i: int) -> str:
+        return f"{rng.choice(['a', 'one', 'the'])} {rng.choice(['red', 'blue', 'pale', 'dark'])} {rng.choice(['square', 'block', 'tile'])} {i}"
+
+    frames = 32
+    speed_of = rng.uniform(1.5, 3.0, useful)
     for i in range(useful):
-        write_moving_video(media / f"u{i}.mp4", seed=100 + i, num_frames=32)
-        answer = f"{rng.choice(['a', 'one', 'the'])} {rng.choice(['red', 'blue', 'pale', 'dark'])} {rng.choice(['square', 'block', 'tile'])} {i}"
-        add("useful", conversation(VIDEO_QUESTIONS[i % 4], answer, f"u{i}.mp4"))
+        write_moving_video(media / f"u{i}.mp4", seed=1000 + i, num_frames=frames, speed=float(speed_of[i]),
+                           shadow=i % 2 == 0)  # fmt: skip
+        add("useful", conversation(VIDEO_QUESTIONS[i % 4], answer(i), f"u{i}.mp4"))
     for k in range(per_kind):  # another question about a video already in the set: a new lesson
         i = k * (useful // per_kind) + 1
-        add(
-            "useful: 2nd question",
-            conversation(VIDEO_QUESTIONS[(i + 2) % 4], f"answer {k} about clip {i}", f"u{i}.mp4"),
-        )
-    for k in range(per_kind):  # slow, quiet clips: low change, still a video
-        write_moving_video(media / f"slow{k}.mp4", seed=400 + k, num_frames=32, speed=0.7)
+        add("useful: 2nd question", conversation(VIDEO_QUESTIONS[(i + 2) % 4], f"answer {k} about clip {i}", f"u{i}.mp4"))
+    for k in range(per_kind):  # slow clips: little change, but it adds up over the clip
+        write_moving_video(media / f"slow{k}.mp4", seed=3000 + k, num_frames=frames, speed=float(rng.uniform(0.2, 0.6)),
+                           shadow=False, noise=3.0 if k % 2 else 0.0)  # fmt: skip
         add("useful: slow motion", conversation(VIDEO_QUESTIONS[k % 4], f"a slow square {k}", f"slow{k}.mp4"))
-    for k in range(per_kind):  # the same video re-encoded at another quality, asked the same question
+    for k in range(per_kind):  # the same scene as a useful clip, other motion, same question: a different video
+        i = k * (useful // per_kind) + 2
+        write_moving_video(media / f"sim{k}.mp4", seed=4000 + k, scene=1000 + i, num_frames=frames, speed=2.5,
+                           shadow=i % 2 == 0)  # fmt: skip
+        add("useful: same scene, other motion", conversation(VIDEO_QUESTIONS[i % 4], answer(100 + k), f"sim{k}.mp4"))
+    for k in range(per_kind):  # a useful clip re-encoded (and every other one resized), asked the same question
         i = k * (useful // per_kind)
-        write_moving_video(media / f"dup{k}.mp4", seed=100 + i, num_frames=32, crf=30)
+        write_moving_video(media / f"dup{k}.mp4", seed=1000 + i, num_frames=frames, crf=30, out_size=48 if k % 2 else None,
+                           speed=float(speed_of[i]), shadow=i % 2 == 0)  # fmt: skip
         add("duplicate", conversation(rows[i]["conversations"][0]["value"].split("\n", 1)[1],
                                       rows[i]["conversations"][1]["value"], f"dup{k}.mp4"))  # fmt: skip
         copies[rows[-1]["id"]] = rows[i]["id"]
-    for k in range(per_kind):
-        write_still_video(media / f"still{k}.mp4", seed=200 + k, num_frames=32)
+    for k in range(per_kind):  # still clips, half with camera noise
+        write_moving_video(media / f"still{k}.mp4", seed=5000 + k, num_frames=frames, speed=0.0,
+                           noise=3.0 if k % 2 else 0.0)  # fmt: skip
         add("static", conversation(VIDEO_QUESTIONS[k % 4], f"a still scene {k}", f"still{k}.mp4"))
     for k in range(per_kind):
-        write_moving_video(media / f"t{k}.mp4", seed=300 + k, num_frames=32)
-        question, answer = FACTS[k]
-        add("text-answerable", conversation(question, answer, f"t{k}.mp4"))
+        write_moving_video(media / f"t{k}.mp4", seed=6000 + k, num_frames=frames, speed=2.0, shadow=k % 2 == 0)
+        question, fact = FACTS[k]
+        add("text-answerable", conversation(question, fact, f"t{k}.mp4"))
     order = rng.permutation(len(rows))
     path = work / "qa.json"
     path.write_text(json.dumps([rows[i] for i in order], indent=1))
@@ -236,20 +261,8 @@ def teach_facts(work: Path) -> Path:
     return work / "facts_run" / "model"
 
 
-def run_pruning(work: Path) -> dict:
-    import torch
-
-    from recot.train.prune import PruneOptions, prune_file
-
-    torch.set_num_threads(THREADS)
-    data, kinds, copies = build_pruning_set(work)
-    model = teach_facts(work)
-    started = time.perf_counter()
-    summary = prune_file(data, work / "kept.json", work / "report.md", PruneOptions(fps=8, max_frames=32, progress=True),
-                         media_root=work / "media", model_dir=model, cache_dir=work / "cache")  # fmt: skip
-    seconds = time.perf_counter() - started
-    print(summary)
-    decisions = [json.loads(line) for line in (work / "kept.decisions.jsonl").read_text().splitlines()]
+def score_decisions(decisions: list[dict], kinds: dict[str, str], copies: dict[str, str]) -> dict:
+    """Removed share per kind of sample, and the mistakes, from the pruner's decisions."""
     kept = {d["id"]: d["kept"] for d in decisions}
     # A duplicate pair is one redundant sample: removing either copy (the pruner keeps the first in file
     # order) removes the redundancy, and the content survives in the other copy.
@@ -264,28 +277,51 @@ def run_pruning(work: Path) -> dict:
         k = by_kind.setdefault(kind, {"total": 0, "removed": 0})
         k["total"] += 1
         k["removed"] += int(not kept[redundant_of_pair.get(d["id"], d["id"])])
-    originals = [o for o in copies.values()]
     k = by_kind["useful"]
-    k["total"] += len(originals)  # every original is useful; it is lost only if both copies went
+    k["total"] += len(copies)  # every original is useful; it is lost only if both copies went
     k["removed"] += sum(1 for c, o in copies.items() if not kept[c] and not kept[o])
+    by_kind = dict(sorted(by_kind.items(), key=lambda kv: (not kv[0].startswith("useful"), kv[0])))
     redundant = [k for name, k in by_kind.items() if not name.startswith("useful")]
     useful = [k for name, k in by_kind.items() if name.startswith("useful")]
-    removed_redundant = sum(k["removed"] for k in redundant) / sum(k["total"] for k in redundant)
-    removed_useful = sum(k["removed"] for k in useful) / sum(k["total"] for k in useful)
     wrong = [
         {"id": d["id"], "kind": kinds[d["id"]], "kept": d["kept"], "reasons": d["reasons"], "detail": d["detail"]}
         for d in decisions
         if d["kept"] != kinds[d["id"]].startswith("useful") and d["id"] not in copies and d["id"] not in copies.values()
     ]
-    shutil.copy(work / "report.md", RESULTS / "train_pruning_report.md")
     return {
         "samples": len(decisions),
+        "kept": sum(kept.values()),
         "by_kind": by_kind,
-        "redundant_removed": removed_redundant,
-        "useful_removed": removed_useful,
-        "seconds": seconds,
+        "redundant_removed": sum(k["removed"] for k in redundant) / sum(k["total"] for k in redundant),
+        "useful_removed": sum(k["removed"] for k in useful) / sum(k["total"] for k in useful),
+        "dropped_without_flag": sum(1 for d in decisions if not d["kept"] and d["reasons"] == ["budget"]),
         "mistakes": wrong,
     }
+
+
+def run_pruning(work: Path, budgets: tuple[float, ...] = (1.0, 0.6)) -> dict:
+    """Prune the synthetic set with default thresholds at each budget (scores computed once, then cached)."""
+    import torch
+
+    from recot.train.prune import PruneOptions, prune_file
+
+    torch.set_num_threads(THREADS)
+    data, kinds, copies = build_pruning_set(work)
+    model = teach_facts(work)
+    results = {}
+    for budget in budgets:
+        started = time.perf_counter()
+        options = PruneOptions(budget=budget, fps=8, max_frames=32, progress=True)
+        summary = prune_file(data, work / "kept.json", work / f"report_{budget:g}.md", options,
+                             media_root=work / "media", model_dir=model, cache_dir=work / "cache")  # fmt: skip
+        seconds = time.perf_counter() - started
+        print(summary)
+        decisions = [json.loads(line) for line in (work / "kept.decisions.jsonl").read_text().splitlines()]
+        results[f"{budget:g}"] = score_decisions(decisions, kinds, copies) | {"seconds": seconds, "summary": summary}
+        name = "train_pruning_report.md" if budget == 1 else f"train_pruning_report_budget{budget:g}.md"
+        shutil.copy(work / f"report_{budget:g}.md", RESULTS / name)
+    first = results[f"{budgets[0]:g}"]
+    return first | {"budgets": results}
 
 
 # ----- report ---------------------------------------------------------------------------
@@ -309,12 +345,22 @@ def write_report(throughput: list[dict], pruning: dict | None) -> None:
             f"{r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - r['rss_before_mib']:.0f} |"
         )
     if pruning:
-        lines += ["", f"Pruning, synthetic set of {pruning['samples']} samples ({pruning['seconds']:.0f} s):", "",
-                  "| kind | samples | removed | share removed |", "|---|---:|---:|---:|"]  # fmt: skip
+        runs = pruning.get("budgets") or {"1": pruning}
+        names = list(runs)
+        lines += ["", f"Pruning, synthetic set of {pruning['samples']} samples, default thresholds ("
+                  + ", ".join(f"budget {b}: {runs[b]['seconds']:.0f} s" for b in names) + "; later budgets reuse "
+                  "the cached scores):", "",
+                  "| kind | samples | " + " | ".join(f"removed (budget {b})" for b in names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]  # fmt: skip
         for kind, k in pruning["by_kind"].items():
-            lines.append(f"| {kind} | {k['total']} | {k['removed']} | {k['removed'] / k['total']:.0%} |")
-        lines += ["", f"Redundant removed: **{pruning['redundant_removed']:.0%}** (goal >= 80%); useful removed: "
-                  f"**{pruning['useful_removed']:.0%}** (goal < 10%)."]  # fmt: skip
+            cells = [f"{runs[b]['by_kind'][kind]['removed']} ({runs[b]['by_kind'][kind]['removed'] / k['total']:.0%})"
+                     for b in names]  # fmt: skip
+            lines.append(f"| {kind} | {k['total']} | " + " | ".join(cells) + " |")
+        for b in names:
+            r = runs[b]
+            lines += ["", f"Budget {b}: kept {r.get('kept', '?')} of {r['samples']}; redundant removed: "
+                      f"**{r['redundant_removed']:.0%}** (goal >= 80%); useful removed: **{r['useful_removed']:.0%}** "
+                      f"(goal < 10%); samples dropped with no flag: {r.get('dropped_without_flag', '?')}."]  # fmt: skip
     text = "\n".join(lines) + "\n"
     atomic_write_text(RESULTS / "train.md", text)
     print(text)

@@ -47,7 +47,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, required=True, help="kept rows (same format as the input)")
     q.add_argument("--report", type=Path, required=True, help="Markdown report of what was dropped and why")
     q.add_argument("--decisions", type=Path, help="per-sample decisions JSONL (default: OUT with .decisions.jsonl)")
-    q.add_argument("--budget", type=float, default=1.0, help="largest share of samples to keep, in (0, 1] (default 1)")
+    q.add_argument(
+        "--budget",
+        type=float,
+        default=1.0,
+        help="largest share of samples to keep, in (0, 1] (default 1); only flagged samples are "
+        "dropped to reach it, so it can stay unmet",
+    )
     q.add_argument("--media-root", type=Path, help="folder that media paths are relative to (default: the file's)")
     q.add_argument(
         "--model", type=Path, help="checkpoint for the encodings and the text-only pass (default: untrained)"

@@ -2,21 +2,28 @@
 
 Signals, per sample (scalars cached in a JSONL score file, so a rerun resumes):
 
-* **duplicate**: its video is a near-duplicate of an earlier sample's (cosine of
-  time-resampled compressed-token embeddings >= ``duplicate_cos``, read from the
-  encode cache) *and* it asks the same question (character-trigram Jaccard >=
-  ``duplicate_question``).
-* **static**: the video's ReCoT tokens barely change from group to group (the
-  largest per-position ``1 - cos`` between consecutive groups, averaged, below
-  ``static_ratio`` x the data set's median): one frame would answer its questions.
+* **duplicate**: its video looks like an earlier sample's (cosine of the time-resampled
+  compressed tokens, spatial layout kept, >= ``duplicate_cos``) *and* moves like it
+  (cosine of the tokens minus their time mean >= ``duplicate_motion_cos``) *and* it asks
+  the same question (character-trigram Jaccard >= ``duplicate_question``). The same look
+  with another motion is only ``near-duplicate`` (weak evidence, see below).
+* **static**: the video's ReCoT tokens never move away from where they started (the
+  largest ``1 - cos`` between any two groups, at any token position) and that span lies
+  below a natural break of the data set's spans (the widest gap, at least
+  ``static_gap`` x, among spans under ``static_ratio`` x the median): noise does not
+  accumulate over a clip, slow motion does. Spans under the cap but above the break
+  are only ``low-motion`` (weak evidence).
 * **text-answerable**: a text-only pass of the LLM (no video) already gives the
-  reference answer a geometric-mean token probability >= ``text_prob``.
+  reference answer a geometric-mean token probability >= ``text_prob``;
+  >= ``text_weak`` is only ``text-likely`` (weak evidence).
 
-Selection: flagged samples are dropped (a stratum of task type x duration keeps
-at least ``stratum_floor`` of its samples, the least redundant ones); if more than
-``budget`` of the data remain, samples are dropped from the largest stratum
-first, most redundant first, until the budget holds. Ties break by a seeded hash,
-so the result is a deterministic function of the data, the model and the seed.
+Selection: samples with a strong flag (the three above) are dropped (a stratum of task
+type x duration keeps at least ``stratum_floor`` of its samples, the least redundant
+ones). ``budget`` is an upper bound on the kept share: while more are kept, samples with
+weak evidence only are dropped, from the largest stratum first, most redundant first.
+A sample with no flag at all is never dropped; when the flagged samples do not reach
+the budget, the budget is reported as not met. Ties break by a seeded hash, so the
+result is a deterministic function of the data, the model and the seed.
 """
 
 from __future__ import annotations
@@ -37,7 +44,19 @@ from recot.train.data import BadRow, DataError, Sample, check_media, parse_row, 
 
 #: Time points a video's embedding is resampled to (so videos of different lengths compare).
 EMBED_STEPS = 8
-REASONS = ("duplicate", "text-answerable", "static", "budget")
+#: Token positions per time point in the embedding (more are average-pooled in sequence order).
+EMBED_POSITIONS = 16
+#: Channels per token in the embedding (wider tokens go through a fixed seeded random projection).
+EMBED_DIMS = 64
+#: Groups compared pairwise for the temporal span (longer videos: evenly spaced groups).
+SPAN_GROUPS = 32
+#: Version of the per-sample scores; part of the score-cache key, so a changed signal is recomputed.
+SCORE_VERSION = 2
+#: Reasons that drop a sample on their own (strong evidence).
+STRONG_REASONS = ("duplicate", "text-answerable", "static")
+#: Reasons that only make a sample a candidate when the budget asks for more drops (weak evidence).
+WEAK_REASONS = ("near-duplicate", "text-likely", "low-motion")
+REASONS = (*STRONG_REASONS, *WEAK_REASONS, "budget")
 DURATION_BUCKETS = ((60.0, "< 1 min"), (300.0, "1-5 min"), (1800.0, "5-30 min"), (math.inf, ">= 30 min"))
 
 
@@ -52,9 +71,12 @@ class PruneOptions:
     strict: bool = False
     progress: bool = True
     duplicate_cos: float = 0.98
+    duplicate_motion_cos: float = 0.8
     duplicate_question: float = 0.8
-    static_ratio: float = 0.2
+    static_ratio: float = 0.1
+    static_gap: float = 5.0
     text_prob: float = 0.8
+    text_weak: float = 0.5
     stratum_floor: float = 0.1
 
 
@@ -70,7 +92,11 @@ class SampleScores:
 
 @dataclass
 class Decision:
-    """The verdict on one sample, as written to the decisions JSONL."""
+    """The verdict on one sample, as written to the decisions JSONL.
+
+    ``reasons`` lists every flag the sample carries, strong or weak, also for a kept
+    sample (a weak flag alone does not drop it; ``budget`` is added when the budget did).
+    """
 
     index: int
     id: str
@@ -107,36 +133,83 @@ def task_type(sample: Sample) -> str:
 
 
 def duration_bucket(seconds: float | None) -> str:
+    """The duration bucket of a video of ``seconds`` (``"no video"`` for ``None``)."""
     if seconds is None:
         return "no video"
     return next(name for limit, name in DURATION_BUCKETS if seconds < limit)
 
 
 def video_embedding(tokens: torch.Tensor) -> np.ndarray:
-    """(G, P, D) compressed tokens -> unit vector (EMBED_STEPS * D): per-group mean token, resampled in time."""
-    means = tokens.float().mean(dim=1)  # (G, D)
-    if means.shape[0] == 1:
-        resampled = means.expand(EMBED_STEPS, -1)
+    """(G, P, D) compressed tokens -> (2, EMBED_STEPS * P' * D') unit vectors: appearance and motion.
+
+    The tokens are reduced to at most ``EMBED_POSITIONS`` positions (average-pooled in
+    sequence order) and ``EMBED_DIMS`` channels (a fixed random projection, seed 0, which
+    keeps cosines), and resampled linearly to ``EMBED_STEPS`` time points; row 0 is
+    that, flattened (what the video looks like, where, and when), row 1 the same minus
+    its mean over time (how it moves). Two re-encodes of one clip agree on both; two
+    clips of one scene with different motion agree on the first only.
+    """
+    t = tokens.detach().float().cpu()
+    if t.shape[1] > EMBED_POSITIONS:
+        t = torch.nn.functional.adaptive_avg_pool1d(t.transpose(1, 2), EMBED_POSITIONS).transpose(1, 2)
+    if t.shape[2] > EMBED_DIMS:
+        generator = torch.Generator().manual_seed(0)
+        t = t @ (torch.randn(t.shape[2], EMBED_DIMS, generator=generator) / EMBED_DIMS**0.5)
+    flat = t.flatten(1)  # (G, P' * D')
+    if flat.shape[0] == 1:
+        resampled = flat.expand(EMBED_STEPS, -1)
     else:
         resampled = torch.nn.functional.interpolate(
-            means.t()[None], size=EMBED_STEPS, mode="linear", align_corners=True
+            flat.t()[None], size=EMBED_STEPS, mode="linear", align_corners=True
         )[0].t()
-    flat = resampled.flatten().double().numpy()
-    return flat / max(np.linalg.norm(flat), 1e-12)
+    rows = np.stack([resampled.flatten().double().numpy(), (resampled - resampled.mean(0)).flatten().double().numpy()])
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def temporal_change(tokens: torch.Tensor) -> float:
-    """How much the most changing token changes: per pair of consecutive groups the largest ``1 - cos`` between
-    the tokens at the same position, averaged over the pairs; 0 for a still or one-group video.
+    """How far the video's tokens ever get from where they were: the largest ``1 - cos`` between the tokens at
+    the same position in any two groups (at most ``SPAN_GROUPS`` evenly spaced ones); 0 for a one-group video.
 
-    The largest, not the mean over positions: a small object moving in a still scene changes a few tokens,
-    and that is temporal information a mean over the whole frame would dilute away.
+    The largest over positions: a small object moving in a still scene changes a few tokens, and a mean
+    over the frame would dilute that away. Over *any two* groups, not consecutive ones: camera noise and
+    compression flicker make every pair differ a little, by the same little, while motion, however
+    slow, adds up over the clip.
     """
-    tokens = tokens.float()
-    if tokens.shape[0] < 2:
+    t = tokens.detach().float()
+    if t.shape[0] < 2:
         return 0.0
-    cos = torch.nn.functional.cosine_similarity(tokens[1:], tokens[:-1], dim=2)  # (G - 1, P)
-    return float((1 - cos).clamp(min=0).amax(dim=1).mean())
+    if t.shape[0] > SPAN_GROUPS:
+        t = t[torch.linspace(0, t.shape[0] - 1, SPAN_GROUPS).round().long()]
+    unit = torch.nn.functional.normalize(t, dim=2).transpose(0, 1)  # (P, G, D)
+    cos = unit @ unit.transpose(1, 2)  # (P, G, G)
+    return float((1 - cos).clamp(min=0).amax())
+
+
+def static_threshold(changes: list[float], ratio: float, gap: float) -> float:
+    """The temporal span under which a video counts as static, read off the data set's spans.
+
+    Spans below ``ratio`` x the median are candidates; among them (and the next span up)
+    the widest gap between neighbours, as a ratio, is the break between still clips
+    (whose span is noise) and moving ones, if it is at least ``gap``. Returns the
+    geometric middle of that gap (capped at ``ratio`` x median), or 0.0 when there is
+    no such break (then nothing is static). Spans of exactly 0 count as 1e-9.
+    """
+    if not changes:
+        return 0.0
+    values = sorted(max(c, 1e-9) for c in changes)
+    cap = ratio * float(np.median(changes))
+    below = [v for v in values if v < cap]
+    if not below:
+        return 0.0
+    nxt = values[len(below)] if len(below) < len(values) else None
+    chain = below + ([nxt] if nxt is not None else [])
+    best, where = 1.0, None
+    for k in range(len(chain) - 1):
+        if chain[k + 1] / chain[k] > best:
+            best, where = chain[k + 1] / chain[k], k
+    if where is None or best < gap:
+        return 0.0
+    return min(math.sqrt(chain[where] * chain[where + 1]), cap)
 
 
 def text_only_probability(model, processor, sample: Sample) -> float:
@@ -168,6 +241,7 @@ class ScoreCache:
                 self.scores[s.key] = s
 
     def add(self, score: SampleScores) -> None:
+        """Remember ``score`` and append it to the file."""
         self.scores[score.key] = score
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
@@ -178,93 +252,160 @@ def _tie_break(seed: int, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "big")
 
 
+@dataclass
+class Selection:
+    """The decisions of :func:`select` and how the budget went."""
+
+    decisions: list[Decision]
+    target: int
+    static_threshold: float
+
+    @property
+    def kept(self) -> int:
+        """How many samples are kept."""
+        return sum(d.kept for d in self.decisions)
+
+    @property
+    def budget_met(self) -> bool:
+        """Whether at most ``target`` samples are kept."""
+        return self.kept <= self.target
+
+
+def flag_duplicates(
+    samples: list[Sample], embeddings: dict[int, np.ndarray], options: PruneOptions, decisions: list[Decision]
+) -> None:
+    """Mark ``duplicate`` / ``near-duplicate`` samples in ``decisions`` (compared with earlier, non-duplicate ones).
+
+    A later sample is compared with every earlier sample that is not itself a duplicate,
+    so a cluster of copies keeps its first member and the others point to it.
+    """
+    with_video = sorted(embeddings)
+    if not with_video:
+        return
+    looks = np.stack([embeddings[i][0] for i in with_video])
+    moves = np.stack([embeddings[i][1] for i in with_video])
+    questions = {i: question_of(samples[i]) for i in with_video}
+    for row, i in enumerate(with_video[1:], start=1):
+        look = looks[:row] @ looks[row]
+        move = moves[:row] @ moves[row]
+        near = None
+        for col in np.flatnonzero(look >= options.duplicate_cos):
+            j = with_video[col]
+            if "duplicate" in decisions[j].reasons:
+                continue
+            if trigram_jaccard(questions[i], questions[j]) < options.duplicate_question:
+                continue
+            if move[col] >= options.duplicate_motion_cos:
+                decisions[i].reasons.append("duplicate")
+                decisions[i].detail.update(duplicate_of=samples[j].where, video_cos=round(float(look[col]), 4),
+                                           motion_cos=round(float(move[col]), 4))  # fmt: skip
+                near = None
+                break
+            if near is None:
+                near = (j, float(look[col]), float(move[col]))
+        if near is not None:
+            j, a, m = near
+            decisions[i].reasons.append("near-duplicate")
+            decisions[i].detail.update(similar_to=samples[j].where, video_cos=round(a, 4), motion_cos=round(m, 4))
+
+
 def select(
     samples: list[Sample],
     scores: list[SampleScores],
     embeddings: dict[int, np.ndarray],
     options: PruneOptions,
-) -> list[Decision]:
-    """Decide for every sample (see the module docstring); pure function of its inputs."""
+) -> Selection:
+    """Decide for every sample (see the module docstring); a pure function of its inputs.
+
+    ``embeddings`` maps a sample's index to its :func:`video_embedding` (samples without
+    video have none). Only flagged samples are ever dropped.
+    """
     n = len(samples)
-    strata = [f"{task_type(s)} | {duration_bucket(sc.duration)}" for s, sc in zip(samples, scores, strict=False)]
+    strata = [f"{task_type(s)} | {duration_bucket(sc.duration)}" for s, sc in zip(samples, scores, strict=True)]
     decisions = [Decision(i, s.id, s.where, strata[i], True, []) for i, s in enumerate(samples)]
 
-    # (a) duplicates: a near-duplicate video asked the same question by an earlier sample.
-    with_video = sorted(embeddings)
-    if with_video:
-        matrix = np.stack([embeddings[i] for i in with_video])
-        questions = {i: question_of(samples[i]) for i in with_video}
-        for row, i in enumerate(with_video):
-            if row == 0:
-                continue
-            cos = matrix[:row] @ matrix[row]
-            for col in np.flatnonzero(cos >= options.duplicate_cos):
-                j = with_video[col]
-                if (
-                    "duplicate" not in decisions[j].reasons
-                    and trigram_jaccard(questions[i], questions[j]) >= options.duplicate_question
-                ):
-                    decisions[i].reasons.append("duplicate")
-                    decisions[i].detail["duplicate_of"] = samples[j].where
-                    decisions[i].detail["video_cos"] = round(float(cos[col]), 4)
-                    break
-    # (b) static video: token change far below the data set's median.
+    # (a) duplicates and near-duplicates.
+    flag_duplicates(samples, embeddings, options, decisions)
+    # (b) static: span below the data set's natural break; low motion: below the cap only.
     changes = [sc.temporal_change for sc in scores if sc.temporal_change is not None]
     median = float(np.median(changes)) if changes else 0.0
-    for d, sc in zip(decisions, scores, strict=False):
+    threshold = static_threshold(changes, options.static_ratio, options.static_gap)
+    for d, sc in zip(decisions, scores, strict=True):
         if sc.temporal_change is not None:
             d.detail["temporal_change"] = round(sc.temporal_change, 6)
-            if sc.temporal_change < options.static_ratio * median:
+            if sc.temporal_change < threshold:
                 d.reasons.append("static")
-    # (c) text-answerable.
-    for d, sc in zip(decisions, scores, strict=False):
+            elif sc.temporal_change < options.static_ratio * median:
+                d.reasons.append("low-motion")
+    # (c) text-answerable and text-likely.
+    for d, sc in zip(decisions, scores, strict=True):
         if sc.text_prob is not None:
             d.detail["text_prob"] = round(sc.text_prob, 4)
             if sc.text_prob >= options.text_prob:
                 d.reasons.append("text-answerable")
+            elif sc.text_prob >= options.text_weak:
+                d.reasons.append("text-likely")
 
     def redundancy(i: int) -> tuple:
         d, sc = decisions[i], scores[i]
-        flags = sum(r in d.reasons for r in REASONS[:3])
-        stillness = 1.0 - (sc.temporal_change or 0.0) / median if median > 0 and sc.temporal_change is not None else 0.0
-        return (flags, (sc.text_prob or 0.0) + stillness, _tie_break(options.seed, i))
+        strong = sum(r in d.reasons for r in STRONG_REASONS)
+        weak = sum(r in d.reasons for r in WEAK_REASONS)
+        change = sc.temporal_change
+        stillness = min(max(1.0 - change / median, 0.0), 1.0) if median > 0 and change is not None else 0.0
+        similarity = d.detail.get("video_cos", 0.0) if "near-duplicate" in d.reasons else 0.0
+        return (strong, weak, (sc.text_prob or 0.0) + stillness + similarity, _tie_break(options.seed, i))
 
-    # Flagged samples go, but every stratum keeps its floor (its least redundant samples).
+    # Strongly flagged samples go, but every stratum keeps its floor (its least redundant samples).
     sizes = Counter(strata)
     by_stratum: dict[str, list[int]] = {}
     for i, s in enumerate(strata):
         by_stratum.setdefault(s, []).append(i)
     for stratum, members in by_stratum.items():
         floor = math.ceil(options.stratum_floor * sizes[stratum])
-        flagged = sorted((i for i in members if decisions[i].reasons), key=redundancy, reverse=True)
+        flagged = sorted(
+            (i for i in members if any(r in decisions[i].reasons for r in STRONG_REASONS)), key=redundancy, reverse=True
+        )
         unflagged = len(members) - len(flagged)
         for rank, i in enumerate(flagged):
             if unflagged + (len(flagged) - rank - 1) >= floor:
                 decisions[i].kept = False
             else:
                 decisions[i].detail["kept_for_balance"] = True
-    # Over budget: drop from the largest stratum, most redundant first.
+    # Over budget: drop weakly flagged samples, from the largest stratum, most redundant first.
     target = max(1, math.floor(options.budget * n + 1e-9))
-    kept_by: dict[str, list[int]] = {
-        s: sorted((i for i in m if decisions[i].kept), key=redundancy) for s, m in by_stratum.items()
+    kept_by = {s: [i for i in m if decisions[i].kept] for s, m in by_stratum.items()}
+    candidates = {
+        s: sorted(
+            (i for i in m if not decisions[i].detail.get("kept_for_balance") and decisions[i].reasons), key=redundancy
+        )  # fmt: skip
+        for s, m in kept_by.items()
     }
     kept = sum(len(v) for v in kept_by.values())
     while kept > target:
-        largest = max(kept_by, key=lambda s: (len(kept_by[s]), s))
-        i = kept_by[largest].pop()
+        open_strata = [s for s in kept_by if candidates[s]]
+        if not open_strata:
+            break  # every remaining sample is unflagged (or kept for balance): the budget is not met
+        largest = max(open_strata, key=lambda s: (len(kept_by[s]), s))
+        i = candidates[largest].pop()
+        kept_by[largest].remove(i)
         decisions[i].kept = False
         decisions[i].reasons.append("budget")
         kept -= 1
-    return decisions
+    return Selection(decisions, target, threshold)
 
 
 @dataclass
 class PruneResult:
     """Everything :func:`prune_file` decided, for the report."""
 
-    decisions: list[Decision]
+    selection: Selection
     bad: list[BadRow]
     options: PruneOptions
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """One decision per usable sample, in file order."""
+        return self.selection.decisions
 
 
 def score_samples(
@@ -282,10 +423,10 @@ def score_samples(
         model_dir = default_model_dir(cache_dir)
     chat = VideoChat.from_pretrained(model_dir, cache=EncodingCache(cache_dir))
     sampling = FrameSampling(fps=options.fps, max_frames=options.max_frames)
-    sampling_id = f"{options.fps}|{options.max_frames}"
+    sampling_id = f"{options.fps}|{options.max_frames}|v{SCORE_VERSION}"
     scores: list[SampleScores] = []
     embeddings: dict[int, np.ndarray] = {}
-    per_video: dict[str, tuple[float, float, np.ndarray]] = {}
+    per_video: dict[str, tuple[float, float, np.ndarray]] = {}  # media digest -> change, duration, embedding
     for i, sample in enumerate(tqdm(samples, desc="score", unit="sample", disable=not options.progress)):
         media_digest = chat.cache.file_digest(sample.media) if sample.media is not None else ""
         row_id = json.dumps([sample.system, sample.turns, sample.kind], sort_keys=True)
@@ -344,7 +485,7 @@ def prune_file(
         raise DataError(f"{data}: no usable row ({len(bad)} bad rows; the first: {bad[0] if bad else None})")
     sample_scores, embeddings = score_samples(samples, options, model_dir, cache_dir, ScoreCache(scores_path))
     result = PruneResult(select(samples, sample_scores, embeddings, options), bad, options)
-    kept_rows = [raw for raw, d in zip(raws, result.decisions, strict=False) if d.kept]
+    kept_rows = [raw for raw, d in zip(raws, result.decisions, strict=True) if d.kept]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".jsonl":
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows))
@@ -354,11 +495,19 @@ def prune_file(
         decisions_path, "".join(json.dumps(d.__dict__, ensure_ascii=False) + "\n" for d in result.decisions)
     )
     atomic_write_text(report, render_report(data, out, result))
-    kept = sum(d.kept for d in result.decisions)
+    kept = result.selection.kept
+    unmet = "" if result.selection.budget_met else f" (budget {options.budget:g} not met: no other sample is flagged)"
     return (
-        f"kept {kept} of {len(samples)} samples ({kept / len(samples):.1%}); {len(bad)} bad rows; "
+        f"kept {kept} of {len(samples)} samples ({kept / len(samples):.1%}){unmet}; {len(bad)} bad rows; "
         f"kept rows in {out}, decisions in {decisions_path}, report in {report}"
     )
+
+
+def drop_reason(decision: Decision) -> str | None:
+    """Why a sample was dropped: its first strong reason, else ``"budget"``; ``None`` for a kept sample."""
+    if decision.kept:
+        return None
+    return next((r for r in decision.reasons if r in STRONG_REASONS), "budget")
 
 
 def render_report(data: Path, out: Path, result: PruneResult) -> str:
@@ -366,35 +515,44 @@ def render_report(data: Path, out: Path, result: PruneResult) -> str:
     ds = result.decisions
     kept = [d for d in ds if d.kept]
     o = result.options
+    sel = result.selection
+    budget = f"budget {o.budget:g} ({sel.target} samples)"
+    if not sel.budget_met:
+        budget += " **not met**: every other sample is unflagged or kept for balance, and those are never dropped"
     lines = [
         f"# Pruning report: {data.name}",
         "",
         (
             f"Kept **{len(kept)} of {len(ds)}** usable samples ({len(kept) / len(ds):.1%}) into `{out}`; "
-            f"budget {o.budget:g}; {len(result.bad)} bad rows left out."
+            f"{budget}; {len(result.bad)} bad rows left out."
         ),
         "",
         (
-            f"Thresholds: duplicate video cosine >= {o.duplicate_cos}, same question (trigram Jaccard >= "
-            f"{o.duplicate_question}); static if token change < {o.static_ratio} x median; text-answerable if the "
-            f"text-only answer probability >= {o.text_prob}; every stratum keeps >= {o.stratum_floor:.0%}."
+            f"Thresholds: duplicate if the video looks alike (cosine >= {o.duplicate_cos}), moves alike (motion "
+            f"cosine >= {o.duplicate_motion_cos}) and the question is the same (trigram Jaccard >= "
+            f"{o.duplicate_question}); static if the token span < {sel.static_threshold:.3g} (the data set's break, "
+            f"gap >= {o.static_gap:g}x, under {o.static_ratio:g} x median), low motion if under {o.static_ratio:g} x "
+            f"median; text-answerable if the text-only answer probability >= {o.text_prob} (text-likely >= "
+            f"{o.text_weak}); every stratum keeps >= {o.stratum_floor:.0%}. Strong flags drop a sample; weak ones "
+            f"(near-duplicate, text-likely, low-motion) only when the budget asks for more; unflagged samples stay."
         ),
         "",
-        "## Dropped, by first reason",
+        "## Dropped, by reason",
         "",
-        "| reason | dropped | flagged (all) |",
-        "|---|---:|---:|",
+        "| reason | kind | dropped | flagged (all) |",
+        "|---|---|---:|---:|",
     ]
     for reason in REASONS:
-        dropped = sum(1 for d in ds if not d.kept and d.reasons and d.reasons[0] == reason)
+        kind = "strong" if reason in STRONG_REASONS else "weak" if reason in WEAK_REASONS else "budget"
+        dropped = sum(1 for d in ds if drop_reason(d) == reason) if kind != "weak" else "-"
         flagged = sum(1 for d in ds if reason in d.reasons)
-        lines.append(f"| {reason} | {dropped} | {flagged} |")
+        lines.append(f"| {reason} | {kind} | {dropped} | {flagged} |")
     lines += ["", "## Strata (task type | duration)", "", "| stratum | before | kept |", "|---|---:|---:|"]
     for stratum, count in sorted(Counter(d.stratum for d in ds).items()):
         lines.append(f"| {stratum} | {count} | {sum(1 for d in kept if d.stratum == stratum)} |")
     lines += ["", "## Examples of dropped samples", ""]
-    for reason in REASONS:
-        examples = [d for d in ds if not d.kept and d.reasons and d.reasons[0] == reason][:5]
+    for reason in (*STRONG_REASONS, "budget"):
+        examples = [d for d in ds if drop_reason(d) == reason][:5]
         for d in examples:
             lines.append(f"- `{d.where}` ({d.id}): {', '.join(d.reasons)}; {json.dumps(d.detail)}")
     if result.bad:
