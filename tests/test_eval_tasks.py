@@ -72,6 +72,7 @@ def test_mlvu_original_layout_legacy_and_current(mlvu_dir: Path, tmp_path: Path)
     missing = [s for s in legacy["skipped"] if s["id"] == data.items[3].id]
     assert missing and "movie101_9.mp4" in missing[0]["reason"] and "no such file" in missing[0]["reason"]
     assert len(chat.encoded) == 4  # the missing video never reached the model
+    assert chat.turns == [(None, "")] * 4  # MLVU: the model's own system prompt; "Best option: (" is user text
 
     current = run_scripted(task, data, ScriptedChat(_by_prompt(data.items, outputs)), tmp_path / "current", "current")
     assert current["scores"]["per_task_type"]["plotQA"]["correct"] == 3
@@ -259,7 +260,12 @@ def test_vnbench_four_tries_all_correct(tmp_path: Path) -> None:
             return f"({wrong}) something."  # sample b: 3 of 4 tries right
         return f"The answer is ({item.answer}) it."
 
-    results = run_scripted(task, data, ScriptedChat(script), tmp_path / "run")
+    chat = ScriptedChat(script)
+    results = run_scripted(task, data, chat, tmp_path / "run")
+    # Every try is asked with the Video-XL authors' VNBench system prompt and no prefill.
+    official_system = ("Carefully watch this video and pay attention to every detail. Based on your observations, "
+                       "select the best option that accurately addresses the question.")  # fmt: skip
+    assert chat.turns == [(official_system, "")] * 12
     scores = results["scores"]
     assert scores["per_type"]["ret_insert1"] == {"correct": 1, "total": 2, "accuracy": 0.5}
     assert scores["per_type"]["ord_insert2"] == {"correct": 1, "total": 1, "accuracy": 1.0}

@@ -5,9 +5,10 @@ Reads ``VNBench-main-4try.json`` (a JSON list): rows ``{"video", "question",
 found by file name under the data folder. A sample is one video (there is one
 per source video and task type), its rows its tries.
 
-Prompt and generation as the Video-XL authors ran VNBench: ``"Question: {q}\\nOptions:\\n(A) o1\\n
-(B) o2\\n(C) o3\\n(D) o4\\n"``, greedy, 1,024 new tokens (their system prompt, "Carefully
-watch this video ...", is not used: the engine's API takes the model's own).
+Prompt and generation as the Video-XL authors ran VNBench: their system prompt
+(:data:`SYSTEM_PROMPT`, "Carefully watch this video ..."), the user text
+``"Question: {q}\\nOptions:\\n(A) o1\\n(B) o2\\n(C) o3\\n(D) o4\\n"``, no assistant
+prefill, greedy, 1,024 new tokens.
 Legacy extraction is theirs (inside the first "(...)") followed by VNBench's
 ``eval.py`` (text before the first ".", first of A, B, C, D in it); current is
 lmms-eval's shared extractor. Scoring is ``eval.py``'s: a sample counts only
@@ -34,6 +35,11 @@ from recot.eval.files import VideoIndex, require, string_list
 from recot.eval.tasks._rows import load_rows, video_path
 
 TRIES = 4
+#: The Video-XL authors' VNBench system prompt (``Video-XL/eval/eval_vnbench.py``).
+SYSTEM_PROMPT = (
+    "Carefully watch this video and pay attention to every detail. "
+    "Based on your observations, select the best option that accurately addresses the question."
+)
 
 
 def vnbench_prompt(question: str, options: list[str]) -> str:
@@ -47,6 +53,7 @@ class VNBench(Task):
     title = "VNBench (4 tries, all correct)"
     max_new_tokens = 1024
     score_scale = "fraction"
+    system_prompt = SYSTEM_PROMPT
 
     def load(self, data: Path | None, videos: Path | None) -> LoadedData:
         self._tries_seen: dict[str, int] = {}
