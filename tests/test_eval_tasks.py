@@ -292,6 +292,28 @@ def test_loader_errors_name_the_file(tmp_path: Path) -> None:
         make_task("videomme").load(tmp_path / "x.parquet", None)
 
 
+def test_bad_answers_are_rejected_rows_with_the_same_words_in_every_loader(tmp_path: Path) -> None:
+    """The shared ground-truth readers: a letter, an index or an option text; anything else is one skipped row."""
+    from recot.eval.tasks._rows import index_answer, letter_answer, lettered, text_answer
+
+    assert letter_answer(" C ") == "C" and index_answer("2", ["x", "y", "z"], "gt") == "C"
+    assert text_answer("y", ["x", "y"], "gt") == "B"
+    assert lettered(["x", "y"], "({letter}) {option}") == "(A) x\n(B) y"
+    lvb = [{"question": "q", "candidates": ["a", "b"], "correct_choice": c, "video_path": "v.mp4", "id": f"r{c}"}
+           for c in (1, 2, "one")]  # fmt: skip
+    write_json(tmp_path / "lvb" / "lvb_val.json", lvb)
+    data = make_task("longvideobench-val").load(tmp_path / "lvb", None)
+    assert [i.answer for i in data.items] == ["B"]
+    assert [s.reason for s in data.skipped] == [
+        "lvb_val.json:1: correct_choice 2 is not an index of the 2 candidates",
+        "lvb_val.json:2: correct_choice 'one' is not an integer",
+    ]
+    mme = [dict(_videomme_rows()[0], question_id=f"q{i}", answer=a) for i, a in enumerate(("b", "AB"))]
+    write_json(tmp_path / "mme.json", mme)
+    with pytest.raises(DataError, match=r"first problem: mme.json:0: answer 'b' is not an option letter"):
+        make_task("videomme").load(tmp_path / "mme.json", None)
+
+
 def test_registry_names() -> None:
     assert set(TASK_NAMES) >= {"mlvu-dev", "mlvu-test", "videomme", "videomme-long-w-subtitle", "longvideobench-val",
                                "vnbench", "vniah"}  # fmt: skip
