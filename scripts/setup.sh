@@ -2,7 +2,8 @@
 # Create ./.venv and install recot into it.
 #   bash scripts/setup.sh          # the package (inference, CLI)
 #   bash scripts/setup.sh train    # plus pre-training: TensorBoard and the EfficientNet-Lite0 weights
-#   bash scripts/setup.sh test     # plus everything the test suite and the benchmarks need
+#   bash scripts/setup.sh test     # plus everything the test suite and the benchmarks need, and lmms-eval
+#                                    # 0.7.3 for the plugin test, installed with --no-deps (it pins av<16)
 # Without an NVIDIA GPU the CPU build of torch is installed first, so that no
 # multi-GB CUDA build is pulled in as a dependency.
 set -euo pipefail
@@ -35,6 +36,14 @@ fi
 
 say "installing $what and its dependencies (transformers, PyAV, ...)..."
 "${pip[@]}" -e "$target"
+
+# The lmms-eval plugin test needs lmms-eval itself. Its own requirements pin av<16 (a downgrade of PyAV, which
+# recot tests with the current release) and pull in ~50 packages its CLI does not import for a local video task,
+# so it goes in without them; the test extra holds the few it does import.
+if [ "${1:-}" = test ]; then
+    say "installing lmms-eval 0.7.3 without its dependencies (they pin av<16; the test extra has what its CLI imports)..."
+    "${pip[@]}" --no-deps "lmms-eval==0.7.3"
+fi
 
 # The serve page test drives Debian's chromium through Playwright (no browser download). Installed where apt-get
 # can (root on Debian/Ubuntu); elsewhere that one test skips and says why.

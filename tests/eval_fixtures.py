@@ -76,7 +76,8 @@ class FakeEncoding:
 class ScriptedChat:
     """Stands in for ``VideoChat`` in scoring tests: ``script(video, prompt)`` is the model's raw output.
 
-    Records every encode and prompt so tests can check what the harness asked.
+    Records every encode, prompt and chat turn (system prompt, answer prefix) so tests can check what the
+    harness asked.
     """
 
     def __init__(self, script: Callable[[str, str], str], frame_indices: list[int] | None = None) -> None:
@@ -84,13 +85,18 @@ class ScriptedChat:
         self.frame_indices = frame_indices or [0, 10, 20, 30]
         self.encoded: list[str] = []
         self.prompts: list[str] = []
+        self.turns: list[tuple[str | None, str]] = []
 
     def encode(self, path: Path, sampling: Any) -> FakeEncoding:
         self.encoded.append(str(path))
         return FakeEncoding(str(path), self.frame_indices)
 
-    def ask(self, encoding: FakeEncoding, prompt: str, options: Any) -> Answer:
+    def ask(
+        self, encoding: FakeEncoding, prompt: str, options: Any, *, system_prompt: str | None = None,
+        answer_prefix: str = "",
+    ) -> Answer:
         self.prompts.append(prompt)
+        self.turns.append((system_prompt, answer_prefix))
         text = self.script(encoding.video, prompt)
         return Answer(
             video=encoding.video, question=prompt, answer=text, token_ids=[], frames=len(self.frame_indices), groups=1,

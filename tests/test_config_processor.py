@@ -61,6 +61,33 @@ def test_prompt_is_qwen_chatml(proc):
         proc.tokenize_prompt("  ")
 
 
+def test_prompt_system_override_and_answer_prefix(proc):
+    """A per-question system prompt and an assistant prefill give exactly the ChatML written out by hand."""
+    system = "Carefully watch this video."
+    expected_text = (
+        "<|im_start|>system\nCarefully watch this video.<|im_end|>\n"
+        "<|im_start|>user\n<image>\nWhich one?<|im_end|>\n<|im_start|>assistant\nBest option:("
+    )
+    assert proc.prompt("Which one?", system_prompt=system, answer_prefix="Best option:(") == expected_text
+    before, after = expected_text.split("<image>")
+    tokenize = proc.tokenizer
+    expected_ids = (
+        tokenize(before, add_special_tokens=False).input_ids
+        + [proc.config.image_token_index]
+        + tokenize(after, add_special_tokens=False).input_ids
+    )
+    ids = proc.tokenize_prompt("Which one?", system_prompt=system, answer_prefix="Best option:(")
+    assert ids.tolist() == expected_ids
+    # The prefix is the last thing in the prompt: its bytes end the ids (the byte tokenizer: one id a byte).
+    assert tokenize.decode(ids[-len("Best option:("):].tolist()) == "Best option:("
+    # No override: the released template, byte for byte; an empty system prompt is kept empty, not defaulted.
+    assert proc.prompt("Why?", system_prompt=None, answer_prefix="") == proc.prompt("Why?")
+    assert proc.prompt("Why?", system_prompt="").startswith("<|im_start|>system\n<|im_end|>\n")
+    assert proc.tokenize_prompt("Why?", answer_prefix="").tolist() == proc.tokenize_prompt("Why?").tolist()
+    with pytest.raises(ValueError, match="<image> may appear only in the question"):
+        proc.tokenize_prompt("Why?", answer_prefix="<image>")
+
+
 def test_time_sequence_ids(proc):
     ids = proc.time_sequence_ids([4.0, 12345.25])
     text0 = proc.tokenizer("Time 0004.0s:", add_special_tokens=False).input_ids

@@ -67,6 +67,34 @@ def test_ask_many_encodes_each_video_once(videos) -> None:
     assert answers[0].timings.encode > 0 and answers[2].timings.encode == 0
 
 
+def test_system_prompt_and_answer_prefix_reach_the_model(videos) -> None:
+    """ask/ask_many feed the overridden prompt to generation and return only the continuation."""
+    chat = tiny_chat(None)
+    encoding = chat.encode(videos[0], FrameSampling(num_frames=16))
+    seen: list[list[int]] = []
+    generate = chat.model.generate
+
+    def recording_generate(input_ids, **kw):
+        seen.append(torch.as_tensor(input_ids).flatten().tolist())
+        return generate(input_ids, **kw)
+
+    chat.model.generate = recording_generate
+    options = GenerationOptions(max_new_tokens=3, keep_ratio=1.0)
+    plain = chat.ask(encoding, "Which?", options)
+    prefixed = chat.ask(encoding, "Which?", options, system_prompt="Be exact.", answer_prefix="Best option:(")
+    expected = chat.processor.tokenize_prompt("Which?", system_prompt="Be exact.", answer_prefix="Best option:(")
+    assert seen[0] == chat.processor.tokenize_prompt("Which?").tolist()
+    assert seen[1] == expected.tolist()
+    assert chat.processor.tokenizer.decode(seen[1][-13:]) == "Best option:("
+    # The answer is the generated ids decoded, without the prefix; the prompt cost includes the prefix.
+    assert prefixed.answer == chat.processor.decode(torch.tensor(prefixed.token_ids))
+    assert not prefixed.answer.startswith("Best option")
+    assert prefixed.llm_input_tokens - plain.llm_input_tokens == len(expected) - len(seen[0])
+    many = chat.ask_many([(videos[0], "Which?")], options, FrameSampling(num_frames=16),
+                         system_prompt="Be exact.", answer_prefix="Best option:(")  # fmt: skip
+    assert seen[2] == expected.tolist() and many[0].token_ids == prefixed.token_ids
+
+
 def test_sampling_is_seeded(videos) -> None:
     chat = tiny_chat(None)
     encoding = chat.encode(videos[0], FrameSampling(num_frames=16))

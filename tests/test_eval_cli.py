@@ -59,6 +59,8 @@ def test_mlvu_run_records_everything_and_resumes(setup, capsys, tmp_path, monkey
     assert config["sampling"] == {"num_frames": 8, "fps": None, "max_frames": None, "start": None, "end": None}
     assert (config["keep_ratio"], config["max_visual_tokens"], config["max_new_tokens"]) == (0.85, None, 4)
     assert (config["extractor"], config["seed"], config["limit"]) == ("legacy", 0, None)
+    # MLVU keeps the model's own system prompt (recorded resolved) and has no prefill.
+    assert (config["system_prompt"], config["answer_prefix"]) == ("You are a helpful assistant.", "")
     assert json.loads((run_dir / "run.json").read_text()) == config
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["P00", "P01", "P10", "P11"]
@@ -91,6 +93,7 @@ def test_vniah_small_grid_writes_heatmap(setup, capsys, tmp_path) -> None:
     assert results["scores"]["grid"]["frames"] == [4, 8] and results["scores"]["grid"]["depths_percent"] == [50.0]
     assert results["config"]["sampling"]["max_frames"] == 10  # every frame of the longest cell (8 + 2)
     assert results["config"]["task_settings"]["frame_size"] == 98  # the tiny preset's input size
+    assert results["config"]["answer_prefix"] == "Best option:("
     assert (tmp_path / "niah" / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     assert "heatmap.png" in out
 

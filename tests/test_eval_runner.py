@@ -42,11 +42,11 @@ class CountingChat:
         self.encodes.append(Path(path).name)
         return self.chat.encode(path, sampling)
 
-    def ask(self, encoding, prompt, options):
+    def ask(self, encoding, prompt, options, **turn):
         self.asks += 1
         if self.stop_at is not None and self.asks == self.stop_at:
             raise KeyboardInterrupt
-        return self.chat.ask(encoding, prompt, options)
+        return self.chat.ask(encoding, prompt, options, **turn)
 
 
 def _evaluation(bench: Path, chat, run_dir: Path, config_extra: dict | None = None) -> Evaluation:

@@ -72,6 +72,7 @@ def test_mlvu_original_layout_legacy_and_current(mlvu_dir: Path, tmp_path: Path)
     missing = [s for s in legacy["skipped"] if s["id"] == data.items[3].id]
     assert missing and "movie101_9.mp4" in missing[0]["reason"] and "no such file" in missing[0]["reason"]
     assert len(chat.encoded) == 4  # the missing video never reached the model
+    assert chat.turns == [(None, "")] * 4  # MLVU: the model's own system prompt; "Best option: (" is user text
 
     current = run_scripted(task, data, ScriptedChat(_by_prompt(data.items, outputs)), tmp_path / "current", "current")
     assert current["scores"]["per_task_type"]["plotQA"]["correct"] == 3
@@ -259,7 +260,12 @@ def test_vnbench_four_tries_all_correct(tmp_path: Path) -> None:
             return f"({wrong}) something."  # sample b: 3 of 4 tries right
         return f"The answer is ({item.answer}) it."
 
-    results = run_scripted(task, data, ScriptedChat(script), tmp_path / "run")
+    chat = ScriptedChat(script)
+    results = run_scripted(task, data, chat, tmp_path / "run")
+    # Every try is asked with the Video-XL authors' VNBench system prompt and no prefill.
+    official_system = ("Carefully watch this video and pay attention to every detail. Based on your observations, "
+                       "select the best option that accurately addresses the question.")  # fmt: skip
+    assert chat.turns == [(official_system, "")] * 12
     scores = results["scores"]
     assert scores["per_type"]["ret_insert1"] == {"correct": 1, "total": 2, "accuracy": 0.5}
     assert scores["per_type"]["ord_insert2"] == {"correct": 1, "total": 1, "accuracy": 1.0}
@@ -284,6 +290,28 @@ def test_loader_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "x.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="cannot read parquet file"):
         make_task("videomme").load(tmp_path / "x.parquet", None)
+
+
+def test_bad_answers_are_rejected_rows_with_the_same_words_in_every_loader(tmp_path: Path) -> None:
+    """The shared ground-truth readers: a letter, an index or an option text; anything else is one skipped row."""
+    from recot.eval.tasks._rows import index_answer, letter_answer, lettered, text_answer
+
+    assert letter_answer(" C ") == "C" and index_answer("2", ["x", "y", "z"], "gt") == "C"
+    assert text_answer("y", ["x", "y"], "gt") == "B"
+    assert lettered(["x", "y"], "({letter}) {option}") == "(A) x\n(B) y"
+    lvb = [{"question": "q", "candidates": ["a", "b"], "correct_choice": c, "video_path": "v.mp4", "id": f"r{c}"}
+           for c in (1, 2, "one")]  # fmt: skip
+    write_json(tmp_path / "lvb" / "lvb_val.json", lvb)
+    data = make_task("longvideobench-val").load(tmp_path / "lvb", None)
+    assert [i.answer for i in data.items] == ["B"]
+    assert [s.reason for s in data.skipped] == [
+        "lvb_val.json:1: correct_choice 2 is not an index of the 2 candidates",
+        "lvb_val.json:2: correct_choice 'one' is not an integer",
+    ]
+    mme = [dict(_videomme_rows()[0], question_id=f"q{i}", answer=a) for i, a in enumerate(("b", "AB"))]
+    write_json(tmp_path / "mme.json", mme)
+    with pytest.raises(DataError, match=r"first problem: mme.json:0: answer 'b' is not an option letter"):
+        make_task("videomme").load(tmp_path / "mme.json", None)
 
 
 def test_registry_names() -> None:

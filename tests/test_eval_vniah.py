@@ -11,7 +11,8 @@ import pytest
 
 from engine_fixtures import write_video
 from eval_fixtures import ScriptedChat, run_scripted
-from recot.eval.api import DataError
+from recot import VideoXLProConfig
+from recot.eval.api import DataError, EvalItem
 from recot.eval.needle import (
     haystack_clip,
     needle_position,
@@ -23,6 +24,8 @@ from recot.eval.needle import (
     write_synthetic_needles,
 )
 from recot.eval.tasks.vniah import VNIAH, bundled_question_file
+from recot.model.processor import VideoXLProProcessor
+from recot.model.tokenizer import build_byte_tokenizer
 from recot.video import iter_frames, plan_frames, probe, read_frames
 
 
@@ -113,7 +116,9 @@ def test_vniah_grid_scores_and_heatmap(tmp_path: Path) -> None:
         right = item.groups["needle"] < 3 or (item.groups["frames"] == 4 and item.groups["depth"] == 0)
         return f"{item.answer if right else 'Z'}) answer"
 
-    results = run_scripted(task, data, CellChat(script), tmp_path / "run")
+    chat = CellChat(script)
+    results = run_scripted(task, data, chat, tmp_path / "run")
+    assert chat.turns == [("You are a helpful assistant.", "Best option:(")] * 20  # Video-XL's tester
     assert frames_seen["frames4-depth0-needle0"] == 6 and frames_seen["frames8-depth100-needle3"] == 10
     scores = results["scores"]
     assert scores["grid"] == {"frames": [4, 8], "depths_percent": [0.0, 100.0], "accuracy": [[1.0, 0.6], [0.6, 0.6]]}
@@ -124,6 +129,38 @@ def test_vniah_grid_scores_and_heatmap(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "run" / "work").exists()  # cells and haystack clips are removed after the run
     assert "| 0% | 1.00 | 0.60 |" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_vniah_chat_prompt_is_video_xl_testers(tmp_path: Path) -> None:
+    """The whole chat text of a V-NIAH question is Video-XL's tester's, with the assistant turn prefilled."""
+    task = _grid_task(tmp_path, write_synthetic_needles(tmp_path / "needles"))
+    item = task.load(None, None).items[0]
+    processor = VideoXLProProcessor(build_byte_tokenizer(), VideoXLProConfig.from_preset("tiny"))
+    text = processor.prompt(task.prompt(item, None), system_prompt=task.system_prompt, answer_prefix=task.answer_prefix)
+    # Video-XL/NIAH's prompt, except recot's template puts "\n" after <image> (documented difference).
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image>\n"
+        f"Question: {item.question}\nAnswer: <|im_end|>\n<|im_start|>assistant\nBest option:("
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "legacy", "current", "correct"),
+    [
+        ("D) reading", "D", "D", True),  # the continuation of "Best option:(", as Video-XL's model answers
+        ("D", "D", "D", True),
+        ("B) sleeping", "B", "B", False),
+        ("reading", "reading", "", False),
+        ("", "", "", False),
+    ],
+)
+def test_vniah_scores_the_output_after_the_prefix(output: str, legacy: str, current: str, correct: bool) -> None:
+    task = VNIAH(haystack=Path("unused.mp4"))
+    item = EvalItem(id="x", video="x", question="q", options=["a", "b", "c", "d"], answer="D", prompt="p")
+    assert task.score(output, item, "legacy", 0).extracted == legacy
+    assert task.score(output, item, "legacy", 0).correct is correct
+    assert task.score(output, item, "current", 0).extracted == current
+    assert task.score(output, item, "current", 0).correct is correct
 
 
 def test_vniah_user_needles_missing_images_and_short_haystack(tmp_path: Path) -> None:

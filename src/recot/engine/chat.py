@@ -376,8 +376,18 @@ class VideoChat:
         question: str,
         options: GenerationOptions | None = None,
         sampling: FrameSampling | None = None,
+        *,
+        system_prompt: str | None = None,
+        answer_prefix: str = "",
     ) -> Answer:
-        """Answer ``question`` about a video path or a :class:`VideoEncoding` from :meth:`encode`."""
+        """Answer ``question`` about a video path or a :class:`VideoEncoding` from :meth:`encode`.
+
+        ``system_prompt`` replaces the model's system prompt (``config.system_prompt``)
+        for this question; ``answer_prefix`` starts the assistant's turn (a prefill,
+        e.g. "Best option:(") and the model continues it. ``Answer.answer`` is the
+        generated continuation only, without the prefix, as benchmarks that prefill
+        score it.
+        """
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
         if isinstance(video, VideoEncoding) and sampling is not None:
@@ -387,7 +397,7 @@ class VideoChat:
         encode_seconds = time.perf_counter() - started if not isinstance(video, VideoEncoding) else 0.0
         opts = options or GenerationOptions()
         answer_started = time.perf_counter()
-        input_ids = self.processor.tokenize_prompt(question)
+        input_ids = self.processor.tokenize_prompt(question, system_prompt=system_prompt, answer_prefix=answer_prefix)
         time_ids = self.processor.time_sequence_ids(encoding.encoded.timestamps)
         num_visual = encoding.encoded.tokens.shape[0] * encoding.encoded.tokens.shape[1]
         budget = context_budget(
@@ -447,8 +457,14 @@ class VideoChat:
         items: Iterable[tuple[str | Path, str]],
         options: GenerationOptions | None = None,
         sampling: FrameSampling | None = None,
+        *,
+        system_prompt: str | None = None,
+        answer_prefix: str = "",
     ) -> list[Answer]:
-        """Answer (video, question) pairs, encoding each distinct video once; answers in input order."""
+        """Answer (video, question) pairs, encoding each distinct video once; answers in input order.
+
+        ``system_prompt`` and ``answer_prefix`` apply to every question, as in :meth:`ask`.
+        """
         items = list(items)
         for i, (_, question) in enumerate(items):
             if not isinstance(question, str) or not question.strip():
@@ -460,7 +476,9 @@ class VideoChat:
         for video, positions in by_video.items():
             encoding = self.encode(video, sampling)
             for n, i in enumerate(positions):
-                answer = self.ask(encoding, items[i][1], options)
+                answer = self.ask(
+                    encoding, items[i][1], options, system_prompt=system_prompt, answer_prefix=answer_prefix
+                )
                 # The first question of a video pays for obtaining its encoding.
                 if n == 0:
                     answer.timings = Timings(

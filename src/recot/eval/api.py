@@ -124,12 +124,17 @@ class Task:
     ``name`` is the ``recot eval`` task name; ``max_new_tokens`` the
     benchmark's generation length; ``needs_data`` whether ``--data`` is
     required; ``score_scale`` is "percent" or "fraction", as the benchmark
-    publishes its numbers.
+    publishes its numbers. ``system_prompt`` is the benchmark's own system
+    prompt (None: the model's), ``answer_prefix`` the text its prompt starts
+    the assistant's turn with (a prefill); the model's output, which
+    :meth:`score` reads, is what follows the prefix.
     """
 
     name: str = ""
     title: str = ""
     max_new_tokens: int = 16
+    system_prompt: str | None = None
+    answer_prefix: str = ""
     needs_data: bool = True
     score_scale: str = "percent"
 

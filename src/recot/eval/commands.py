@@ -231,6 +231,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         "keep_ratio": args.keep_ratio if args.keep_ratio is not None else model_config.keep_ratio,
         "max_visual_tokens": args.max_visual_tokens,
         "max_new_tokens": max_new_tokens,
+        # The chat turns around each question (the user text is in predictions.jsonl).
+        "system_prompt": task.system_prompt if task.system_prompt is not None else model_config.system_prompt,
+        "answer_prefix": task.answer_prefix,
         "decoding": "greedy",
         "extractor": args.extractor,
         "seed": args.seed,

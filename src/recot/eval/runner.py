@@ -271,7 +271,8 @@ class Evaluation:
                 for n, item in enumerate(items):
                     try:
                         prompt = self.task.prompt(item, context)
-                        answer = self.chat.ask(encoding, prompt, self.options)
+                        answer = self.chat.ask(encoding, prompt, self.options, system_prompt=self.task.system_prompt,
+                                               answer_prefix=self.task.answer_prefix)  # fmt: skip
                     except (ValueError, OSError) as exc:
                         tqdm.write(f"recot eval: skipping {item.id}: {exc}", file=sys.stderr)
                         skipped.append(Skipped(id=item.id, video=video, reason=f"cannot answer: {exc}"))
@@ -447,6 +448,8 @@ def render_summary(results: dict[str, Any], outcome: RunOutcome) -> str:
             f"- recot {config['recot_version']}; sampling {json.dumps(config['sampling'])}; "
             f"keep ratio {config['keep_ratio']}; visual-token budget {config['max_visual_tokens']}; "
             f"{config['max_new_tokens']} new tokens; extractor {config['extractor']}",
+            f"- system prompt {json.dumps(config.get('system_prompt'))}; "
+            f"answer prefix {json.dumps(config.get('answer_prefix', ''))}",
         ]
     lines += [
         f"- this run: {outcome.answered_now} questions answered, {outcome.encoded_videos} videos encoded, "

@@ -73,20 +73,35 @@ class VideoXLProProcessor:
         return normalize_frames(frames, self.config.image_mean, self.config.image_std)
 
     # ----- text -----------------------------------------------------------------
-    def prompt(self, question: str, with_video: bool = True) -> str:
-        """The chat prompt, ``<image>`` marking the video, ending where the answer starts."""
+    def prompt(
+        self, question: str, with_video: bool = True, system_prompt: str | None = None, answer_prefix: str = ""
+    ) -> str:
+        """The chat prompt, ``<image>`` marking the video, ending where the answer starts.
+
+        ``system_prompt`` replaces ``config.system_prompt`` for this prompt
+        (None: the config's). ``answer_prefix`` is put after
+        ``<|im_start|>assistant\n`` as the start of the assistant's turn (a
+        prefill, e.g. a benchmark's "Best option:("); the model continues it.
+        With neither, the prompt is the released template.
+        """
+        system = self.config.system_prompt if system_prompt is None else system_prompt
         user = f"{IMAGE_TOKEN}\n{question}" if with_video else question
         return (
-            f"<|im_start|>system\n{self.config.system_prompt}<|im_end|>\n"
-            f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+            f"<|im_start|>system\n{system}<|im_end|>\n"
+            f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{answer_prefix}"
         )
 
-    def tokenize_prompt(self, question: str, with_video: bool = True) -> torch.Tensor:
-        """(L,) prompt ids; ``<image>`` becomes the single id ``config.image_token_index``."""
+    def tokenize_prompt(
+        self, question: str, with_video: bool = True, system_prompt: str | None = None, answer_prefix: str = ""
+    ) -> torch.Tensor:
+        """(L,) ids of :meth:`prompt`; ``<image>`` becomes the single id ``config.image_token_index``."""
         if not question or not question.strip():
             raise ValueError("the question is empty")
+        if IMAGE_TOKEN in answer_prefix or (system_prompt is not None and IMAGE_TOKEN in system_prompt):
+            # The video goes where the one <image> of the user turn is; a second would misplace it.
+            raise ValueError(f"{IMAGE_TOKEN} may appear only in the question, not in the system prompt or prefix")
         ids: list[int] = []
-        for i, chunk in enumerate(self.prompt(question, with_video).split(IMAGE_TOKEN)):
+        for i, chunk in enumerate(self.prompt(question, with_video, system_prompt, answer_prefix).split(IMAGE_TOKEN)):
             if i:
                 ids.append(self.config.image_token_index)
             ids += self.tokenizer(chunk, add_special_tokens=False).input_ids

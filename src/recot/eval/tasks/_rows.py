@@ -1,12 +1,19 @@
-"""The loading loop shared by the annotation-file benchmarks: files -> rows -> items, bad rows reported."""
+"""What the annotation-file benchmarks share: files -> rows -> items with bad rows reported, answer letters.
+
+A loader is a :class:`RowTask`: it names its annotation file patterns and the
+folders its videos may be in, and turns one row into an :class:`EvalItem`
+(raising :class:`RowError` for a row it cannot use); :func:`load_rows` does the
+reading, the skipping and the id bookkeeping the same way for every benchmark.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from recot.eval.api import DataError, EvalItem, LoadedData, RowError, Skipped
+from recot.eval.api import DataError, EvalItem, LoadedData, RowError, Skipped, Task, option_letters
 from recot.eval.files import VideoIndex, find_annotation_files, read_records
 
 #: Makes an item from (row, its file, its index in the file, the video index); raises RowError for a bad row.
@@ -67,3 +74,53 @@ def video_path(index: VideoIndex, reference: str) -> str:
     """The found file of ``reference``, else where it was expected (the run reports it missing)."""
     found = index.find(reference)
     return str(found if found is not None else index.root / reference)
+
+
+class RowTask(Task):
+    """A benchmark read from annotation rows: set ``patterns`` (globs of its files under ``--data``, first match
+    wins) and ``video_subdirs`` (folders its videos may be in), and implement :meth:`make_item`."""
+
+    patterns: tuple[str, ...] = ()
+    video_subdirs: tuple[str, ...] = ()
+
+    def load(self, data: Path | None, videos: Path | None) -> LoadedData:
+        return load_rows(data, videos, self.patterns, self.make_item, self.video_subdirs)
+
+    def make_item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
+        """The item of row ``number`` of ``path``; raises :class:`RowError` when the row cannot be used."""
+        raise NotImplementedError
+
+
+def letter_answer(value: Any, name: str = "answer") -> str:
+    """A ground truth given as an option letter ("A"...), stripped; :class:`RowError` otherwise."""
+    answer = str(value).strip()
+    if not re.fullmatch(r"[A-Z]", answer):
+        raise RowError(f"{name} {answer!r} is not an option letter")
+    return answer
+
+
+def index_answer(value: Any, options: Sequence[str], name: str, what: str = "options") -> str:
+    """The letter of a ground truth given as a 0-based index of ``options``; :class:`RowError` otherwise."""
+    try:
+        choice = int(value)
+    except (TypeError, ValueError) as exc:
+        raise RowError(f"{name} {value!r} is not an integer") from exc
+    if not 0 <= choice < len(options):
+        raise RowError(f"{name} {choice} is not an index of the {len(options)} {what}")
+    return option_letters(len(options))[choice]
+
+
+def text_answer(value: Any, options: Sequence[str], name: str, what: str = "options") -> str:
+    """The letter of a ground truth given as the text of one of ``options``; :class:`RowError` otherwise."""
+    if value not in options:
+        raise RowError(f"{name} {value!r} is not one of the {what}")
+    return option_letters(len(options))[list(options).index(value)]
+
+
+def lettered(options: Sequence[str], template: str, separator: str = "\n") -> str:
+    """The options written with their letters: ``template`` has ``{letter}`` and ``{option}`` (e.g.
+    ``"({letter}) {option}"``); lines joined by ``separator``."""
+    return separator.join(
+        template.format(letter=letter, option=option)
+        for letter, option in zip(option_letters(len(options)), options, strict=True)
+    )

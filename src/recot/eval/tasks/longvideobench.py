@@ -19,42 +19,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recot.eval.api import (
-    EvalItem,
-    LoadedData,
-    Prediction,
-    RowError,
-    Scored,
-    Task,
-    accuracy,
-    grouped_accuracy,
-    item_rng,
-    option_letters,
-)
+from recot.eval.api import EvalItem, Prediction, RowError, Scored, accuracy, grouped_accuracy, item_rng
 from recot.eval.extract import longvideobench_choice
 from recot.eval.files import VideoIndex, require, string_list
-from recot.eval.tasks._rows import load_rows, video_path
+from recot.eval.tasks._rows import RowTask, index_answer, lettered, video_path
 
 POST_PROMPT = "Answer with the option's letter from the given choices directly.\n"
 
 
 def longvideobench_prompt(question: str, options: list[str]) -> str:
     """lmms-eval's ``longvideobench_val_v`` prompt (no "Question: " prefix)."""
-    lettered = "\n".join(f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options, strict=False))
-    return f"{question}\n{lettered}\n{POST_PROMPT}"
+    return f"{question}\n{lettered(options, '{letter}. {option}')}\n{POST_PROMPT}"
 
 
-class LongVideoBenchVal(Task):
+class LongVideoBenchVal(RowTask):
     name = "longvideobench-val"
     title = "LongVideoBench val (video only)"
     max_new_tokens = 32
     score_scale = "fraction"
+    patterns = ("**/lvb_val.json", "**/validation*.parquet", "**/*val*.parquet", "**/*val*.json")
+    video_subdirs = ("videos",)
 
-    def load(self, data: Path | None, videos: Path | None) -> LoadedData:
-        patterns = ("**/lvb_val.json", "**/validation*.parquet", "**/*val*.parquet", "**/*val*.json")
-        return load_rows(data, videos, patterns, self._item, video_subdirs=("videos",))
-
-    def _item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
+    def make_item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
         require(row, ("question", "correct_choice", "video_path"))
         if row.get("candidates") is not None:
             options = string_list(row, "candidates")
@@ -67,18 +53,13 @@ class LongVideoBenchVal(Task):
                 options.append(str(value))
             if not options:
                 raise RowError("no candidates and no option0..option4 fields")
-        try:
-            choice = int(row["correct_choice"])
-        except (TypeError, ValueError) as exc:
-            raise RowError(f"correct_choice {row['correct_choice']!r} is not an integer") from exc
-        if not 0 <= choice < len(options):
-            raise RowError(f"correct_choice {choice} is not an index of the {len(options)} candidates")
+        answer = index_answer(row["correct_choice"], options, "correct_choice", "candidates")
         return EvalItem(
             id=str(row.get("id") or f"{path.stem}:{number}"),
             video=video_path(index, str(row["video_path"])),
             question=str(row["question"]),
             options=options,
-            answer=option_letters(len(options))[choice],
+            answer=answer,
             prompt=longvideobench_prompt(str(row["question"]), options),
             groups={"duration_group": row.get("duration_group"), "question_category": row.get("question_category")},
         )

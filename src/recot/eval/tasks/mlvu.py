@@ -24,19 +24,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from recot.eval.api import (
-    EvalItem,
-    LoadedData,
-    Prediction,
-    RowError,
-    Scored,
-    Task,
-    accuracy,
-    option_letters,
-)
+from recot.eval.api import EvalItem, Prediction, RowError, Scored, accuracy
 from recot.eval.extract import mcq_letter, mlvu_legacy
 from recot.eval.files import VideoIndex, require, string_list
-from recot.eval.tasks._rows import load_rows, video_path
+from recot.eval.tasks._rows import RowTask, letter_answer, lettered, text_answer, video_path
 
 DEV_TYPES = ("plotQA", "needle", "ego", "count", "order", "anomaly_reco", "topic_reasoning")
 TEST_TYPES = (
@@ -58,11 +49,13 @@ def mlvu_prompt(question_with_options: str) -> str:
     return "\n" + question_with_options + "\nOnly give the best option.\n" + "\n" + "Best option: ("
 
 
-class MLVU(Task):
+class MLVU(RowTask):
     """MLVU multiple choice; ``split`` is "dev" or "test"."""
 
     max_new_tokens = 16
     score_scale = "percent"
+    patterns = ("json/[0-9]*_*.json", "**/json/[0-9]*_*.json", "**/*.parquet", "**/*.jsonl", "**/*.json")
+    video_subdirs = ("video", "videos", "data")
 
     def __init__(self, split: str) -> None:
         self.split = split
@@ -70,34 +63,23 @@ class MLVU(Task):
         self.title = f"MLVU {split} (multiple choice)"
         self.types = DEV_TYPES if split == "dev" else TEST_TYPES
 
-    def load(self, data: Path | None, videos: Path | None) -> LoadedData:
-        patterns = ("json/[0-9]*_*.json", "**/json/[0-9]*_*.json", "**/*.parquet", "**/*.jsonl", "**/*.json")
-        return load_rows(data, videos, patterns, self._item, video_subdirs=("video", "videos", "data"))
-
-    def _item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
+    def make_item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
         if "video_name" in row:  # lmms-eval's copy: the options are inside the question, the answer is a letter
             require(row, ("video_name", "question", "answer", "task_type"))
-            question, task_type, answer = str(row["question"]), str(row["task_type"]), str(row["answer"]).strip()
+            question, task_type, answer = str(row["question"]), str(row["task_type"]), letter_answer(row["answer"])
             options = _options_in(question) or (string_list(row, "candidates") if row.get("candidates") else [])
             if options and "(A)" not in question:
-                question = (
-                    question + "\n" + "\n".join(f"({L}) {c}" for L, c in zip(option_letters(len(options)), options, strict=False))
-                )
+                question = question + "\n" + lettered(options, "({letter}) {option}")
             video = str(row["video_name"])
         else:  # MLVU's own files: candidate texts and the answer text
             require(row, ("video", "question", "candidates", "answer"))
             options = string_list(row, "candidates")
             task_type = str(row.get("question_type") or re.sub(r"^\d+_", "", path.stem))
-            if row["answer"] not in options:
-                raise RowError(f"answer {row['answer']!r} is not one of the candidates")
-            answer = option_letters(len(options))[options.index(row["answer"])]
-            letters = option_letters(len(options))
-            question = str(row["question"]) + "\n" + "\n".join(f"({L}) {c}" for L, c in zip(letters, options, strict=False))
+            answer = text_answer(row["answer"], options, "answer", "candidates")
+            question = str(row["question"]) + "\n" + lettered(options, "({letter}) {option}")
             video = str(row["video"])
         if task_type not in self.types:
             raise RowError(f"task type {task_type!r} is not an MLVU {self.split} type ({', '.join(self.types)})")
-        if not re.fullmatch(r"[A-Z]", answer):
-            raise RowError(f"answer {answer!r} is not an option letter")
         item_id = str(row.get("question_id") or f"{task_type}:{path.stem}:{number}")
         return EvalItem(
             id=item_id,

@@ -27,20 +27,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from recot.eval.api import (
-    EvalItem,
-    LoadedData,
-    Prediction,
-    RowError,
-    Scored,
-    Task,
-    VideoContext,
-    accuracy,
-    grouped_accuracy,
-)
+from recot.eval.api import EvalItem, LoadedData, Prediction, RowError, Scored, VideoContext, accuracy, grouped_accuracy
 from recot.eval.extract import mcq_letter, videomme_legacy
 from recot.eval.files import VideoIndex, require, string_list
-from recot.eval.tasks._rows import load_rows
+from recot.eval.tasks._rows import RowTask, letter_answer
 
 DURATIONS = ("short", "medium", "long")
 INSTRUCTION = (
@@ -111,11 +101,13 @@ def subtitles_at_frames(cues: list[tuple[float, float, str]], fps: float, frame_
     return "\n".join(lines)
 
 
-class VideoMME(Task):
+class VideoMME(RowTask):
     """Video-MME; ``duration`` restricts to one of short/medium/long; ``subtitles`` adds the subtitle text."""
 
     max_new_tokens = 16
     score_scale = "percent"
+    patterns = ("**/*.parquet", "**/*.jsonl", "**/*.json")
+    video_subdirs = ("data", "videos")
 
     def __init__(self, duration: str | None = None, subtitles: bool = False) -> None:
         self.duration = duration
@@ -124,19 +116,15 @@ class VideoMME(Task):
         self.title = "Video-MME" + (f" ({duration})" if duration else "") + (" with subtitles" if subtitles else "")
 
     def load(self, data: Path | None, videos: Path | None) -> LoadedData:
-        loaded = load_rows(
-            data, videos, ("**/*.parquet", "**/*.jsonl", "**/*.json"), self._item, video_subdirs=("data", "videos")
-        )
+        loaded = super().load(data, videos)
         if self.duration:
             loaded.items = [i for i in loaded.items if i.groups["duration"] == self.duration]
         return loaded
 
-    def _item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
+    def make_item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
         require(row, ("videoID", "question", "options", "answer", "duration"))
         options = string_list(row, "options")
-        answer = str(row["answer"]).strip()
-        if not re.fullmatch(r"[A-Z]", answer):
-            raise RowError(f"answer {answer!r} is not an option letter")
+        answer = letter_answer(row["answer"])
         if row["duration"] not in DURATIONS:
             raise RowError(f"duration {row['duration']!r} is not one of {', '.join(DURATIONS)}")
         video_id = str(row["videoID"])

@@ -5,9 +5,10 @@ Reads ``VNBench-main-4try.json`` (a JSON list): rows ``{"video", "question",
 found by file name under the data folder. A sample is one video (there is one
 per source video and task type), its rows its tries.
 
-Prompt and generation as the Video-XL authors ran VNBench: ``"Question: {q}\\nOptions:\\n(A) o1\\n
-(B) o2\\n(C) o3\\n(D) o4\\n"``, greedy, 1,024 new tokens (their system prompt, "Carefully
-watch this video ...", is not used: the engine's API takes the model's own).
+Prompt and generation as the Video-XL authors ran VNBench: their system prompt
+(:data:`SYSTEM_PROMPT`, "Carefully watch this video ..."), the user text
+``"Question: {q}\\nOptions:\\n(A) o1\\n(B) o2\\n(C) o3\\n(D) o4\\n"``, no assistant
+prefill, greedy, 1,024 new tokens.
 Legacy extraction is theirs (inside the first "(...)") followed by VNBench's
 ``eval.py`` (text before the first ".", first of A, B, C, D in it); current is
 lmms-eval's shared extractor. Scoring is ``eval.py``'s: a sample counts only
@@ -20,53 +21,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recot.eval.api import (
-    EvalItem,
-    LoadedData,
-    Prediction,
-    RowError,
-    Scored,
-    Task,
-    option_letters,
-)
+from recot.eval.api import EvalItem, LoadedData, Prediction, Scored
 from recot.eval.extract import mcq_letter, vnbench_legacy
 from recot.eval.files import VideoIndex, require, string_list
-from recot.eval.tasks._rows import load_rows, video_path
+from recot.eval.tasks._rows import RowTask, index_answer, lettered, text_answer, video_path
 
 TRIES = 4
+#: The Video-XL authors' VNBench system prompt (``Video-XL/eval/eval_vnbench.py``).
+SYSTEM_PROMPT = (
+    "Carefully watch this video and pay attention to every detail. "
+    "Based on your observations, select the best option that accurately addresses the question."
+)
 
 
 def vnbench_prompt(question: str, options: list[str]) -> str:
     """The Video-XL authors' VNBench question text: options as "(A) text" lines, no answer instruction."""
-    lettered = "".join(f"({letter}) {option}\n" for letter, option in zip(option_letters(len(options)), options, strict=False))
-    return f"Question: {question}\nOptions:\n{lettered}"
+    return f"Question: {question}\nOptions:\n{lettered(options, '({letter}) {option}')}\n"
 
 
-class VNBench(Task):
+class VNBench(RowTask):
     name = "vnbench"
     title = "VNBench (4 tries, all correct)"
     max_new_tokens = 1024
     score_scale = "fraction"
+    system_prompt = SYSTEM_PROMPT
+    patterns = ("**/VNBench-main-4try.json", "**/*4try*.json", "**/*.json")
+    video_subdirs = ("VNBench",)
 
     def load(self, data: Path | None, videos: Path | None) -> LoadedData:
-        self._tries_seen: dict[str, int] = {}
-        loaded = load_rows(
-            data, videos, ("**/VNBench-main-4try.json", "**/*4try*.json", "**/*.json"), self._item, ("VNBench",)
-        )
-        return loaded
+        self._tries_seen: dict[str, int] = {}  # rows without "try" are numbered in file order per sample
+        return super().load(data, videos)
 
-    def _item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
+    def make_item(self, row: dict[str, Any], path: Path, number: int, index: VideoIndex) -> EvalItem:
         require(row, ("video", "question", "options", "gt", "type"))
         options = string_list(row, "options")
         gt = row["gt"]
-        if isinstance(gt, int) and not isinstance(gt, bool):
-            if not 0 <= gt < len(options):
-                raise RowError(f"gt {gt} is not an index of the {len(options)} options")
-            answer = option_letters(len(options))[gt]
-        elif str(gt) in options:
-            answer = option_letters(len(options))[options.index(str(gt))]
+        if isinstance(gt, int) and not isinstance(gt, bool):  # the answer's index (official eval.py accepts both)
+            answer = index_answer(gt, options, "gt")
         else:
-            raise RowError(f"gt {gt!r} is not one of the options")
+            answer = text_answer(str(gt), options, "gt")
         sample = Path(str(row["video"])).stem
         counter = self._tries_seen.get(sample, 0)
         self._tries_seen[sample] = counter + 1

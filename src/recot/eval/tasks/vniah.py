@@ -8,14 +8,17 @@ frame ``int(L * d / 100)``. The model sees every frame of the cell (``L + N``,
 
 Needles: the Video-XL question file format with the user's needle images
 (``--data FOLDER``; the Video-XL file itself ships with recot), or, with no
-``--data``, five generated needles. Prompt as Video-XL's tester:
-``"Question: {retrieval_question}\\nAnswer: "`` (its assistant prefix "Best option:(" is
-not used: the engine's API has no assistant prefill). Legacy scoring is
-Video-XL's (the answer letter occurs in the text before the first ")"),
-current is lmms-eval's shared extractor. 32 new tokens (Video-XL allowed 1,024;
-its check reads only up to the first ")"). Scores are fractions: accuracy
-per cell = mean over needles; overall = mean over cells; a heatmap (haystack
-frames on x, depth on y) is written next to the results.
+``--data``, five generated needles. Prompt as Video-XL's tester: system prompt
+"You are a helpful assistant.", user text ``"Question: {retrieval_question}\\nAnswer: "``
+and the assistant's turn prefilled with "Best option:(" (:data:`ANSWER_PREFIX`), so the
+model's output continues after the open parenthesis ("D) reading"). One stated
+difference: recot's template puts a newline after ``<image>``, Video-XL's tester
+none. Legacy scoring is Video-XL's (the answer letter occurs in the output before
+its first ")"), current is lmms-eval's shared extractor, both on the output after
+the prefix. 32 new tokens (Video-XL allowed 1,024; its check reads only up to
+the first ")"). Scores are fractions: accuracy per cell = mean over needles;
+overall = mean over cells; a heatmap (haystack frames on x, depth on y) is
+written next to the results.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ from recot.eval.needle import (
 DEFAULT_FRAMES = (64, 128, 256)
 DEFAULT_DEPTHS = (0.0, 50.0, 100.0)
 QUESTION_FILES = ("qa.json", "videoxl_niah_qa.json")
+#: Video-XL's V-NIAH tester (``Video-XL/NIAH``): its system prompt and the text its assistant turn starts with.
+SYSTEM_PROMPT = "You are a helpful assistant."
+ANSWER_PREFIX = "Best option:("
 
 
 def bundled_question_file() -> Path:
@@ -81,6 +87,8 @@ class VNIAH(Task):
     max_new_tokens = 32
     needs_data = False
     score_scale = "fraction"
+    system_prompt = SYSTEM_PROMPT
+    answer_prefix = ANSWER_PREFIX
 
     def __init__(
         self,
