@@ -168,9 +168,9 @@ def test_usage_errors_exit_2(setup, capsys, argv, message) -> None:
         ("{root}/nope", "model directory {root}/nope does not exist"),
         ("{root}/weights.safetensors", "{root}/weights.safetensors is a file, not a model: give the checkpoint directory "
                                        "that holds config.json and the safetensors weights"),
-        ("bogus", "'bogus' is neither a checkpoint directory nor a model name; names: default, small, tiny, videoxl-pro-3b"),
+        ("bogus", "'bogus' is neither a checkpoint directory nor a model name; names: default, lite, small, tiny, videoxl-pro-3b"),
         ("{root}/empty-dir", "{root}/empty-dir is not a checkpoint directory: it has no config.json (found: nothing)"),
-        ("videoxl-pro-3b", "preset 'videoxl-pro-3b' has sizes but no weights (only small, tiny can be built untrained); "
+        ("videoxl-pro-3b", "preset 'videoxl-pro-3b' has sizes but no weights (only small, tiny, lite can be built untrained); "
                            "pass the checkpoint directory of a trained model"),
     ],
 )

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from recot import __version__
 
 COMMAND_MODULES: list[str] = [
+    "recot.data.commands",
     "recot.video.commands",
     "recot.engine.commands",
     "recot.pretrain.commands",

@@ -4,6 +4,10 @@ Every size used anywhere in the model comes from :class:`VideoXLProConfig`. It
 converts to the transformers configs of its two backbones (SigLIP, Qwen2) and
 to and from the ``config.json`` of the released checkpoint (``model_type``
 ``llava_qwen``, language-model fields flat at the top level).
+
+The vision tower is SigLIP (the released model) or, with ``vision_tower =
+"efficientnet-lite0"``, the frozen stem and first ``vision_num_layers`` MBConv
+blocks of an ImageNet-trained EfficientNet-Lite0 (the ``lite`` CPU preset).
 """
 
 from __future__ import annotations
@@ -24,12 +28,22 @@ IMAGE_TOKEN = "<image>"
 
 _RELEASED_MODEL_TYPE = "llava_qwen"
 
+#: Vision tower types (``VideoXLProConfig.vision_tower``).
+VISION_TOWERS = ("siglip", "efficientnet-lite0")
+#: (output channels, cumulative stride) after each MBConv block of EfficientNet-Lite0: the same table as
+#: ``recot.model.efficientnet.block_outputs()`` (kept here because config sits below the model layer;
+#: a test checks that the two agree).
+EFFICIENTNET_LITE0_BLOCKS = (
+    (16, 2), (24, 4), (24, 4), (40, 8), (40, 8), (80, 16), (80, 16), (80, 16),
+    (112, 16), (112, 16), (112, 16), (192, 32), (192, 32), (192, 32), (192, 32), (320, 32),
+)  # fmt: skip
+
 
 @dataclass
 class VideoXLProConfig:
     """Sizes and behaviour switches of a Video-XL-Pro model.
 
-    Groups of fields: vision tower (SigLIP), the 27x27 -> 24x24 resize,
+    Groups of fields: vision tower (SigLIP or EfficientNet-Lite0), the 27x27 -> 24x24 resize,
     ReCoT compressor, projector and pooling, query-aware selector, language
     model (Qwen2) and the timestamp text. ``official_compat`` switches on the
     released checkpoint's quirks (see ``docs/released-model.md``): the raw-reshape frame
@@ -38,8 +52,12 @@ class VideoXLProConfig:
     window attention. It is on for every checkpoint in the released layout.
     """
 
-    # Vision tower (SigLIP). ``vision_num_layers`` is the number of encoder
-    # layers that RUN (the released model drops the last of SigLIP's 27).
+    # Vision tower. ``vision_num_layers`` is the number of encoder layers that
+    # RUN (the released model drops the last of SigLIP's 27). For
+    # "efficientnet-lite0" it is the number of MBConv blocks kept, and
+    # ``vision_hidden_size`` / ``patch_size`` must be that block's output
+    # channels / cumulative stride (the SigLIP-only fields are then unused).
+    vision_tower: str = "siglip"
     vision_hidden_size: int = 1152
     vision_intermediate_size: int = 4304
     vision_num_heads: int = 16
@@ -102,7 +120,7 @@ class VideoXLProConfig:
     # ----- derived sizes -------------------------------------------------
     @property
     def patches_per_side(self) -> int:
-        """Patches along one side of the vision tower's grid (27 for 384/14)."""
+        """Patches along one side of the vision tower's grid (27 for 384/14; EfficientNet: image / stride)."""
         return self.image_size // self.patch_size
 
     @property
@@ -118,6 +136,25 @@ class VideoXLProConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when sizes do not fit together."""
         problems = []
+        if self.vision_tower not in VISION_TOWERS:
+            problems.append(f"vision_tower={self.vision_tower!r} is not one of {', '.join(VISION_TOWERS)}")
+        elif self.vision_tower == "efficientnet-lite0":
+            if not 1 <= self.vision_num_layers <= len(EFFICIENTNET_LITE0_BLOCKS):
+                problems.append(
+                    f"vision_num_layers={self.vision_num_layers} must be in [1, {len(EFFICIENTNET_LITE0_BLOCKS)}] "
+                    "(MBConv blocks of EfficientNet-Lite0)"
+                )
+            else:
+                channels, stride = EFFICIENTNET_LITE0_BLOCKS[self.vision_num_layers - 1]
+                if (self.vision_hidden_size, self.patch_size) != (channels, stride):
+                    problems.append(
+                        f"efficientnet-lite0 with {self.vision_num_layers} blocks gives {channels} channels at "
+                        f"stride {stride}; vision_hidden_size={self.vision_hidden_size} and "
+                        f"patch_size={self.patch_size} must match"
+                    )
+                if self.image_size % stride:
+                    # TF "SAME" padding would round the map up and shift cells off the pixel grid.
+                    problems.append(f"image_size={self.image_size} must be a multiple of the stride {stride}")
         if self.frames_per_group != 2**self.compressor_stages:
             problems.append(
                 f"frames_per_group={self.frames_per_group} must equal 2**compressor_stages "
@@ -186,6 +223,11 @@ class VideoXLProConfig:
     # ----- config.json ----------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
         """A ``config.json`` in the released layout plus a ``recot`` section with every field."""
+        fields = dataclasses.asdict(self)
+        if self.vision_tower == "siglip":
+            # Written only when it is not the default, so that SigLIP configs stay byte for byte what
+            # they were before the field existed (engine cache keys hash them).
+            del fields["vision_tower"]
         return {
             "architectures": ["LlavaQwenForCausalLM"],
             "model_type": _RELEASED_MODEL_TYPE,
@@ -206,7 +248,7 @@ class VideoXLProConfig:
             "mm_spatial_pool_mode": "average",
             "mm_patch_merge_type": "unires",
             "mm_vision_select_layer": -2,
-            "recot": dataclasses.asdict(self),
+            "recot": fields,
         }
 
     @classmethod
@@ -286,6 +328,34 @@ _TINY_TEXT = dict(
 PRESETS: dict[str, dict[str, Any]] = {
     "videoxl-pro-3b": {},
     "tiny": {**_TINY_VISION, **_TINY_TEXT, "vocab_size": 512, "placeholder_token_id": 259},
+    # CPU preset: the frozen ImageNet EfficientNet-Lite0 stem + 11 MBConv blocks (128 px -> 8x8 x 112 at
+    # stride 16), then 16 tokens per group into a small Qwen2 (hidden 256, 4 layers) with the byte tokenizer.
+    # The mean/std turn x / 255 into (x - 127) / 128, the input scaling these TF-Lite weights were trained with.
+    "lite": {
+        "vision_tower": "efficientnet-lite0",
+        "vision_num_layers": 11,
+        "vision_hidden_size": 112,
+        "vision_intermediate_size": 672,  # the widest expanded width of the kept blocks (memory estimates)
+        "vision_num_heads": 1,
+        "image_size": 128,
+        "patch_size": 16,
+        "image_mean": (127 / 255, 127 / 255, 127 / 255),
+        "image_std": (128 / 255, 128 / 255, 128 / 255),
+        "grid_size": 8,  # pooled to 4x4 = 16 tokens per group
+        "compressor_norm_groups": 16,  # 112 = 16 x 7
+        "vision_batch_size": 64,
+        "compressor_batch_size": 16,
+        "hidden_size": 256,
+        "intermediate_size": 1024,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "selector_num_heads": 4,
+        # 8,192 frames make ~60 k LLM positions (2,048 groups x (13 time-text + 16 visual tokens)).
+        "max_position_embeddings": 131072,
+        "vocab_size": 512,
+        "placeholder_token_id": 259,
+    },
     "small": {
         "vision_hidden_size": 128,
         "vision_intermediate_size": 256,

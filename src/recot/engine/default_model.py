@@ -4,8 +4,9 @@ A specification is one of
 
 * ``"default"`` (or None): the default model. No trained weights ship with recot
   yet, so it is the ``small`` preset with weights drawn from a fixed seed;
-* an untrained preset name (``small``, ``tiny``): that preset, weights drawn from
-  the same fixed seed;
+* an untrained preset name (``small``, ``tiny``, ``lite``): that preset, weights
+  drawn from the same fixed seed (``lite``'s EfficientNet-Lite0 tower gets its
+  real ImageNet weights, from the optional extra ``recot[efficientnet]``);
 * a checkpoint directory (``config.json`` + safetensors weights + tokenizer).
 
 An existing directory wins over a preset of the same name. An untrained preset
@@ -21,8 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from recot.config import PRESETS, VideoXLProConfig
 from recot.data.atomic import build_once
 from recot.engine.cache import resolve_cache_dir
@@ -33,7 +32,7 @@ DEFAULT_MODEL = "default"
 DEFAULT_PRESET = "small"
 DEFAULT_SEED = 0
 #: Presets recot can build with random weights and the byte tokenizer (the others have a real vocabulary).
-UNTRAINED_PRESETS = ("small", "tiny")
+UNTRAINED_PRESETS = ("small", "tiny", "lite")
 
 
 class ModelSpecError(ValueError):
@@ -142,6 +141,4 @@ def default_model_dir(cache_dir: str | Path | None = None) -> Path:
 def build_untrained_model(preset: str = DEFAULT_PRESET) -> VideoXLPro:
     """An untrained preset in memory, initialised from ``DEFAULT_SEED`` (the caller's random state is left alone)."""
     config = VideoXLProConfig.from_preset(preset, extra={"untrained": True, "seed": DEFAULT_SEED})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(DEFAULT_SEED)
-        return VideoXLPro(config).eval()
+    return VideoXLPro.from_config(config, DEFAULT_SEED).eval()

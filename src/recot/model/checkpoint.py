@@ -33,6 +33,8 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 #: (our module prefix, released checkpoint prefix).
 KEY_PREFIXES: list[tuple[str, str]] = [
     ("vision_tower.siglip.", "model.vision_tower.vision_tower.vision_model."),
+    # Not in any released checkpoint: the lite preset's frozen EfficientNet-Lite0 trunk (its own names kept).
+    ("vision_tower.efficientnet.", "model.vision_tower.efficientnet."),
     ("compressor.", "model.sae."),
     ("projector.", "model.mm_projector."),
     ("selector.text_mlp.", "model.text_mlp."),

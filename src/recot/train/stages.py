@@ -58,9 +58,8 @@ def load_base_model(cfg: TrainConfig) -> tuple[VideoXLPro, VideoXLProProcessor]:
             config = VideoXLProConfig.from_preset(m.preset or "", **overrides)
         except KeyError as exc:
             raise ValueError(f"model.preset: {exc.args[0]}") from exc
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(m.seed)
-            model = VideoXLPro(config).to(dtype)
+        # Seeded weights; an EfficientNet tower gets its ImageNet weights.
+        model = VideoXLPro.from_config(config, m.seed).to(dtype)
         processor = VideoXLProProcessor(build_byte_tokenizer(), config)
     if m.compressor is not None:
         model.load_compressor(m.compressor)
@@ -119,7 +118,8 @@ def prepare_stage(model: VideoXLPro, cfg: TrainConfig) -> StagedModel:
             if "lora_" in n:
                 p.requires_grad_(True)
     # Parameters the forward never uses (SigLIP's post-layernorm, kept for the checkpoint keys) get no gradient.
-    model.vision_tower.siglip.post_layernorm.requires_grad_(False)
+    if model.config.vision_tower == "siglip":
+        model.vision_tower.siglip.post_layernorm.requires_grad_(False)
     if cfg.gradient_checkpointing and any(p.requires_grad for p in model.parameters()):
         llm = model.language_model
         llm.activation_checkpointing_enable({"use_reentrant": False})

@@ -1,0 +1,637 @@
+"""Synthetic long-video question answering: procedural videos with events at known times, and exact answers.
+
+Each video is drawn from its seed alone: a haystack of named procedural scenes
+("ocean", "forest", "city"... each its own texture, palette and motion) that
+cut from one to the next, with objects (a shape in a colour, black outline)
+inserted at known times:
+
+* the needle: one object on screen once, for a few seconds;
+* a counted object: on screen ``count`` times;
+* two ordered objects: each on screen once, one before the other.
+
+Every object has its own shape and its own colour, and no two events overlap
+in time. Five question templates have exact answers (``QA_TYPES``, listed in
+``docs/synthetic-qa.md``): when the needle appears (a time, correct within one
+frame group), the needle's colour or shape (a word), how many times the counted
+object appears (a number), which ordered object appears first (its name), and
+which scene is on screen at a time (the scene's name). :func:`check_answer`
+scores a model's answer for each.
+
+Splits come from disjoint seed ranges (:data:`SPLIT_SEEDS`). The ``ood`` split
+draws its objects from shape x colour combinations (:data:`HELD_OUT_COMBOS`)
+and its scenes from :data:`HELD_OUT_SCENES`, which the other splits never use.
+
+Frames are rendered in vectorised chunks: uint8 (T, S, S, 3) RGB, S = ``size``
+(128 by default, the ``lite`` preset's input), written as H.264 (one thread, so
+the bytes depend on the seed only; keyframes every 300 frames) with PyAV.
+:func:`write_dataset` writes the videos (skipping those already there), then
+the rows as LLaVA-Video JSON (``recot train``'s data format) and a manifest of
+every video's events.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from recot.data.atomic import atomic_path, atomic_write_text
+
+# ----- vocabulary ---------------------------------------------------------------------------------------------------
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
+#: Saturated object colours; scene palettes are muted so that objects stand out from every background.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 25, 25),
+    "green": (20, 200, 40),
+    "blue": (30, 60, 240),
+    "yellow": (250, 230, 20),
+    "purple": (150, 30, 210),
+    "orange": (255, 135, 0),
+    "pink": (255, 80, 190),
+    "cyan": (0, 225, 235),
+}
+COLOR_NAMES = tuple(COLORS)
+#: shape x colour combinations only the ``ood`` split uses: two colours per shape, every colour at least once.
+HELD_OUT_COMBOS = frozenset(
+    (shape, COLOR_NAMES[(i + k) % len(COLOR_NAMES)]) for i, shape in enumerate(SHAPES) for k in (3, 6)
+)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A procedural background: ``texture`` kind, 3-colour ``palette`` (dark to light), spatial ``scale``
+    (cycles across the frame) and ``speed`` (cycles per minute)."""
+
+    texture: str
+    palette: tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]
+    scale: float
+    speed: float
+
+
+SCENES: dict[str, Scene] = {
+    "ocean": Scene("waves", ((20, 50, 90), (40, 100, 140), (120, 170, 190)), 2.5, 6.0),
+    "forest": Scene("blobs", ((25, 50, 25), (50, 90, 40), (110, 95, 60)), 3.0, 2.0),
+    "city": Scene("checker", ((60, 60, 66), (110, 110, 115), (170, 160, 120)), 4.0, 3.0),
+    "desert": Scene("dunes", ((150, 115, 70), (190, 160, 110), (220, 200, 160)), 2.0, 1.5),
+    "snow": Scene("noise", ((150, 160, 175), (190, 195, 205), (225, 228, 235)), 6.0, 8.0),
+    "night": Scene("rings", ((10, 12, 30), (30, 35, 60), (70, 70, 90)), 3.0, 4.0),
+    "meadow": Scene("stripes", ((70, 110, 50), (110, 140, 70), (160, 170, 100)), 5.0, 5.0),
+    "cave": Scene("noise", ((30, 25, 20), (70, 60, 50), (110, 100, 90)), 3.0, 1.0),
+    "sunset": Scene("gradient", ((90, 50, 70), (170, 100, 80), (210, 160, 110)), 1.0, 2.0),
+    "jungle": Scene("blobs", ((20, 60, 40), (40, 110, 70), (90, 140, 60)), 5.0, 6.0),
+    "lava": Scene("waves", ((40, 10, 10), (110, 40, 20), (160, 90, 40)), 4.0, 3.0),
+    "space": Scene("rings", ((5, 5, 10), (40, 20, 60), (90, 80, 120)), 6.0, 10.0),
+}
+#: Scenes only the ``ood`` split uses.
+HELD_OUT_SCENES = ("lava", "space")
+
+#: First seed and number of seeds of each split; the ranges are disjoint.
+SPLIT_SEEDS: dict[str, tuple[int, int]] = {
+    "train": (0, 1_000_000),
+    "validation": (1_000_000, 100_000),
+    "test": (1_100_000, 100_000),
+    "ood": (2_000_000, 100_000),
+}
+QA_TYPES = ("when", "attribute", "count", "order", "scene")
+FRAMES_PER_GROUP = 4  # the model's frames per compressed group: the tolerance of a "when" answer
+_GOP_FRAMES = 300
+#: x264 quality: ~1 MB per hour at 128 px; object interiors stay within ~20 levels per channel of their colour.
+CRF = 26
+
+#: Question phrasings per type; ``{obj}`` is e.g. "blue triangle", ``{time}`` e.g. "12:05".
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "when": ("When does the {obj} appear?", "At what time is the {obj} shown?", "When can you see the {obj}?"),
+    "attribute_color": ("What colour was the {shape} that appeared briefly?", "What color is the {shape}?"),
+    "attribute_shape": ("What shape was the {color} object that appeared briefly?", "What shape is the {color} object?"),
+    "count": ("How many times does the {obj} appear?", "How often is the {obj} shown?"),
+    "order": ("Which appears first, the {a} or the {b}?", "Which is shown earlier: the {a} or the {b}?"),
+    "scene": ("What is on screen at {time}?", "Which scene is shown at {time}?"),
+}
+
+
+# ----- what a video holds ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ObjectEvent:
+    """An object on screen from ``start`` for ``seconds`` (times in seconds), centred at (``x``, ``y``) px."""
+
+    role: str  # "needle", "count", "first"/"second" of the ordered pair
+    shape: str
+    color: str
+    start: float
+    seconds: float
+    x: int
+    y: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.shape}"
+
+    def visible(self, t: np.ndarray) -> np.ndarray:
+        return (t >= self.start) & (t < self.start + self.seconds)
+
+
+@dataclass(frozen=True)
+class SceneSegment:
+    """``scene`` on screen from ``start`` to ``end`` seconds; ``phase`` and ``speed`` vary its look per video."""
+
+    scene: str
+    start: float
+    end: float
+    phase: float
+    speed: float
+
+
+@dataclass
+class VideoSpec:
+    """Everything about one video, drawn from its seed: size, timing, scenes and object events."""
+
+    id: str
+    split: str
+    seed: int
+    duration: float
+    fps: float
+    size: int
+    object_size: int
+    segments: list[SceneSegment]
+    events: list[ObjectEvent]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(round(self.duration * self.fps))
+
+    def frame_times(self) -> np.ndarray:
+        return np.arange(self.num_frames) / self.fps
+
+    def scene_at(self, t: float) -> str:
+        """The scene on screen at ``t`` seconds."""
+        for seg in self.segments:
+            if seg.start <= t < seg.end:
+                return seg.scene
+        return self.segments[-1].scene
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VideoSpec:
+        data = dict(data)
+        data["segments"] = [SceneSegment(**s) for s in data["segments"]]
+        data["events"] = [ObjectEvent(**e) for e in data["events"]]
+        return cls(**data)
+
+
+def split_seeds(split: str, count: int, first: int = 0) -> range:
+    """Seeds of videos ``first .. first + count - 1`` of ``split`` (raises ``ValueError`` past the split's range)."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLIT_SEEDS)}")
+    base, size = SPLIT_SEEDS[split]
+    if first < 0 or count < 0 or first + count > size:
+        raise ValueError(f"split {split!r} has {size} seeds; videos {first}..{first + count - 1} do not fit")
+    return range(base + first, base + first + count)
+
+
+def split_of_seed(seed: int) -> str:
+    """The split whose seed range holds ``seed``."""
+    for name, (base, size) in SPLIT_SEEDS.items():
+        if base <= seed < base + size:
+            return name
+    raise ValueError(f"seed {seed} is in no split's range")
+
+
+def allowed_vocabulary(split: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(shape, colour) combinations and scene names that ``split`` draws from."""
+    held_out = split == "ood"
+    combos = [(s, c) for s in SHAPES for c in COLOR_NAMES if ((s, c) in HELD_OUT_COMBOS) == held_out]
+    scenes = [name for name in SCENES if (name in HELD_OUT_SCENES) == held_out]
+    return combos, scenes
+
+
+def make_video_spec(
+    seed: int,
+    min_minutes: float = 5.0,
+    max_minutes: float = 120.0,
+    fps: float = 1.0,
+    size: int = 128,
+) -> VideoSpec:
+    """The video of ``seed`` (its split follows from the seed): duration log-uniform in the minute range.
+
+    Durations are whole seconds; events start on whole seconds and last 3-8 s
+    (the needle 4-8 s), at least two frame groups apart from each other and
+    from the ends; scene segments last at least 40 s.
+    """
+    split = split_of_seed(seed)
+    if not 0 < min_minutes <= max_minutes:
+        raise ValueError(f"need 0 < min_minutes <= max_minutes, got {min_minutes} and {max_minutes}")
+    rng = np.random.default_rng([seed, 0x5EED])
+    lo, hi = math.log(min_minutes * 60), math.log(max_minutes * 60)
+    duration = float(max(60, round(math.exp(rng.uniform(lo, hi)))))
+    combos, scene_names = allowed_vocabulary(split)
+
+    # Scenes: 2..8 segments (more for longer videos), consecutive scenes differ.
+    n_segments = int(min(8, max(2, rng.integers(2, 4) + duration // 1200)))
+    n_segments = int(min(n_segments, duration // 40))
+    cuts = _spaced_points(rng, n_segments - 1, 40.0, duration - 40.0, 40.0)
+    bounds = [0.0, *cuts, duration]
+    segments, previous = [], None
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        name = str(rng.choice([s for s in scene_names if s != previous]))
+        segments.append(SceneSegment(name, a, b, float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.6, 1.6))))
+        previous = name
+
+    # Objects: four, each its own shape and its own colour.
+    chosen: list[tuple[str, str]] = []
+    while len(chosen) < 4:
+        shape, color = combos[int(rng.integers(len(combos)))]
+        if all(shape != s and color != c for s, c in chosen):
+            chosen.append((shape, color))
+    count = int(rng.integers(1, 6))
+    durations = [float(rng.integers(4, 9))] + [float(rng.integers(3, 7)) for _ in range(count + 2)]
+    gap = 2 * FRAMES_PER_GROUP / fps  # two frame groups between events
+    starts = _spaced_intervals(rng, durations, gap, duration)
+    roles = ["needle"] + ["count"] * count + ["first", "second"]
+    objs = [chosen[0]] + [chosen[1]] * count + [chosen[2], chosen[3]]
+    if starts[-2] > starts[-1]:  # the earlier of the pair is "first" (its slot and length move together)
+        starts[-2], starts[-1] = starts[-1], starts[-2]
+        durations[-2], durations[-1] = durations[-1], durations[-2]
+    object_size = max(12, size * 3 // 8)
+    half = object_size // 2 + 2
+    events = []
+    for role, (shape, color), start, secs in zip(roles, objs, starts, durations, strict=True):
+        x, y = (int(v) for v in rng.integers(half, size - half, 2))
+        events.append(ObjectEvent(role, shape, color, start, secs, x, y))
+    events.sort(key=lambda e: e.start)
+    return VideoSpec(f"{split}-{seed:07d}", split, seed, duration, fps, size, object_size, segments, events)
+
+
+def _spaced_points(rng: np.random.Generator, n: int, lo: float, hi: float, gap: float) -> list[float]:
+    """``n`` sorted whole-second points in [lo, hi], at least ``gap`` apart (stars and bars: uniform, no retries)."""
+    slack = hi - lo - gap * max(0, n - 1)
+    if n <= 0:
+        return []
+    if slack < 0:
+        raise ValueError(f"{n} points {gap} s apart do not fit in [{lo}, {hi}]")
+    offsets = np.sort(rng.uniform(0, slack, n))
+    return [float(math.floor(lo + o + i * gap)) for i, o in enumerate(offsets)]
+
+
+def _spaced_intervals(rng: np.random.Generator, lengths: list[float], gap: float, duration: float) -> list[float]:
+    """Start times (whole seconds, in a random order) of intervals of ``lengths``, ``gap`` apart and from the ends."""
+    order = rng.permutation(len(lengths))
+    total = sum(lengths) + gap * (len(lengths) + 1)
+    slack = duration - total
+    if slack < 0:
+        raise ValueError(f"{len(lengths)} events do not fit in {duration} s")
+    offsets = np.sort(np.floor(rng.uniform(0, slack, len(lengths))))
+    starts = [0.0] * len(lengths)
+    t = gap
+    for k, idx in enumerate(order):
+        starts[idx] = float(math.ceil(t + offsets[k]))
+        t += lengths[idx] + gap
+    return starts
+
+
+# ----- questions ---------------------------------------------------------------------------------------------------
+def format_time(seconds: float) -> str:
+    """``"mm:ss"`` below an hour, ``"h:mm:ss"`` from an hour on (whole seconds, rounded down)."""
+    s = int(seconds)
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+def parse_time(text: str) -> float | None:
+    """The first ``h:mm:ss`` or ``mm:ss`` time in ``text``, in seconds (None if there is none)."""
+    match = re.search(r"(\d+):(\d{1,2})(?::(\d{1,2}))?", text)
+    if not match:
+        return None
+    a, b, c = match.groups()
+    if c is None:
+        return float(int(a) * 60 + int(b))
+    return float(int(a) * 3600 + int(b) * 60 + int(c))
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question about a video: its type, text, exact answer and what the checker needs."""
+
+    qa_type: str
+    question: str
+    answer: str
+    options: tuple[str, ...] = ()  # the two names of an "order" question
+    tolerance: float = 0.0  # seconds, for "when"
+
+
+def make_questions(spec: VideoSpec) -> list[Question]:
+    """One question of each type in ``QA_TYPES`` about ``spec``, phrasings drawn from its seed."""
+    rng = np.random.default_rng([spec.seed, 0xA5])
+    needle = next(e for e in spec.events if e.role == "needle")
+    counted = [e for e in spec.events if e.role == "count"]
+    first = next(e for e in spec.events if e.role == "first")
+    second = next(e for e in spec.events if e.role == "second")
+
+    def pick(kind: str) -> str:
+        return str(rng.choice(TEMPLATES[kind]))
+
+    out = [
+        Question("when", pick("when").format(obj=needle.name), format_time(needle.start),
+                 tolerance=FRAMES_PER_GROUP / spec.fps),
+    ]  # fmt: skip
+    if rng.random() < 0.5:
+        out.append(Question("attribute", pick("attribute_color").format(shape=needle.shape), needle.color))
+    else:
+        out.append(Question("attribute", pick("attribute_shape").format(color=needle.color), needle.shape))
+    out.append(Question("count", pick("count").format(obj=counted[0].name), str(len(counted))))
+    a, b = (first, second) if rng.random() < 0.5 else (second, first)  # the question's order says nothing
+    out.append(Question("order", pick("order").format(a=a.name, b=b.name), first.name, options=(a.name, b.name)))
+    # A time well inside a segment: at least two frame groups from its cuts.
+    margin = 2 * FRAMES_PER_GROUP / spec.fps
+    seg = spec.segments[int(rng.integers(len(spec.segments)))]
+    t = float(math.floor(rng.uniform(seg.start + margin, seg.end - margin)))
+    out.append(Question("scene", pick("scene").format(time=format_time(t)), seg.scene))
+    return out
+
+
+_NUMBER_WORDS = {w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])}
+
+
+def check_answer(question: Question | dict[str, Any], prediction: str) -> bool:
+    """True when ``prediction`` answers ``question`` (a :class:`Question` or a row written by :func:`write_dataset`).
+
+    * when: the first time in the text is within ``tolerance`` seconds of the truth;
+    * attribute, scene: the true word is in the text and no other colour/shape/scene name is;
+    * count: the first number (digits or a word up to ten) equals the truth;
+    * order: the text names the true object and not the other one.
+    """
+    if isinstance(question, dict):
+        extra = question.get("qa", question)
+        question = Question(extra["qa_type"], "", extra["answer"], tuple(extra.get("options", ())),
+                            float(extra.get("tolerance", 0.0)))  # fmt: skip
+    text = " ".join(re.findall(r"[a-z0-9:]+", prediction.lower()))
+    truth = question.answer
+    kind = question.qa_type
+    if kind == "when":
+        got = parse_time(text)
+        want = parse_time(truth)
+        return got is not None and want is not None and abs(got - want) <= question.tolerance
+    if kind == "count":
+        match = re.search(r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\b", text)
+        if not match:
+            return False
+        word = match.group(1)
+        return (int(word) if word.isdigit() else _NUMBER_WORDS[word]) == int(truth)
+    words = set(text.split())
+    if kind in ("attribute", "scene"):
+        # Words of the answer's own kind: "a red one" answers a colour question, "red or blue" does not.
+        vocabulary = set(SCENES) if kind == "scene" else set(COLOR_NAMES) if truth in COLORS else set(SHAPES)
+        return words & vocabulary == {truth}
+    if kind == "order":
+        wrong = next(o for o in question.options if o != truth)
+        return _names(text, truth) and not _names(text, wrong)
+    raise ValueError(f"unknown question type {kind!r}; types: {', '.join(QA_TYPES)}")
+
+
+def _names(text: str, name: str) -> bool:
+    return re.search(r"\b" + re.escape(name) + r"\b", text) is not None
+
+
+# ----- rendering ---------------------------------------------------------------------------------------------------
+def _shape_mask(shape: str, size: int) -> np.ndarray:
+    """(size, size) bool mask of ``shape`` filling a size x size box."""
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - c
+    r = size / 2
+    if shape == "circle":
+        return xx**2 + yy**2 <= r**2
+    if shape == "square":
+        return (np.abs(xx) <= r * 0.85) & (np.abs(yy) <= r * 0.85)
+    if shape == "triangle":  # apex up
+        return (yy <= r * 0.9) & (yy >= -r) & (np.abs(xx) <= (yy + r) * 0.55)
+    if shape == "diamond":
+        return np.abs(xx) + np.abs(yy) <= r
+    if shape == "cross":
+        arm = r * 0.33
+        return ((np.abs(xx) <= arm) | (np.abs(yy) <= arm)) & (np.abs(xx) <= r) & (np.abs(yy) <= r)
+    if shape == "ring":
+        d2 = xx**2 + yy**2
+        return (d2 <= r**2) & (d2 >= (r * 0.55) ** 2)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
+def object_masks(shape: str, object_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fill, outline) bool masks, each (object_size + 4, object_size + 4): the shape and its 2-px black border."""
+    fill = np.pad(_shape_mask(shape, object_size), 2)
+    return fill, _dilate(fill, 2) & ~fill
+
+
+def _texture(kind: str, t: np.ndarray, xx: np.ndarray, yy: np.ndarray, scale: float, speed: float, phase: float,
+             noise: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Values in [0, 1], (T, S, S), of a texture at times ``t`` (T, 1, 1); ``xx``/``yy`` in [0, 1)."""
+    w = 2 * np.pi
+    m = t * speed / 60.0  # cycles moved so far
+    k = scale
+    if kind == "waves":
+        v = np.sin(w * (k * xx + 0.3 * k * yy - m) + phase) + 0.5 * np.sin(w * (2.1 * k * yy + 0.7 * m) + 2 * phase)
+        return (v + 1.5) / 3.0
+    if kind == "blobs":
+        v = np.sin(w * (k * xx + 0.2 * np.sin(w * (yy + 0.3 * m))) + phase) * np.sin(w * (k * yy - 0.5 * m) + phase)
+        return (v + 1) / 2
+    if kind == "checker":
+        v = np.sign(np.sin(w * (k * xx - m) + phase)) * np.sign(np.sin(w * k * yy + phase))
+        return 0.5 + 0.4 * v + 0.1 * np.sin(w * (xx + yy + m))
+    if kind == "dunes":
+        v = np.sin(w * (k * yy + 0.4 * np.sin(w * (xx + 0.2 * m)) - 0.3 * m) + phase)
+        return (v + 1) / 2 * (0.6 + 0.4 * yy)
+    if kind == "stripes":
+        v = np.sin(w * (k * (xx + yy) - m) + phase)
+        return (v + 1) / 2
+    if kind == "rings":
+        r = np.sqrt((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
+        v = np.sin(w * (k * r - m) + phase)
+        return (v + 1) / 2 * (1 - 0.6 * r)
+    if kind == "gradient":
+        v = yy + 0.15 * np.sin(w * (k * xx + m) + phase)
+        return np.clip(v, 0, 1)
+    if kind == "noise":
+        # A fixed noise image scrolled diagonally: snow / rock grain that moves.
+        n = noise.shape[0]
+        shift = (m * n / 4).astype(int).reshape(-1)
+        sy = ((yy[..., 0] * n).astype(int) + shift[:, None]) % n  # (T, S)
+        sx = ((xx[0] * n).astype(int)[None, :] + shift[:, None]) % n  # (T, S)
+        return noise[sy[:, :, None], sx[:, None, :]]
+    raise ValueError(f"unknown texture {kind!r}")
+
+
+def render_frames(spec: VideoSpec, start: int, stop: int) -> np.ndarray:
+    """uint8 (stop - start, S, S, 3) RGB frames ``start .. stop - 1`` of ``spec`` (any range: no state)."""
+    size = spec.size
+    t_all = np.arange(start, stop) / spec.fps
+    coords = (np.arange(size, dtype=np.float32) + 0.5) / size
+    yy, xx = coords[:, None], coords[None, :]
+    out = np.empty((len(t_all), size, size, 3), dtype=np.uint8)
+    for index, seg in enumerate(spec.segments):
+        sel = np.nonzero((t_all >= seg.start) & (t_all < seg.end))[0]
+        if not len(sel):
+            continue
+        scene = SCENES[seg.scene]
+        # Drawn from (seed, segment) so that any frame range renders the same pixels.
+        noise_rng = np.random.default_rng([spec.seed, 0x401, index])
+        noise = noise_rng.random((64, 64)).astype(np.float32) if scene.texture == "noise" else np.empty(0)
+        v = _texture(scene.texture, t_all[sel].astype(np.float32)[:, None, None], xx, yy, scene.scale,
+                     scene.speed * seg.speed, seg.phase, noise)  # fmt: skip
+        out[sel] = _palette(np.asarray(scene.palette, dtype=np.float32), np.broadcast_to(v, (len(sel), size, size)))
+    half_box = spec.object_size // 2 + 2
+    for event in spec.events:
+        sel = np.nonzero(event.visible(t_all))[0]
+        if not len(sel):
+            continue
+        fill, outline = object_masks(event.shape, spec.object_size)
+        y0, x0 = event.y - half_box, event.x - half_box
+        box = out[sel, y0 : y0 + fill.shape[0], x0 : x0 + fill.shape[1]]
+        box[:, fill] = COLORS[event.color]
+        box[:, outline] = (0, 0, 0)
+        out[sel, y0 : y0 + fill.shape[0], x0 : x0 + fill.shape[1]] = box
+    return out
+
+
+def _palette(palette: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Values (T, S, S) in [0, 1] -> uint8 (T, S, S, 3), piecewise linear through the 3 palette colours.
+
+    Through a 256-entry lookup table: one gather instead of float arithmetic on every channel.
+    """
+    x = np.linspace(0, 1, 256, dtype=np.float32) * (len(palette) - 1)
+    i = np.minimum(x.astype(np.int64), len(palette) - 2)
+    f = (x - i)[:, None]
+    lut = (palette[i] * (1 - f) + palette[i + 1] * f + 0.5).astype(np.uint8)
+    index = (np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return lut[index]
+
+
+def write_video(
+    spec: VideoSpec, path: str | Path, chunk: int = 256, on_frames: Callable[[int], None] | None = None, crf: int = CRF
+) -> Path:
+    """Render ``spec`` to an H.264 MP4 at ``path``, atomically; ``on_frames(n)`` after each chunk of n frames."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = _fps_fraction(spec.fps)
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width = stream.height = spec.size
+        stream.pix_fmt = "yuv420p"
+        # One thread: x264's output then depends on the frames alone (frame threads change the bits).
+        stream.options = {"preset": "veryfast", "crf": str(crf), "g": str(_GOP_FRAMES), "threads": "1"}
+        stream.codec_context.thread_count = 1
+        for a in range(0, spec.num_frames, chunk):
+            frames = render_frames(spec, a, min(spec.num_frames, a + chunk))
+            for image in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            if on_frames is not None:
+                on_frames(len(frames))
+        container.mux(stream.encode())
+    return path
+
+
+def _fps_fraction(fps: float) -> Any:
+    from fractions import Fraction
+
+    return Fraction(fps).limit_denominator(1001)
+
+
+# ----- dataset -----------------------------------------------------------------------------------------------------
+def rows_for(spec: VideoSpec, video_path: str) -> list[dict[str, Any]]:
+    """LLaVA-Video rows, one per question, with the checker's fields under ``qa``."""
+    rows = []
+    for q in make_questions(spec):
+        rows.append({
+            "id": f"{spec.id}-{q.qa_type}",
+            "video": video_path,
+            "conversations": [{"from": "human", "value": f"<image>\n{q.question}"}, {"from": "gpt", "value": q.answer}],
+            "duration": spec.duration,
+            "qa": {"qa_type": q.qa_type, "answer": q.answer, "options": list(q.options), "tolerance": q.tolerance,
+                   "split": spec.split, "seed": spec.seed},
+        })  # fmt: skip
+    return rows
+
+
+@dataclass
+class DatasetSummary:
+    """What :func:`write_dataset` did: videos written and skipped, rows, and where the files are."""
+
+    split: str
+    videos_written: int
+    videos_skipped: int
+    rows: int
+    rows_file: Path
+    manifest_file: Path
+    frames_written: int
+
+
+def write_dataset(
+    out: str | Path,
+    split: str,
+    count: int,
+    first: int = 0,
+    min_minutes: float = 5.0,
+    max_minutes: float = 120.0,
+    fps: float = 1.0,
+    size: int = 128,
+    progress: bool = True,
+) -> DatasetSummary:
+    """Write ``count`` videos of ``split`` (its videos ``first ..``) and their questions under ``out``.
+
+    Layout: ``out/videos/<split>/<id>.mp4``, ``out/<split>.json`` (rows, video
+    paths relative to ``out``) and ``out/<split>.videos.jsonl`` (each video's
+    spec: scenes and events). A video already there is kept (reruns resume;
+    its content depends only on the seed and these settings, which are recorded
+    in the manifest). Every file is written atomically.
+    """
+    from tqdm import tqdm
+
+    root = Path(out)
+    seeds = split_seeds(split, count, first)
+    specs = [make_video_spec(s, min_minutes, max_minutes, fps, size) for s in seeds]
+    todo = [s for s in specs if not (root / _video_rel(s)).is_file()]
+    total = sum(s.num_frames for s in todo)
+    written = 0
+    with tqdm(total=total, desc=f"{split} videos", unit="frame", disable=not progress) as bar:
+        for spec in todo:
+            write_video(spec, root / _video_rel(spec), on_frames=bar.update)
+            written += spec.num_frames
+    rows = [row for spec in specs for row in rows_for(spec, _video_rel(spec))]
+    rows_file = root / f"{split}.json"
+    manifest = root / f"{split}.videos.jsonl"
+    atomic_write_text(rows_file, json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(manifest, "".join(json.dumps(s.to_json()) + "\n" for s in specs))
+    return DatasetSummary(split, len(todo), len(specs) - len(todo), len(rows), rows_file, manifest, written)
+
+
+def _video_rel(spec: VideoSpec) -> str:
+    # Settings in the name: a rerun with other settings writes new files instead of reusing mismatched ones.
+    minutes = int(spec.duration) // 60
+    return f"videos/{spec.split}/{spec.id}-{minutes}m-{spec.size}px-{spec.fps:g}fps.mp4"
+
+
+def iter_specs(manifest: str | Path) -> Iterator[VideoSpec]:
+    """The video specs of a ``<split>.videos.jsonl`` manifest."""
+    with open(manifest) as handle:
+        for line in handle:
+            if line.strip():
+                yield VideoSpec.from_json(json.loads(line))

@@ -1,0 +1,183 @@
+"""The synthetic long-video QA generator: determinism, answers that match the pixels, splits, checkers, CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from recot.cli import main
+from recot.data import synthetic_qa as qa
+from recot.video import read_frames
+
+
+def _spec(index: int = 0, split: str = "test", minutes: float = 5.0) -> qa.VideoSpec:
+    seed = qa.split_seeds(split, 1, index)[0]
+    return qa.make_video_spec(seed, minutes, minutes)
+
+
+def _object_error(frames: np.ndarray, spec: qa.VideoSpec, event: qa.ObjectEvent) -> np.ndarray:
+    """(T,) mean over the object's interior (3 px in from its edge) of each pixel's largest channel error."""
+    fill, _ = qa.object_masks(event.shape, spec.object_size)
+    core = ~qa._dilate(~fill, 3)  # chroma subsampling blurs edges: look inside them
+    half = spec.object_size // 2 + 2
+    box = frames[:, event.y - half : event.y - half + fill.shape[0], event.x - half : event.x - half + fill.shape[1]]
+    return np.abs(box[:, core].astype(int) - np.array(qa.COLORS[event.color])).max(axis=2).mean(axis=1)
+
+
+def test_specs_are_deterministic_and_well_formed():
+    a, b = _spec(3, minutes=30), _spec(3, minutes=30)
+    assert a == b and a.to_json() == qa.VideoSpec.from_json(json.loads(json.dumps(a.to_json()))).to_json()
+    assert a != _spec(4, minutes=30)
+    assert a.duration == 1800 and a.num_frames == 1800
+    # Events: four distinct shapes and colours, never overlapping, at least two frame groups apart.
+    names = {(e.shape, e.color) for e in a.events}
+    assert len(names) == 4 and len({s for s, _ in names}) == 4 and len({c for _, c in names}) == 4
+    for e1, e2 in zip(a.events, a.events[1:], strict=False):
+        assert e2.start - (e1.start + e1.seconds) >= 2 * qa.FRAMES_PER_GROUP
+    first = next(e for e in a.events if e.role == "first")
+    second = next(e for e in a.events if e.role == "second")
+    assert first.start < second.start
+    assert all(s2.scene != s1.scene for s1, s2 in zip(a.segments, a.segments[1:], strict=False))
+    assert a.segments[0].start == 0 and a.segments[-1].end == a.duration
+
+
+def test_render_any_range_gives_the_same_pixels():
+    spec = _spec(1)
+    whole = qa.render_frames(spec, 0, 300)
+    assert whole.shape == (300, 128, 128, 3) and whole.dtype == np.uint8
+    parts = np.concatenate([qa.render_frames(spec, a, min(300, a + 37)) for a in range(0, 300, 37)])
+    assert np.array_equal(whole, parts)
+    # Scenes differ: the mean colour of each segment's first frame is not the same.
+    means = {seg.scene: whole[int(seg.start) + 1].mean(axis=(0, 1)) for seg in spec.segments}
+    assert len({tuple(np.round(m)) for m in means.values()}) == len(means)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_decoded_video_shows_each_object_exactly_at_its_times(tmp_path, index):
+    spec = _spec(index)
+    path = qa.write_video(spec, tmp_path / "v.mp4")
+    batch = read_frames(path, fps=1)
+    assert batch.frames.shape == (300, 128, 128, 3)
+    assert np.allclose(batch.timestamps, np.arange(300))
+    for event in spec.events:
+        err = _object_error(batch.frames, spec, event)
+        shown = event.visible(np.arange(300.0))
+        assert shown.sum() == event.seconds
+        assert err[shown].max() <= 12, (event, err[shown])
+        # Elsewhere the object's interior is not its colour (backgrounds are muted, other objects differ).
+        assert err[~shown].min() > 25, (event, err[~shown].min())  # measured: >= 33 over 8 videos, <= 4 when shown
+
+
+def test_questions_answers_match_the_events():
+    spec = _spec(5, minutes=70)
+    questions = {q.qa_type: q for q in qa.make_questions(spec)}
+    assert list(questions) == list(qa.QA_TYPES)
+    needle = next(e for e in spec.events if e.role == "needle")
+    counted = [e for e in spec.events if e.role == "count"]
+    assert questions["when"].answer == qa.format_time(needle.start) and questions["when"].tolerance == 4.0
+    assert needle.name in questions["when"].question
+    assert questions["attribute"].answer in (needle.color, needle.shape)
+    assert questions["count"].answer == str(len(counted)) and counted[0].name in questions["count"].question
+    first = next(e for e in spec.events if e.role == "first")
+    assert questions["order"].answer == first.name and first.name in questions["order"].question
+    asked = qa.parse_time(questions["scene"].question)
+    assert questions["scene"].answer == spec.scene_at(asked)
+    # The asked time is two frame groups inside its segment, so the scene is the same around it.
+    assert spec.scene_at(asked - 8) == spec.scene_at(asked + 8) == questions["scene"].answer
+
+
+def test_time_format_and_parse():
+    assert qa.format_time(0) == "00:00" and qa.format_time(2232) == "37:12" and qa.format_time(3600) == "1:00:00"
+    assert qa.format_time(7199.9) == "1:59:59"
+    assert qa.parse_time("It appears at 37:12.") == 2232 and qa.parse_time("1:02:03") == 3723
+    assert qa.parse_time("never") is None
+
+
+def test_checkers_accept_right_and_refuse_wrong_answers():
+    when = qa.Question("when", "", "37:12", tolerance=4.0)
+    assert qa.check_answer(when, "37:12") and qa.check_answer(when, "At 37:15.") and qa.check_answer(when, "37:08")
+    assert not qa.check_answer(when, "37:17") and not qa.check_answer(when, "soon") and not qa.check_answer(when, "1:37:12")
+    color = qa.Question("attribute", "", "red")
+    assert qa.check_answer(color, "Red.") and qa.check_answer(color, "It was a red circle")
+    assert not qa.check_answer(color, "blue") and not qa.check_answer(color, "red or blue")
+    shape = qa.Question("attribute", "", "ring")
+    assert qa.check_answer(shape, "a ring") and not qa.check_answer(shape, "circle")
+    count = qa.Question("count", "", "3")
+    assert qa.check_answer(count, "3") and qa.check_answer(count, "Three times.")
+    assert not qa.check_answer(count, "4") and not qa.check_answer(count, "many")
+    order = qa.Question("order", "", "blue circle", options=("pink square", "blue circle"))
+    assert qa.check_answer(order, "The blue circle.") and not qa.check_answer(order, "pink square")
+    assert not qa.check_answer(order, "blue circle, then pink square")
+    scene = qa.Question("scene", "", "forest")
+    assert qa.check_answer(scene, "A forest.") and not qa.check_answer(scene, "ocean")
+    # Rows written by write_dataset carry what the checker needs under "qa".
+    row = qa.rows_for(_spec(2), "v.mp4")[3]
+    assert qa.check_answer(row, row["conversations"][1]["value"])
+
+
+def test_splits_are_disjoint_and_ood_uses_held_out_vocabulary():
+    ranges = [range(b, b + n) for b, n in qa.SPLIT_SEEDS.values()]
+    for i, a in enumerate(ranges):
+        for b in ranges[i + 1 :]:
+            assert a.stop <= b.start or b.stop <= a.start
+    with pytest.raises(ValueError, match="has 100000 seeds"):
+        qa.split_seeds("test", 2, 99_999)
+    assert {c for _, c in qa.HELD_OUT_COMBOS} == set(qa.COLOR_NAMES) and len(qa.HELD_OUT_COMBOS) == 12
+    seen_combos, seen_scenes = set(), set()
+    for i in range(40):
+        spec = _spec(i, "train", 5)
+        seen_combos |= {(e.shape, e.color) for e in spec.events}
+        seen_scenes |= {s.scene for s in spec.segments}
+        ood = _spec(i, "ood", 5)
+        assert all((e.shape, e.color) in qa.HELD_OUT_COMBOS for e in ood.events)
+        assert all(s.scene in qa.HELD_OUT_SCENES for s in ood.segments)
+    assert not seen_combos & qa.HELD_OUT_COMBOS and not seen_scenes & set(qa.HELD_OUT_SCENES)
+    assert len(seen_scenes) == len(qa.SCENES) - len(qa.HELD_OUT_SCENES)  # every in-distribution scene is used
+
+
+def test_cli_writes_deterministic_rows_and_videos_and_resumes(tmp_path, capsys):
+    from recot.train.data import load_dataset
+
+    args = ["make-qa-data", "--split", "validation", "--count", "2", "--minutes", "5", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "2 videos written (600 frames), 0 already there; 10 rows" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    rows_a = (tmp_path / "a" / "validation.json").read_text()
+    assert rows_a == (tmp_path / "b" / "validation.json").read_text()
+    rows = json.loads(rows_a)
+    video = rows[0]["video"]
+    frames_a = read_frames(tmp_path / "a" / video, fps=1).frames
+    assert np.array_equal(frames_a, read_frames(tmp_path / "b" / video, fps=1).frames)
+    assert (tmp_path / "a" / video).read_bytes() == (tmp_path / "b" / video).read_bytes()
+
+    # Resume: existing videos are kept, a third is added.
+    mtime = (tmp_path / "a" / video).stat().st_mtime_ns
+    assert main([*args[:4], "3", *args[5:], "--out", str(tmp_path / "a")]) == 0
+    assert "1 videos written (300 frames), 2 already there; 15 rows" in capsys.readouterr().out
+    assert (tmp_path / "a" / video).stat().st_mtime_ns == mtime
+    assert not [p for p in (tmp_path / "a").rglob(".*")]  # no temporary files left
+
+    # The training data loader reads the rows (media checked) with no bad row.
+    samples, bad = load_dataset([tmp_path / "a" / "validation.json"], media_root=tmp_path / "a")
+    assert len(samples) == 15 and not bad
+    specs = list(qa.iter_specs(tmp_path / "a" / "validation.videos.jsonl"))
+    assert [s.seed for s in specs] == list(qa.split_seeds("validation", 3))
+
+
+def test_cli_usage_errors(tmp_path, capsys):
+    assert main(["make-qa-data", "--split", "test", "--count", "1", "--out", str(tmp_path), "--minutes", "9", "5"]) == 2
+    assert "--minutes MIN MAX needs MIN <= MAX" in capsys.readouterr().err
+    assert main(["make-qa-data", "--split", "test", "--count", "1", "--out", str(tmp_path), "--seed", "99999999"]) == 2
+    assert "do not fit" in capsys.readouterr().err
+
+
+def test_an_hour_renders_and_encodes_fast(tmp_path):
+    spec = _spec(0, minutes=60)
+    start = time.perf_counter()
+    path = qa.write_video(spec, tmp_path / "hour.mp4")
+    seconds = time.perf_counter() - start
+    assert seconds < 60, seconds  # ~10 s on 2 busy cores
+    assert path.stat().st_size < 2_500_000  # ~1 MB an hour at 128 px
