@@ -72,3 +72,19 @@ def test_the_released_preset_gets_a_processor(monkeypatch):
     [config] = built
     assert config.hidden_size == 2048 and config.vocab_size == 151936  # the released sizes
     assert processor.tokenizer.convert_ids_to_tokens(config.placeholder_token_id) == "<|vision_pad|>"
+
+
+def test_training_launch_script_on_cpu(tmp_path):
+    """benchmarks/gpu_train.py (run on a GPU for the DDP/FSDP/DeepSpeed paths): its CPU smoke run trains and answers."""
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_train.py"
+    out = tmp_path / "train_smoke"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    cmd = [sys.executable, str(script), "--device", "cpu", "--preset", "tiny", "--quick", "--launches", "single", "fsdp",
+           "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single, fsdp = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert single["launch"] == "single" and single["steps"] == 3 and single["ask_returncode"] == 0
+    assert single["last_loss"] < single["first_loss"]  # 3 steps on 2 samples: the loss falls
+    assert fsdp == {"launch": "fsdp", "skipped": "needs CUDA, ran on cpu"}
+    assert "| single | 3 steps |" in out.with_suffix(".md").read_text()
