@@ -103,6 +103,23 @@ def test_per_module_learning_rates(tmp_path):
     assert counted == sum(p.numel() for p in model.parameters()) - unused
 
 
+def test_activation_checkpointing_under_either_transformers_name(tmp_path):
+    """transformers 5.x renamed gradient_checkpointing_enable (5.17, on a GPU image, has only the old name)."""
+    from recot.train.stages import enable_activation_checkpointing
+
+    class Old:
+        def gradient_checkpointing_enable(self, kwargs):
+            self.kwargs = kwargs
+
+    old = Old()
+    enable_activation_checkpointing(old)
+    assert old.kwargs == {"use_reentrant": False}
+    cfg = make_config(tmp_path / "x.json", tmp_path / "run", stage="sft", gradient_checkpointing=True)
+    model, _ = load_base_model(cfg)
+    prepare_stage(model, cfg)  # this transformers' name
+    assert model.language_model.is_gradient_checkpointing
+
+
 def test_lora_merge_equals_unmerged_outputs(tmp_path):
     cfg = make_config(tmp_path / "x.json", tmp_path / "run", lora={"enabled": True, "r": 4, "compressor": True})
     model, processor = load_base_model(cfg)

@@ -122,7 +122,7 @@ def prepare_stage(model: VideoXLPro, cfg: TrainConfig) -> StagedModel:
         model.vision_tower.siglip.post_layernorm.requires_grad_(False)
     if cfg.gradient_checkpointing and any(p.requires_grad for p in model.parameters()):
         llm = model.language_model
-        llm.activation_checkpointing_enable({"use_reentrant": False})
+        enable_activation_checkpointing(llm)
         # That hook makes the embedding output require grad, for reentrant checkpointing; the non-reentrant kind
         # does not need it, and the time sequence is written in place into that output.
         llm.disable_input_require_grads()
@@ -159,3 +159,10 @@ def merge_lora(staged: StagedModel) -> VideoXLPro:
     if not staged.lora:
         return staged.model
     return staged.module.merge_and_unload()  # type: ignore[operator]
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing on a transformers model, under either of its 5.x names
+    (``gradient_checkpointing_enable`` became ``activation_checkpointing_enable``; 5.17 has only the first)."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
