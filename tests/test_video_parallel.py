@@ -8,7 +8,6 @@ import time
 import warnings
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -23,21 +22,9 @@ from recot.video import (
 )
 from recot.video.decode import SEEK_COST_FRAMES, plan_runs
 from recot.video.parallel import default_decode_workers, iter_frames_parallel, split_plan
-from video_fixtures import H, W, frame_id, write_video
+from video_fixtures import H, W, corrupt_packets, frame_id, write_video
 
 B_FRAMES = {"x264-params": "keyint=30:min-keyint=30:scenecut=0:bframes=3"}
-
-
-def _damage(src: Path, dst: Path, first: int, stop: int) -> Path:
-    """Copy ``src`` with the data of video packets [first, stop) (decode order) overwritten."""
-    with av.open(str(src)) as c:
-        spans = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size and p.pos is not None][first:stop]
-    data = bytearray(src.read_bytes())
-    rng = np.random.default_rng(0)
-    for pos, size in spans:
-        data[pos : pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-    dst.write_bytes(bytes(data))
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +36,8 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         # 5 GOPs of 60 frames: a sparse plan makes several single-process decode runs (seeks)
         "gops": write_video(root / "gops.mp4", n=300, options={"x264-params": "keyint=60:min-keyint=60:scenecut=0"}),
     }
-    v["damaged"] = _damage(v["bframes"], root / "damaged.mp4", 100, 112)
-    v["damaged_gops"] = _damage(v["gops"], root / "damaged_gops.mp4", 130, 140)
+    v["damaged"] = corrupt_packets(v["bframes"], root / "damaged.mp4", 100, 111)
+    v["damaged_gops"] = corrupt_packets(v["gops"], root / "damaged_gops.mp4", 130, 139)
     return v
 
 
