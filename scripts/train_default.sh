@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Reproduces the shipped default model (src/recot/weights/default/) from scratch on CPU, with recot's own pipeline:
+#   1. generate the synthetic long-video QA data (recot make-qa-data),
+#   2. pre-train the ReCoT compressor on the generated videos (recot pretrain-compressor),
+#   3. stage align (recot train, projector only; caches the frozen tower's features),
+#   4. prune the training rows with the aligned model (recot prune-data),
+#   5. stage sft on the kept rows (recot train: LLM + compressor + selector + projector),
+#   6. export the fp16 weights into the package (scripts/export_default.py).
+# Everything goes under runs/default/ (git-ignored). Deterministic for the seeds in the configs.
+# Usage: scripts/train_default.sh [PYTHON]   (default: python)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${1:-python}
+R="$PY -m recot.cli"
+D=runs/default/data
+mkdir -p "$D"
+# 1. Data: 400 training videos of 2-5 minutes at 1 fps, 64 px (the model sees 48 px); held-out test videos.
+$R make-qa-data --split train --count 400 --out "$D/train" --minutes 2 5 --size 64 --no-progress
+for n in 256 1024 3600; do
+  m=$($PY -c "print($n / 60)")
+  $R make-qa-data --split test --count 20 --out "$D/test$n" --minutes "$m" --size 64 --no-progress
+  $R make-qa-data --split ood --count 10 --out "$D/ood$n" --minutes "$m" --size 64 --no-progress
+done
+# 2. ReCoT pre-training on the first 40 training videos.
+ls "$D"/train/videos/train/*.mp4 | sort | head -40 > "$D/pretrain.txt"
+$R pretrain-compressor --config configs/default/pretrain.yaml --no-progress
+# 3. Align.
+$R train --config configs/default/align.yaml --no-progress
+# 4. Pruning (the aligned model's encodings and text-only pass); its report says what was dropped.
+$R prune-data "$D/train/train.json" --out "$D/train/train.pruned.json" --report runs/default/prune-report.md \
+  --model runs/default/align/model --max-frames 32 --cache-dir runs/default/cache --no-progress
+# 5. SFT.
+$R train --config configs/default/sft.yaml --no-progress
+# 6. Export.
+$PY scripts/export_default.py runs/default/sft/model src/recot/weights/default
