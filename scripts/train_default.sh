@@ -5,8 +5,13 @@
 #   3. stage align (recot train, projector only; caches the frozen tower's features),
 #   4. prune the training rows with the aligned model (recot prune-data),
 #   5. stage sft on the kept rows (recot train: LLM + compressor + selector + projector),
-#   6. export the fp16 weights into the package (scripts/export_default.py).
+#   6. export the fp16 weights (scripts/export_default.py) to runs/default/export; copied into
+#      src/recot/weights/default they become the default model. Not shipped today: the model this recipe made
+#      on 2 shared CPU cores answers at chance level (benchmarks/results/default_model.md).
 # Everything goes under runs/default/ (git-ignored). Deterministic for the seeds in the configs.
+# Measured on this project's 2 shared CPU cores (2026-11-26): data 5 min, pre-training 2 min, align 5 min
+# (includes the tower features of ~375 videos), pruning 1.5 min, sft ~2 s a step (1,300 steps took 45 min;
+# the run was stopped there when another user's jobs slowed steps to 20 s).
 # Usage: scripts/train_default.sh [PYTHON]   (default: python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +37,4 @@ $R prune-data "$D/train/train.json" --out "$D/train/train.pruned.json" --report 
 # 5. SFT.
 $R train --config configs/default/sft.yaml --no-progress
 # 6. Export.
-$PY scripts/export_default.py runs/default/sft/model src/recot/weights/default
+$PY scripts/export_default.py runs/default/sft/model runs/default/export
