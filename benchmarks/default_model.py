@@ -176,12 +176,12 @@ def write_report(results: dict, out: Path) -> None:
             lines.append("")
     demo = results.get("demo")
     if demo:
-        lines += ["## `recot demo` (1-hour video, 3,600 frames)", "", "| run | wall s | encode s | answer s | peak RSS MB | answer |",
+        lines += ["## `recot demo` (1-hour video, 3,600 frames)", "", "| run | process wall s | encode s | answer s | peak RSS MB | answer |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
         for key, label in (("first", "first question, empty cache"), ("second", "second question, cached")):
             r = demo[key]
             t = r["timings"]
-            lines.append(f"| {label} | {r['wall_s']} | {t.get('encode_s', '-')} | {t.get('answer_s', '-')} | "
+            lines.append(f"| {label} | {r['wall_s']} | {t.get('encode', 0):.2f} | {t.get('answer', 0):.2f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['answer']!r} |")  # fmt: skip
         lines += ["", f"Questions: {demo['question']!r}, then {demo['second_question']!r}.", ""]
     mem = results.get("memory")
