@@ -10,8 +10,9 @@
 #      on 2 shared CPU cores answers at chance level (benchmarks/results/default_model.md).
 # Everything goes under runs/default/ (git-ignored). Deterministic for the seeds in the configs.
 # Measured on this project's 2 shared CPU cores (2026-11-26): data 5 min, pre-training 2 min, align 5 min
-# (includes the tower features of ~375 videos), pruning 1.5 min, sft ~2 s a step (1,300 steps took 45 min;
-# the run was stopped there when another user's jobs slowed steps to 20 s).
+# (includes the tower features of ~375 videos), pruning 1.5 min, sft ~2 s a step (~50 min for 1,500 when the
+# machine is otherwise idle; the measured run was stopped at step 1,300 when another user's jobs slowed steps
+# to 20 s, and finished with `recot train --config configs/default/sft.yaml --resume`).
 # Usage: scripts/train_default.sh [PYTHON]   (default: python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
