@@ -39,3 +39,5 @@ $R prune-data "$D/train/train.json" --out "$D/train/train.pruned.json" --report 
 $R train --config configs/default/sft.yaml --no-progress
 # 6. Export.
 $PY scripts/export_default.py runs/default/sft/model runs/default/export
+# 7. Measure it (benchmarks/results/default_model.{json,md}): held-out accuracy by type x length, demo speed, memory.
+$PY benchmarks/default_model.py --model runs/default/sft/model --data "$D" --videos 256=20 1024=6 3600=2
