@@ -11,7 +11,7 @@ import torch
 from engine_fixtures import tiny_model_and_processor, write_video
 from recot.cli import main
 from recot.engine import FrameSampling, GenerationOptions, VideoChat
-from recot.engine.default_model import ModelSpecError, resolve_model
+from recot.engine.default_model import ModelSpecError, resolve_model, shipped_default_dir
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +168,11 @@ def test_usage_errors_exit_2(setup, capsys, argv, message) -> None:
         ("{root}/nope", "model directory {root}/nope does not exist"),
         ("{root}/weights.safetensors", "{root}/weights.safetensors is a file, not a model: give the checkpoint directory "
                                        "that holds config.json and the safetensors weights"),
-        ("bogus", "'bogus' is neither a checkpoint directory nor a model name; names: default, lite, small, tiny, videoxl-pro-3b"),
+        ("bogus", "'bogus' is neither a checkpoint directory nor a model name; names: default, lite, lite48, small, tiny, "
+                  "videoxl-pro-3b"),
         ("{root}/empty-dir", "{root}/empty-dir is not a checkpoint directory: it has no config.json (found: nothing)"),
-        ("videoxl-pro-3b", "preset 'videoxl-pro-3b' has sizes but no weights (only small, tiny, lite can be built untrained); "
+        ("videoxl-pro-3b", "preset 'videoxl-pro-3b' has sizes but no weights (only small, tiny, lite, lite48 can be built "
+                           "untrained); "
                            "pass the checkpoint directory of a trained model"),
     ],
 )
@@ -250,6 +252,8 @@ def test_model_specifications_are_the_same_everywhere(capsys, tmp_path) -> None:
 
 
 def test_resolve_model(tmp_path, setup) -> None:
+    # No trained default model ships (src/recot/weights/default is empty): "default" is the untrained small preset.
+    assert shipped_default_dir() is None
     assert resolve_model(None).preset == "small" and resolve_model("default").preset == "small"
     assert resolve_model("tiny").preset == "tiny" and resolve_model("tiny").untrained
     source = resolve_model(setup["model"])

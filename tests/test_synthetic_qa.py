@@ -108,6 +108,7 @@ def test_checkers_accept_right_and_refuse_wrong_answers():
     count = qa.Question("count", "", "3")
     assert qa.check_answer(count, "3") and qa.check_answer(count, "Three times.")
     assert not qa.check_answer(count, "4") and not qa.check_answer(count, "many")
+    assert not qa.check_answer(count, "03:12")  # a time is no count
     order = qa.Question("order", "", "blue circle", options=("pink square", "blue circle"))
     assert qa.check_answer(order, "The blue circle.") and not qa.check_answer(order, "pink square")
     assert not qa.check_answer(order, "blue circle, then pink square")

@@ -104,6 +104,8 @@ class VideoXLProConfig:
     # Tokens and text.
     placeholder_token_id: int = 151654  # <|vision_pad|>
     image_token_index: int = IMAGE_TOKEN_INDEX
+    # A ``str.format`` pattern of the group's start time ``t`` (seconds), or ``"clock"``: ``mm:ss`` below an
+    # hour and ``h:mm:ss`` from there (5-7 byte tokens instead of 13, and the form answers are written in).
     time_format: str = "Time {t:06.1f}s:"
     system_prompt: str = "You are a helpful assistant."
 
@@ -355,6 +357,41 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 131072,
         "vocab_size": 512,
         "placeholder_token_id": 259,
+    },
+    # The default model's preset (a CPU model trained on ``recot make-qa-data`` videos, see
+    # ``configs/default/``): Lite0's stem + 4 MBConv blocks at 48 px -> 6x6 x 40 at stride 8 (2-4 ms a frame on
+    # 2 CPU cores: an hour at 1 fps encodes in seconds), pooled 3x3 to 2x2 = 4 tokens per group, each group's
+    # time as a clock ("12:34", 5 tokens), a Qwen2 of hidden 128 x 4 layers: small enough to train from scratch
+    # on 2 shared CPU cores in about an hour. No released quirks (trained from scratch).
+    "lite48": {
+        "vision_tower": "efficientnet-lite0",
+        "vision_num_layers": 4,
+        "vision_hidden_size": 40,
+        "vision_intermediate_size": 144,  # the widest expanded width of the kept blocks (memory estimates)
+        "vision_num_heads": 1,
+        "image_size": 48,
+        "patch_size": 8,
+        "image_mean": (127 / 255, 127 / 255, 127 / 255),
+        "image_std": (128 / 255, 128 / 255, 128 / 255),
+        "grid_size": 6,
+        "pool_stride": 3,  # 6x6 -> 2x2 = 4 tokens per group
+        "compressor_norm_groups": 8,  # 40 = 8 x 5
+        "vision_batch_size": 256,
+        "compressor_batch_size": 64,
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "selector_num_heads": 4,
+        "selector_multiple": 1,
+        "keep_ratio": 1.0,
+        # 8,192 frames make ~23 k LLM positions (2,048 groups x (<= 7 clock-text + 4 visual tokens)).
+        "max_position_embeddings": 32768,
+        "vocab_size": 512,
+        "placeholder_token_id": 259,
+        "time_format": "clock",
+        "official_compat": False,
     },
     "small": {
         "vision_hidden_size": 128,

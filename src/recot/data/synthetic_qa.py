@@ -366,7 +366,7 @@ def check_answer(question: Question | dict[str, Any], prediction: str) -> bool:
 
     * when: the first time in the text is within ``tolerance`` seconds of the truth;
     * attribute, scene: the true word is in the text and no other colour/shape/scene name is;
-    * count: the first number (digits or a word up to ten) equals the truth;
+    * count: the first number (digits or a word up to ten) equals the truth, and the text holds no time;
     * order: the text names the true object and not the other one.
     """
     if isinstance(question, dict):
@@ -381,6 +381,8 @@ def check_answer(question: Question | dict[str, Any], prediction: str) -> bool:
         want = parse_time(truth)
         return got is not None and want is not None and abs(got - want) <= question.tolerance
     if kind == "count":
+        if parse_time(text) is not None:  # "03:12" is a time, not a count (its "03" must not score as 3)
+            return False
         match = re.search(r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\b", text)
         if not match:
             return False

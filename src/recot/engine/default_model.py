@@ -2,9 +2,12 @@
 
 A specification is one of
 
-* ``"default"`` (or None): the default model. No trained weights ship with recot
-  yet, so it is the ``small`` preset with weights drawn from a fixed seed;
-* an untrained preset name (``small``, ``tiny``, ``lite``): that preset, weights
+* ``"default"`` (or None): the default model. A trained checkpoint placed in the
+  package at ``recot/weights/default`` (what ``scripts/train_default.sh`` and
+  ``scripts/export_default.py`` produce) is used when present. None ships yet
+  (the recipe's model does not beat chance, see ``benchmarks/results/default_model.md``),
+  so it is the untrained ``small`` preset with weights drawn from a fixed seed;
+* an untrained preset name (``small``, ``tiny``, ``lite``, ``lite48``): that preset, weights
   drawn from the same fixed seed (``lite``'s EfficientNet-Lite0 tower gets its
   real ImageNet weights, from the optional extra ``recot[efficientnet]``);
 * a checkpoint directory (``config.json`` + safetensors weights + tokenizer).
@@ -20,6 +23,7 @@ but no weights: it serves ``recot plan`` only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from recot.config import PRESETS, VideoXLProConfig
@@ -29,10 +33,17 @@ from recot.model.tokenizer import build_byte_tokenizer
 from recot.model.videoxl_pro import VideoXLPro
 
 DEFAULT_MODEL = "default"
+#: The preset "default" falls back to when the shipped weights are missing.
 DEFAULT_PRESET = "small"
 DEFAULT_SEED = 0
 #: Presets recot can build with random weights and the byte tokenizer (the others have a real vocabulary).
-UNTRAINED_PRESETS = ("small", "tiny", "lite")
+UNTRAINED_PRESETS = ("small", "tiny", "lite", "lite48")
+
+
+def shipped_default_dir() -> Path | None:
+    """A trained default model inside the package (``recot/weights/default``), or None when absent (today)."""
+    directory = Path(str(resources.files("recot") / "weights" / "default"))
+    return directory if (directory / "config.json").is_file() else None
 
 
 class ModelSpecError(ValueError):
@@ -99,7 +110,8 @@ def resolve_model(spec: str | Path | None) -> ModelSource:
             "safetensors weights"
         )
     if text == DEFAULT_MODEL:
-        return ModelSource(text, preset=DEFAULT_PRESET)
+        shipped = shipped_default_dir()
+        return ModelSource(text, directory=shipped) if shipped is not None else ModelSource(text, preset=DEFAULT_PRESET)
     if text in PRESETS:
         return ModelSource(text, preset=text)
     if len(path.parts) > 1 or text.startswith((".", "~")):
@@ -131,11 +143,12 @@ def untrained_model_dir(preset: str = DEFAULT_PRESET, cache_dir: str | Path | No
 
 
 def default_model_dir(cache_dir: str | Path | None = None) -> Path:
-    """The default model's checkpoint directory (``<cache dir>/models/untrained-small-seed0``), built on first use.
+    """The default model's checkpoint directory: a trained model in the package when one is there, else the
+    untrained ``small`` preset built on first use in ``<cache dir>/models/untrained-small-seed0``.
 
     The same as ``resolve_model("default").checkpoint_dir(cache_dir)``.
     """
-    return untrained_model_dir(DEFAULT_PRESET, cache_dir)
+    return resolve_model(DEFAULT_MODEL).checkpoint_dir(cache_dir)
 
 
 def build_untrained_model(preset: str = DEFAULT_PRESET) -> VideoXLPro:

@@ -108,6 +108,9 @@ class VideoXLProProcessor:
         return torch.tensor(ids, dtype=torch.long)
 
     def time_text(self, seconds: float) -> str:
+        """The text before a group's visual tokens: ``config.time_format`` of its start time in seconds."""
+        if self.config.time_format == "clock":
+            return clock_time(seconds)
         return self.config.time_format.format(t=seconds)
 
     def time_text_tokens(self, seconds: float = 0.0) -> int:
@@ -164,6 +167,14 @@ class VideoXLProProcessor:
     def decode(self, ids: torch.Tensor) -> str:
         """Generated ids -> text, special tokens dropped."""
         return self.tokenizer.decode(torch.as_tensor(ids).flatten().tolist(), skip_special_tokens=True).strip()
+
+
+def clock_time(seconds: float) -> str:
+    """``"mm:ss"`` below an hour, ``"h:mm:ss"`` from an hour on (whole seconds, rounded down): the
+    ``time_format = "clock"`` group text, written as the synthetic QA answers are."""
+    s = int(seconds)
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
 def _as_uint8_rgb(frame: np.ndarray | torch.Tensor) -> np.ndarray:

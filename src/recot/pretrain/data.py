@@ -72,9 +72,11 @@ class FrozenTower:
 
     ``name``: ``"efficientnet-lite0"`` (ImageNet weights of the optional extra;
     ``layer`` "blocks" = 320 channels or "head" = 1280, 7x7 at 224 px) or
-    ``"siglip"`` (the SigLIP tower of a ``VideoXLProConfig`` preset with
+    ``"siglip"`` (the vision tower of a ``VideoXLProConfig`` preset: SigLIP with
     weights from ``seed`` (random init; no SigLIP weights ship in a registry)
-    or from a state-dict file ``weights``, features resized to the preset's grid).
+    or from a state-dict file ``weights``; for a preset whose tower is
+    EfficientNet-Lite0, e.g. ``lite48``, the trunk with its ImageNet weights),
+    features resized to the preset's grid, at the preset's image size.
     """
 
     def __init__(
@@ -99,12 +101,16 @@ class FrozenTower:
         elif name == "siglip":
             from recot.config import VideoXLProConfig
             from recot.model.frames import normalize_frames
-            from recot.model.vision import VisionTower, resize_to_grid
+            from recot.model.vision import VisionTower, build_vision_tower, resize_to_grid
 
             cfg = VideoXLProConfig.from_preset(preset)
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
-                tower = VisionTower(cfg)
+                tower = VisionTower(cfg) if cfg.vision_tower == "siglip" else build_vision_tower(cfg)
+            if cfg.vision_tower == "efficientnet-lite0" and not weights:
+                # A preset with the EfficientNet trunk (e.g. ``lite48``): its real ImageNet weights, so that the
+                # compressor pre-trains on exactly the features the preset's model will feed it.
+                tower.load_imagenet_weights()
             if weights:
                 tower.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
             tower.eval().requires_grad_(False)

@@ -1,0 +1,64 @@
+"""Export a trained checkpoint as the shipped default model: fp16 weights, the byte tokenizer, the recipe in ``extra``.
+
+    python scripts/export_default.py runs/default/sft/model src/recot/weights/default
+
+The written ``config.json`` records, under ``recot.extra.training``, how the
+weights were made (recipe, configs, steps, data, measured wall times read from
+the runs' ``metrics.csv``), so the checkpoint describes itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from recot.model.tokenizer import build_byte_tokenizer  # noqa: E402
+from recot.model.videoxl_pro import VideoXLPro  # noqa: E402
+
+
+def _run_summary(run: Path) -> dict:
+    """Steps, final loss and summed step seconds of a run's ``metrics.csv`` (empty when absent)."""
+    metrics = run / "metrics.csv"
+    if not metrics.is_file():
+        return {}
+    with metrics.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {"steps": int(rows[-1]["step"]), "final_loss": round(float(rows[-1]["loss"]), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="trained checkpoint directory (recot train's <output_dir>/model)")
+    parser.add_argument("target", type=Path, help="where to write the shipped model (replaced)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "default", help="the recipe's run folder")
+    parser.add_argument("--note", default="", help="free text recorded with the recipe (e.g. measured wall times)")
+    args = parser.parse_args()
+    model = VideoXLPro.from_pretrained(args.source, dtype=torch.float32).to(torch.float16).eval()
+    extra = dict(model.config.extra)
+    extra.pop("untrained", None)
+    extra["training"] = {
+        "recipe": "scripts/train_default.sh (configs/default/pretrain.yaml, align.yaml, sft.yaml)",
+        "data": "recot make-qa-data: 400 train videos of 2-5 min at 1 fps, 64 px (seeds 0-399 of the train split)",
+        "stages": {name: _run_summary(args.runs / name) for name in ("pretrain", "align", "sft")},
+        "pruning": "recot prune-data with the aligned model (report: runs/default/prune-report.md)",
+        "dtype": "float16 (trained in float32)",
+        "note": args.note,
+    }
+    model.config.extra = extra
+    model.save_pretrained(args.target, tokenizer=build_byte_tokenizer())
+    size = sum(p.stat().st_size for p in args.target.iterdir())
+    print(f"wrote {args.target} ({size / 2**20:.1f} MiB): {json.dumps(extra['training']['stages'])}")
+
+
+if __name__ == "__main__":
+    main()
