@@ -19,7 +19,7 @@ def test_released_preset_sizes():
 
 
 def test_unknown_preset_and_bad_sizes():
-    with pytest.raises(KeyError, match="unknown preset 'huge'; available: lite, small, tiny, videoxl-pro-3b"):
+    with pytest.raises(KeyError, match="unknown preset 'huge'; available: lite, lite48, small, tiny, videoxl-pro-3b"):
         VideoXLProConfig.from_preset("huge")
     with pytest.raises(ValueError, match="frames_per_group=4 must equal 2\\*\\*compressor_stages \\(= 8\\)"):
         VideoXLProConfig(compressor_stages=3)
