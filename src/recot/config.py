@@ -324,6 +324,15 @@ _TINY_TEXT = dict(
     selector_multiple=1,
 )
 
+# The frozen ImageNet EfficientNet-Lite0 trunk of the CPU presets. The mean/std turn x / 255 into
+# (x - 127) / 128, the input scaling these TF-Lite weights were trained with.
+_LITE0_TOWER = dict(
+    vision_tower="efficientnet-lite0",
+    vision_num_heads=1,
+    image_mean=(127 / 255, 127 / 255, 127 / 255),
+    image_std=(128 / 255, 128 / 255, 128 / 255),
+)
+
 #: Named presets. ``videoxl-pro-3b`` is the released model; the others are small
 #: enough for tests and CPU work (their vocabulary and token ids come from the
 #: tokenizer they are paired with, see ``recot.model.tokenizer``).
@@ -332,17 +341,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {**_TINY_VISION, **_TINY_TEXT, "vocab_size": 512, "placeholder_token_id": 259},
     # CPU preset: the frozen ImageNet EfficientNet-Lite0 stem + 11 MBConv blocks (128 px -> 8x8 x 112 at
     # stride 16), then 16 tokens per group into a small Qwen2 (hidden 256, 4 layers) with the byte tokenizer.
-    # The mean/std turn x / 255 into (x - 127) / 128, the input scaling these TF-Lite weights were trained with.
     "lite": {
-        "vision_tower": "efficientnet-lite0",
+        **_LITE0_TOWER,
         "vision_num_layers": 11,
         "vision_hidden_size": 112,
         "vision_intermediate_size": 672,  # the widest expanded width of the kept blocks (memory estimates)
-        "vision_num_heads": 1,
         "image_size": 128,
         "patch_size": 16,
-        "image_mean": (127 / 255, 127 / 255, 127 / 255),
-        "image_std": (128 / 255, 128 / 255, 128 / 255),
         "grid_size": 8,  # pooled to 4x4 = 16 tokens per group
         "compressor_norm_groups": 16,  # 112 = 16 x 7
         "vision_batch_size": 64,
@@ -364,15 +369,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # time as a clock ("12:34", 5 tokens), a Qwen2 of hidden 128 x 4 layers: small enough to train from scratch
     # on 2 shared CPU cores in about an hour. No released quirks (trained from scratch).
     "lite48": {
-        "vision_tower": "efficientnet-lite0",
+        **_LITE0_TOWER,
         "vision_num_layers": 4,
         "vision_hidden_size": 40,
         "vision_intermediate_size": 144,  # the widest expanded width of the kept blocks (memory estimates)
-        "vision_num_heads": 1,
         "image_size": 48,
         "patch_size": 8,
-        "image_mean": (127 / 255, 127 / 255, 127 / 255),
-        "image_std": (128 / 255, 128 / 255, 128 / 255),
         "grid_size": 6,
         "pool_stride": 3,  # 6x6 -> 2x2 = 4 tokens per group
         "compressor_norm_groups": 8,  # 40 = 8 x 5
