@@ -164,10 +164,8 @@ async function loadThumbnails(video) {
   }
 }
 
-// The thumbnails side by side along the timeline, each cropped to its share of the width (never squeezed).
-function drawStrip() {
-  const canvas = $("strip"), img = $("thumbs");
-  const video = state.videos.get(state.current);
+// A canvas sized to its CSS box at the screen's pixel density, cleared; drawing is in CSS pixels.
+function clearedCanvas(canvas) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth, height = canvas.clientHeight;
   canvas.width = Math.round(width * ratio);
@@ -175,6 +173,14 @@ function drawStrip() {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);
+  return { ctx, width, height };
+}
+
+// The thumbnails side by side along the timeline, each cropped to its share of the width (never squeezed).
+function drawStrip() {
+  const canvas = $("strip"), img = $("thumbs");
+  const video = state.videos.get(state.current);
+  const { ctx, width, height } = clearedCanvas(canvas);
   if (!video || !video.thumbnails || img.dataset.video !== video.id || !img.complete || !img.naturalWidth) return;
   const { count, width: tileWidth, height: tileHeight } = video.thumbnails;
   const cell = width / count;
@@ -246,13 +252,7 @@ function heatColor(score) {
 
 function drawHeatmap() {
   const canvas = $("heatmap");
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth, height = canvas.clientHeight;
-  canvas.width = Math.round(width * ratio);
-  canvas.height = Math.round(height * ratio);
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  ctx.clearRect(0, 0, width, height);
+  const { ctx, width, height } = clearedCanvas(canvas);
   const selection = state.selection;
   const video = state.videos.get(state.current);
   if (!selection || !video) {
