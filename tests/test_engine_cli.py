@@ -314,3 +314,20 @@ def test_unusable_cache_dir_is_an_input_error(setup, capsys, tmp_path) -> None:
     assert code == 1 and err.startswith("recot ask: error: cannot load the model: ") and len(err.splitlines()) == 1
     code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--model", setup["model"], "--cache-dir", blocker / "cache")
     assert code == 1 and err.startswith(f"recot ask: error: cannot create the cache directory {blocker / 'cache'}: ")
+
+
+def test_compile_without_a_working_compiler_is_one_line(setup, capsys, tmp_path, monkeypatch) -> None:
+    """--compile on a machine where torch.compile cannot build its kernels (here: no C++ compiler)."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
+    torch._dynamo.reset()
+    try:
+        code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--model", setup["model"], "--frames", "8",
+                            "--no-cache", "--no-progress", "--compile")  # fmt: skip
+    finally:
+        torch._dynamo.reset()
+    assert code == 1
+    assert err.splitlines()[-1].startswith("recot ask: error: --compile: torch.compile failed on this machine (")
+    assert err.splitlines()[-1].endswith("; run without --compile")

@@ -300,6 +300,9 @@ def _answer(chat: VideoChat, rows: list[Row], options: GenerationOptions, sampli
         raise _InputError(
             "out of GPU memory; sample fewer frames (--max-frames, --fps) or see `recot plan` for what fits"
         ) from exc
+    except torch._dynamo.exc.TorchDynamoException as exc:  # only --compile reaches torch.compile
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _InputError(f"--compile: torch.compile failed on this machine ({reason}); run without --compile") from exc
 
 
 def _by_video(rows: list[Row]) -> dict[str, list[Row]]:
