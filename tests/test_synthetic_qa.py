@@ -173,6 +173,11 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert "--minutes MIN MAX needs MIN <= MAX" in capsys.readouterr().err
     assert main(["make-qa-data", "--split", "test", "--count", "1", "--out", str(tmp_path), "--seed", "99999999"]) == 2
     assert "do not fit" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = blocker / "data"  # a folder under a file cannot be made
+    assert main(["make-qa-data", "--split", "test", "--count", "1", "--out", str(out), "--minutes", "3", "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"recot make-qa-data: error: cannot write --out {out}: ")
 
 
 def test_an_hour_renders_and_encodes_fast(tmp_path):

@@ -54,6 +54,8 @@ def run_make_qa_data(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         return report_error("make-qa-data", str(exc), EXIT_USAGE)
+    except OSError as exc:  # --out cannot be created or written
+        return report_error("make-qa-data", f"cannot write --out {args.out}: {exc}")
     print(
         f"{summary.split}: {summary.videos_written} videos written ({summary.frames_written} frames), "
         f"{summary.videos_skipped} already there; {summary.rows} rows in {summary.rows_file}"

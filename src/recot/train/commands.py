@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recot.cli import report_error
+from recot.cli import at_least, positive, report_error
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -58,8 +58,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--model", type=Path, help="checkpoint for the encodings and the text-only pass (default: untrained)"
     )
-    q.add_argument("--fps", type=float, default=1.0, help="frames a second for the encodings")
-    q.add_argument("--max-frames", type=int, default=64, help="most frames sampled from one video")
+    q.add_argument("--fps", type=positive, default=1.0, help="frames a second for the encodings")
+    q.add_argument("--max-frames", type=at_least(1), default=64, help="most frames sampled from one video")
     q.add_argument("--cache-dir", type=Path, help="encode cache root (default: $RECOT_CACHE_DIR or the user cache)")
     q.add_argument("--scores", type=Path, help="score cache JSONL (default: OUT with .scores.jsonl); reruns resume")
     q.add_argument("--seed", type=int, default=0, help="seed of the tie-breaking among equally redundant samples")

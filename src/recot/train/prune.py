@@ -482,7 +482,7 @@ def prune_file(
         samples.append(sample)
         raws.append(raw)
     if not samples:
-        raise DataError(f"{data}: no usable row ({len(bad)} bad rows; the first: {bad[0] if bad else None})")
+        raise DataError(f"{data}: no usable row" + (f" ({len(bad)} bad rows; the first: {bad[0]})" if bad else " (the file holds none)"))
     sample_scores, embeddings = score_samples(samples, options, model_dir, cache_dir, ScoreCache(scores_path))
     result = PruneResult(select(samples, sample_scores, embeddings, options), bad, options)
     kept_rows = [raw for raw, d in zip(raws, result.decisions, strict=True) if d.kept]
