@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recot.data.prefetch import prefetch
 from recot.video import (
     CorruptVideoError,
     DecodeTimeoutError,
     PartialDecodeWarning,
+    VideoDecodeError,
     iter_frames,
     parallel,
     plan_frames,
@@ -271,3 +274,40 @@ def test_damage_is_described_without_the_pieces_counts():
     assert parallel._cause(stopped, path) == "decoding stopped after frame 97 at 3.233 s (decoder error: bad)"
     assert parallel._cause("none of the 27 planned frames could be decoded (read error: eof)", path) == "read error: eof"
     assert parallel._cause("none of the 27 planned frames could be decoded", path) == "none of the 27 planned frames could be decoded"
+
+
+def test_many_early_stops_from_a_background_thread_never_hang(clips, small_pieces):
+    # multiprocessing.Pool.terminate() deadlocked about once in a hundred such stops; each worker now owns a pipe.
+    path = clips["bframes"]
+
+    def stop_early(rounds: int) -> None:
+        for k in range(rounds):
+            with prefetch(iter_frames_parallel(path, None, batch_size=8, workers=2)) as batches:
+                for i, _ in enumerate(batches):
+                    if i >= k % 3:
+                        break
+
+    thread = threading.Thread(target=stop_early, args=(60,), daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "an early stop hung"
+    assert multiprocessing.active_children() == []
+
+
+def _die(indices: np.ndarray, slot: int | None) -> parallel._PieceResult:
+    os._exit(3)
+
+
+def _fail(indices: np.ndarray, slot: int | None) -> parallel._PieceResult:
+    raise KeyError("a bug")
+
+
+def test_a_dead_or_failing_worker_is_an_error_not_a_hang(clips, small_pieces, monkeypatch):
+    path = clips["bframes"]
+    monkeypatch.setattr(parallel, "_decode_piece", _die)  # inherited by the forked workers
+    with pytest.raises(VideoDecodeError, match=r"a decoding worker process died \(exit code 3\)"):
+        list(iter_frames_parallel(path, None, workers=2))
+    monkeypatch.setattr(parallel, "_decode_piece", _fail)
+    with pytest.raises(RuntimeError, match="decoding worker failed: KeyError: 'a bug'"):
+        list(iter_frames_parallel(path, None, workers=2))
+    assert multiprocessing.active_children() == []

@@ -21,8 +21,8 @@ where decoding can start afresh at no extra cost:
   data, the rest of that run is decoded again as one piece, as the
   single-process decoder does it. Damaged files therefore give the same frames.
 
-Scheduling. Pieces are handed out in order to ``workers`` processes (each takes
-the next piece when it finishes one, so they all run at once). The consumer
+Scheduling. Pieces are handed out in turn to ``workers`` processes, each with
+its own pipe (pieces are about the same size, so they all run at once). The consumer
 reads the results in piece order and keeps at most ``IN_FLIGHT_PER_WORKER *
 workers`` pieces submitted, so memory stays flat however long the video. Each
 worker runs the single-process decoder on its piece, with ``cores // workers``
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import mmap
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -229,26 +230,28 @@ def iter_frames_parallel(
         # Python 3.12+ warns about forking a multi-threaded process; the workers only run PyAV and NumPy
         # (PyTorch's DataLoader forks its workers from such processes the same way).
         warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-        pool = context.Pool(workers, initializer=_init_worker, initargs=(decoder, slots))
+        pool = _Workers(context, workers, decoder, slots, info.path)
+    finished = False
     try:
-        in_flight: deque[tuple[DecodePiece, int | None, multiprocessing.pool.AsyncResult]] = deque()
-        queued = iter(pieces)
+        in_flight: deque[tuple[int, DecodePiece, int | None]] = deque()
+        queued = enumerate(pieces)
         redone_run, redone_until = -1, -1  # a damaged split run decoded again, up to this frame
         previous: DecodePiece | None = None
         state_ok = True  # the previous piece ended where the single-process decoder would be
         while True:
-            while len(in_flight) < in_flight_limit and (piece := next(queued, None)) is not None:
+            while len(in_flight) < in_flight_limit and (item := next(queued, None)) is not None:
+                number, piece = item
                 slot = slots.take(len(piece.decode_indices)) if slots is not None else None
-                in_flight.append((piece, slot, pool.apply_async(_decode_piece, (piece.decode_indices, slot))))
+                pool.submit(number, piece.decode_indices, slot)
+                in_flight.append((number, piece, slot))
             if not in_flight:
                 break
-            piece, slot, pending = in_flight.popleft()
+            number, piece, slot = in_flight.popleft()
             started = time.monotonic()
-            try:
-                result: _PieceResult = pending.get(timeout=max(0.0, seconds - waited))
-            except multiprocessing.TimeoutError:
+            result = pool.result(number, timeout=max(0.0, seconds - waited))
+            if result is None:
                 at = info.frame_times[piece.indices[0]]
-                raise DecodeTimeoutError(info.path, f"decoding exceeded its {seconds:.0f} s budget near {at:.2f} s of video") from None
+                raise DecodeTimeoutError(info.path, f"decoding exceeded its {seconds:.0f} s budget near {at:.2f} s of video")
             waited += time.monotonic() - started
             result.raise_error()
             indices = result.indices
@@ -280,10 +283,9 @@ def iter_frames_parallel(
             if slot is not None:
                 slots.release(slot)
             previous = piece
-        pool.close()
+        finished = True
     finally:
-        pool.terminate()
-        pool.join()
+        pool.close(finished)
     yield from batcher.finish()
     _report_damage(info, wanted, decoded, damage)
 
@@ -496,16 +498,87 @@ def _worker_batch(width: int, height: int) -> int:
     return max(1, min(32, _WORKER_BATCH_BYTES // (width * height * 3)))
 
 
+class _Workers:
+    """``count`` decoding processes, each with its own pipe; piece number ``k`` goes to worker ``k % count``.
+
+    Each worker decodes its pieces in the order they arrive, so the next result
+    on a worker's pipe is always its oldest piece's. Not ``multiprocessing.Pool``:
+    stopping a Pool early (``terminate``) from a background thread deadlocked in
+    its task-handler thread about once in a hundred early stops; here nothing is
+    shared but one pipe per worker, and stopping early is a kill.
+    """
+
+    def __init__(
+        self, context: multiprocessing.context.BaseContext, count: int, decoder: _PieceDecoder,
+        slots: _FrameSlots | None, path: str,
+    ) -> None:  # fmt: skip
+        self.path = path
+        self.workers: list[tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection]] = []
+        try:
+            for _ in range(count):
+                ours, theirs = context.Pipe()
+                process = context.Process(target=_worker_main, args=(theirs, decoder, slots), daemon=True)
+                process.start()
+                theirs.close()
+                self.workers.append((process, ours))
+        except BaseException:
+            self.close(finished=False)
+            raise
+
+    def submit(self, number: int, indices: np.ndarray, slot: int | None) -> None:
+        """Hand piece ``number`` (its frames ``indices``, its shared-memory ``slot``) to its worker."""
+        self.workers[number % len(self.workers)][1].send((indices, slot))
+
+    def result(self, number: int, timeout: float) -> _PieceResult | None:
+        """Piece ``number``'s result (its worker's oldest), or None after ``timeout`` seconds."""
+        process, pipe = self.workers[number % len(self.workers)]
+        try:
+            if not pipe.poll(timeout):
+                return None
+            result = pipe.recv()
+        except (EOFError, OSError):
+            process.join(timeout=1.0)
+            raise VideoDecodeError(self.path, f"a decoding worker process died (exit code {process.exitcode})") from None
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def close(self, finished: bool) -> None:
+        """Stop the workers: asked to exit when every piece was read (``finished``), killed otherwise."""
+        if finished:
+            for _, pipe in self.workers:
+                try:
+                    pipe.send(None)
+                except OSError:
+                    pass
+        for process, pipe in self.workers:
+            if finished:
+                process.join(timeout=5.0)
+            if process.is_alive():
+                process.kill()
+            process.join()
+            pipe.close()
+        self.workers = []
+
+
 _worker_decoder: _PieceDecoder | None = None
 _worker_slots: _FrameSlots | None = None
 
 
-def _init_worker(decoder: _PieceDecoder, slots: _FrameSlots | None) -> None:
+def _worker_main(pipe: multiprocessing.connection.Connection, decoder: _PieceDecoder, slots: _FrameSlots | None) -> None:
+    """A worker process: decode the pieces that arrive on ``pipe`` and send each result back, until None."""
     global _worker_decoder, _worker_slots
     _worker_decoder, _worker_slots = decoder, slots
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     if "torch" in sys.modules:  # forked from a process that runs PyTorch: keep its thread pool out of the child
         sys.modules["torch"].set_num_threads(1)
+    while (task := pipe.recv()) is not None:
+        indices, slot = task
+        try:
+            result: _PieceResult | Exception = _decode_piece(indices, slot)
+        except Exception as e:  # noqa: BLE001  (a bug, not damage: the consumer raises it)
+            result = RuntimeError(f"decoding worker failed: {type(e).__name__}: {e}")
+        pipe.send(result)
 
 
 def _decode_piece(indices: np.ndarray, slot: int | None) -> _PieceResult:
