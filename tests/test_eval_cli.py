@@ -106,7 +106,6 @@ def test_vniah_small_grid_writes_heatmap(setup, capsys, tmp_path) -> None:
         (["mlvu-dev", "--data", "{data}", "--frames", "0"], 2, "--frames must be >= 1, got 0"),
         (["mlvu-dev", "--data", "{data}", "--fps", "-1"], 2, "--fps must be > 0"),
         (["mlvu-dev", "--data", "{data}", "--keep-ratio", "1.5"], 2, "--keep-ratio must be in (0, 1]"),
-        (["mlvu-dev", "--data", "{data}", "--max-visual-tokens", "-3"], 2, "--max-visual-tokens must be >= 0"),
         (["mlvu-dev", "--data", "{data}", "--grid-frames", "4"], 2, "--grid-frames only apply to the vniah task"),
         (["vniah", "--frames", "8"], 2, "--frames do not apply to vniah"),
         (["vniah", "--grid-frames", "a,b"], 2, "--grid-frames must be comma-separated numbers"),
@@ -150,3 +149,10 @@ def test_run_folder_with_other_settings_exit_2(setup, capsys, tmp_path) -> None:
 def test_unknown_task_is_a_usage_error(capsys) -> None:
     assert main(["eval", "mmlu"]) == 2
     assert "invalid choice: 'mmlu'" in capsys.readouterr().err
+
+
+def test_max_visual_tokens_reads_like_ask(capsys) -> None:
+    # The same argparse type as `recot ask`: an integer >= 1 or "all"; 0 is a usage error (exit 2).
+    code, _, err = _run(capsys, "eval", "mlvu-dev", "--max-visual-tokens", "0")
+    assert code == 2
+    assert err.splitlines()[-1] == "recot eval: error: argument --max-visual-tokens: expected an integer >= 1 or 'all', got '0'"

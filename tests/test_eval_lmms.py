@@ -141,3 +141,9 @@ def test_plugin_registration_and_unsupported_requests() -> None:
         model.loglikelihood([])
     with pytest.raises(NotImplementedError, match="multi-round"):
         model.generate_until_multi_round([])
+    # max_visual_tokens reads as `recot ask --max-visual-tokens` does.
+    from recot.eval.lmms_plugin import _visual_token_limit
+
+    assert (_visual_token_limit("64"), _visual_token_limit("all"), _visual_token_limit(32)) == (64, "all", 32)
+    with pytest.raises(ValueError, match="max_visual_tokens: expected an integer >= 1 or 'all', got '0'"):
+        _visual_token_limit("0")

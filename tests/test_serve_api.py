@@ -210,6 +210,10 @@ def test_recot_options_frames_and_selection(http, files) -> None:
     assert recot["frames"] == 32 and recot["groups"] == 8 and sum(recot["selection"]["kept"]) == int(72 * 0.5)
     usage = http.post("/v1/chat/completions", json={**body, "max_visual_tokens": 10}).json()["usage"]
     assert usage["visual_tokens"] == 72 and usage["visual_tokens_kept"] == 10
+    every = http.post("/v1/chat/completions", json={**body, "max_visual_tokens": "all"}).json()["usage"]
+    assert every["visual_tokens_kept"] == int(72 * 0.5)  # keep_ratio of all of them, as the released model does
+    for bad in (0, "most"):
+        assert http.post("/v1/chat/completions", json={**body, "max_visual_tokens": bad}).status_code == 422
     cached = http.post("/v1/chat/completions", json=body).json()["recot"]
     assert cached["cache_hit"]
     with_range = http.post("/v1/chat/completions", json={**chat_body(data_url(files["video"])), "frames": None,

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from recot.cli import report_error
+from recot.cli import report_error, visual_token_limit
 
 DESCRIPTION = """Run a long-video benchmark (MLVU, Video-MME, LongVideoBench, VNBench, V-NIAH).
 
@@ -47,7 +47,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     frames.add_argument("--fps", type=float, help="sample F frames a second (default: 1, at most 4096 frames)")
     parser.add_argument("--max-frames", type=int, help="cap on the number of frames")
     parser.add_argument("--keep-ratio", type=float, help="share of visual tokens the selector keeps (default: model's)")
-    parser.add_argument("--max-visual-tokens", type=int, help="most visual tokens the LLM may see (default: what fits)")
+    parser.add_argument("--max-visual-tokens", type=visual_token_limit, metavar="K|all",
+                        help="most visual tokens the LLM may see (default: what fits its context; 'all': keep_ratio "
+                        "of every visual token, past the context, as the released model does)")  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, help="answer length (default: the benchmark's)")
     parser.add_argument("--limit", type=int, help="only the first N questions (VNBench: samples of 4 tries)")
     parser.add_argument(
@@ -105,8 +107,6 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise UsageError(f"--fps must be > 0, got {args.fps}")
     if args.keep_ratio is not None and not 0 < args.keep_ratio <= 1:
         raise UsageError(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
-    if args.max_visual_tokens is not None and args.max_visual_tokens < 0:
-        raise UsageError(f"--max-visual-tokens must be >= 0, got {args.max_visual_tokens}")
     niah_flags = {"--haystack": args.haystack, "--grid-frames": args.grid_frames, "--depths": args.depths,
                   "--needle-seconds": args.needle_seconds}  # fmt: skip
     if args.task == "vniah":

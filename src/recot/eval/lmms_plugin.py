@@ -45,6 +45,18 @@ def _optional(value: Any, kind: type) -> Any:
     return kind(value)
 
 
+def _visual_token_limit(value: Any) -> int | str:
+    """``max_visual_tokens`` as ``recot ask --max-visual-tokens`` reads it: an integer >= 1 or ``all``."""
+    import argparse
+
+    from recot.cli import visual_token_limit
+
+    try:
+        return visual_token_limit(str(value))
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"max_visual_tokens: {e}") from None
+
+
 class RecotLMM(lmms):
     """Video-XL-Pro through recot's ``VideoChat``, for lmms-eval generation tasks."""
 
@@ -79,7 +91,7 @@ class RecotLMM(lmms):
             FrameSampling(fps=rate, max_frames=frames) if rate is not None else FrameSampling(num_frames=frames)
         ).resolved()
         self.keep_ratio = _optional(keep_ratio, float)
-        self.max_visual_tokens = _optional(max_visual_tokens, int)
+        self.max_visual_tokens = _optional(max_visual_tokens, _visual_token_limit)
 
     @property
     def device(self) -> Any:

@@ -93,7 +93,9 @@ class ChatCompletionRequest(BaseModel):
     start: float | None = Field(None, ge=0.0, description="first second of the video to use")
     end: float | None = Field(None, gt=0.0, description="last second of the video to use")
     keep_ratio: float | None = Field(None, gt=0.0, le=1.0, description="share of visual tokens the selector keeps")
-    max_visual_tokens: int | None = Field(None, ge=0, description="most visual tokens the LLM may see")
+    max_visual_tokens: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        None, description="most visual tokens the LLM may see ('all': keep_ratio of every one, past the context)"
+    )
 
     @field_validator("n")
     @classmethod
