@@ -13,7 +13,7 @@ from recot.cli import main
 from recot.model.checkpoint import CheckpointError
 from recot.model.videoxl_pro import VideoXLPro
 from recot.train.data import Sample, load_dataset, tokenize_conversation
-from recot.train.forward import encode_frames
+from recot.train.forward import encode_frames, visual_similarity
 from recot.train.stages import load_base_model, merge_lora, parameter_groups, prepare_stage
 from recot.train.trainer import MODEL_DIR, global_batch, keep_ratio_for, latest_checkpoint, train
 from test_train_fixtures import make_config, make_dataset, one_thread, same_outputs, write_yaml  # noqa: F401 (autouse fixture)
@@ -86,6 +86,17 @@ def test_align_trains_only_the_projector(tmp_path):
     with open(tmp_path / "run" / "metrics.csv") as f:
         logged = list(csv.DictReader(f))
     assert [float(r["loss"]) for r in logged] == pytest.approx([r["loss"] for r in rows], rel=1e-12)
+    # Every sample has a video: each step logs how alike its visual tokens are (a collapse detector).
+    assert all(-1.0 <= float(r["visual_similarity"]) <= 1.0 for r in logged)
+
+
+def test_visual_similarity_detects_collapsed_tokens():
+    e = torch.eye(4)
+    assert float(visual_similarity(e[:1].expand(6, 1, 4) * 3.0)) == pytest.approx(1.0)  # one vector: collapsed
+    assert float(visual_similarity(e[:2].reshape(2, 1, 4))) == pytest.approx(2**-0.5)  # two orthogonal: 45 degrees
+    spread = torch.randn(50, 4, 64, generator=torch.Generator().manual_seed(0))
+    assert float(visual_similarity(spread)) < 0.3
+    assert float(visual_similarity(spread + 100.0 * torch.randn(64))) > 0.99  # a big shared component dominates
 
 
 def test_per_module_learning_rates(tmp_path):

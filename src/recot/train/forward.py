@@ -9,6 +9,7 @@ Shapes for one sample with N frames (G groups, P tokens per group, D LLM width):
        scores only tokens whose label is -100 (prompt, never answers), keep ratio drawn per sample
     -> inputs_embeds (1, L_i, D), labels (1, L_i); a micro-batch is right-padded to (B, L, D)
     -> Qwen2 decoder -> hidden (B, L, D) -> lm_head at labelled positions only -> cross-entropy, summed
+    (and, logged beside the loss, how alike each video's tokens are: :func:`visual_similarity`)
 
 The part of the encoder that learns runs under activation checkpointing, one
 chunk at a time, so its stored activations are one chunk's, whatever the
@@ -148,12 +149,15 @@ class TrainingForward(nn.Module):
     def model(self) -> VideoXLPro:
         return self._model[0]
 
-    def embed(self, sample: ModelInput) -> tuple[torch.Tensor, torch.Tensor]:
-        """inputs_embeds (L', D) and labels (L',) of one sample, the video's tokens selected."""
+    def embed(self, sample: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """inputs_embeds (L', D) and labels (L',) of one sample, the video's tokens selected, and the
+        :func:`visual_similarity` of its visual tokens (None without a video)."""
         model = self.model
         encoded = None
+        similarity = None
         if sample.frames is not None or sample.grouped is not None:
             encoded = encode_frames(model, sample.frames, sample.timestamps, self.encoder_checkpointing, sample.grouped)
+            similarity = visual_similarity(encoded.tokens)
         inputs = model.embed_inputs(
             sample.input_ids,
             encoded,
@@ -162,17 +166,19 @@ class TrainingForward(nn.Module):
             max_visual_tokens=self.max_visual_tokens,
             labels=sample.labels,
         )
-        return inputs.inputs_embeds[0], inputs.labels[0]
+        return inputs.inputs_embeds[0], inputs.labels[0], similarity
 
-    def forward(self, samples: list[ModelInput]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def forward(self, samples: list[ModelInput]) -> tuple[torch.Tensor, torch.Tensor, int, float, int]:
+        """(summed loss, answer tokens, LLM input tokens, summed visual similarity, samples with a video)."""
         embedded = [self.embed(s) for s in samples]
-        length = max(e.shape[0] for e, _ in embedded)
+        similarities = [float(sim) for _, _, sim in embedded if sim is not None]
+        length = max(e.shape[0] for e, _, _ in embedded)
         dim = embedded[0][0].shape[1]
         device = embedded[0][0].device
         inputs = embedded[0][0].new_zeros(len(samples), length, dim)
         labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long, device=device)
         attention = torch.zeros(len(samples), length, dtype=torch.long, device=device)
-        for i, (e, y) in enumerate(embedded):
+        for i, (e, y, _) in enumerate(embedded):
             inputs[i, : len(e)] = e
             labels[i, : len(y)] = y
             attention[i, : len(e)] = 1
@@ -185,4 +191,18 @@ class TrainingForward(nn.Module):
         picked = targets != IGNORE_INDEX
         logits = lm.lm_head(hidden[:, :-1][picked]).float()
         loss_sum = F.cross_entropy(logits, targets[picked], reduction="sum")
-        return loss_sum, picked.sum(), int(attention.sum())
+        return loss_sum, picked.sum(), int(attention.sum()), sum(similarities), len(similarities)
+
+
+@torch.no_grad()
+def visual_similarity(tokens: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity of a video's visual tokens (G, P, D) to their mean token: a scalar in [-1, 1].
+
+    A collapse detector. Near 1, every token is nearly the same vector: after the
+    LLM's RMSNorm they all look alike and carry no information about the video,
+    so the model answers from the question alone. Seen when the compressor was
+    fine-tuned along with an LLM trained from scratch: its output grew 20x along
+    one direction and this rose from 0.80 to 0.9999 (``docs/training.md``).
+    """
+    flat = tokens.detach().float().reshape(-1, tokens.shape[-1])
+    return F.cosine_similarity(flat, flat.mean(0, keepdim=True)).mean()

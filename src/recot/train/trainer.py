@@ -56,7 +56,7 @@ from recot.training_utils import MetricsLog, warmup_cosine
 
 METRIC_FIELDS = [
     "step", "loss", "answer_tokens", "llm_tokens", "keep_ratio", "grad_norm", "lr",
-    "samples_per_s", "tokens_per_s", "seconds",
+    "samples_per_s", "tokens_per_s", "seconds", "visual_similarity",
 ]  # fmt: skip
 MODEL_DIR = "model"
 CHECKPOINTS = "checkpoints"
@@ -318,7 +318,8 @@ def train(
         batch = global_batch(len(data.samples), cfg.seed, step, o.batch_size)
         answer_tokens = sum(data.tokens[i].num_label_tokens for i, _ in batch)
         mine = batch[rank * per_rank : (rank + 1) * per_rank]
-        totals = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # loss sum, LLM tokens, keep ratios
+        # loss sum, LLM tokens, keep ratios, visual similarity sum, samples with a video
+        totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
         grad_norm = torch.zeros(())
         for m in range(accumulation):
             inputs = [
@@ -328,7 +329,7 @@ def train(
                 for i, pos in mine[m * o.micro_batch_size : (m + 1) * o.micro_batch_size]
             ]
             with accelerator.accumulate(wrapper):
-                loss_sum, _, llm_tokens = wrapper(inputs)
+                loss_sum, _, llm_tokens, similarity, videos = wrapper(inputs)
                 if not loss_sum.requires_grad:
                     # Nothing trained was used (e.g. text-only rows in the align stage): a zero gradient,
                     # so that every process still takes part in the gradient reduction.
@@ -343,6 +344,8 @@ def train(
             totals[0] += loss_sum.detach().double()
             totals[1] += llm_tokens
             totals[2] += sum(x.keep_ratio for x in inputs)
+            totals[3] += similarity
+            totals[4] += videos
         if not accelerator.sync_gradients:
             raise RuntimeError("gradient accumulation lost step with the micro-batches")
         lr = scheduler.get_last_lr()[0]
@@ -360,6 +363,7 @@ def train(
             "samples_per_s": o.batch_size / seconds,
             "tokens_per_s": float(totals[1]) / seconds,
             "seconds": seconds,
+            "visual_similarity": float(totals[3]) / float(totals[4]) if totals[4] else float("nan"),
         }
         rows.append(row)
         if (step + 1) % cfg.log_every == 0 or step + 1 == end:
