@@ -167,6 +167,30 @@ def test_cli_writes_deterministic_rows_and_videos_and_resumes(tmp_path, capsys):
     specs = list(qa.iter_specs(tmp_path / "a" / "validation.videos.jsonl"))
     assert [s.seed for s in specs] == list(qa.split_seeds("validation", 3))
 
+    # --describe adds each video's timed description, first among its rows (the videos are kept).
+    assert main([*args[:4], "3", *args[5:], "--out", str(tmp_path / "a"), "--describe"]) == 0
+    assert "0 videos written (0 frames), 3 already there; 18 rows" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "a" / "validation.json").read_text())
+    assert [r["qa"]["qa_type"] for r in rows[:6]] == ["describe", *qa.QA_TYPES]
+    assert rows[0]["conversations"][1]["value"] == qa.make_description(specs[0]).answer
+
+
+def test_description_lists_every_scene_and_object_in_time_order():
+    spec = _spec(5, minutes=12)
+    d = qa.make_description(spec)
+    assert d.qa_type == "describe" and d.question in qa.TEMPLATES["describe"] and d.tolerance == qa.FRAMES_PER_GROUP
+    entries = [e.split(" ", 1) for e in d.answer.split("; ")]
+    expected = sorted([(s.start, s.scene) for s in spec.segments] + [(e.start, e.name) for e in spec.events])
+    assert [(qa.parse_time(t), name) for t, name in entries] == expected
+    assert d == qa.make_description(_spec(5, minutes=12))  # deterministic
+    # The checker: same entries in the same order, times within one frame group.
+    assert qa.check_answer(d, d.answer) and qa.check_answer(d, "Sure: " + d.answer.upper() + ".")
+    first_time, first_name = entries[1]
+    late = qa.format_time(qa.parse_time(first_time) + 5)
+    assert not qa.check_answer(d, d.answer.replace(f"{first_time} {first_name}", f"{late} {first_name}"))
+    assert not qa.check_answer(d, d.answer.rsplit("; ", 1)[0])  # an entry missing
+    assert not qa.check_answer(d, "; ".join(reversed(d.answer.split("; "))))  # out of order
+
 
 def test_cli_usage_errors(tmp_path, capsys):
     assert main(["make-qa-data", "--split", "test", "--count", "1", "--out", str(tmp_path), "--minutes", "9", "5"]) == 2

@@ -32,6 +32,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="video length in minutes: one value, or MIN MAX (log-uniform)")  # fmt: skip
     p.add_argument("--fps", type=positive, default=1.0, help="frames a second")
     p.add_argument("--size", type=at_least(32), default=128, help="frame side in pixels (square)")
+    p.add_argument("--describe", action="store_true",
+                   help="also write each video's timed description (\"00:00 ocean; 00:12 red circle; ...\"): "
+                   "dense training rows for a model trained from scratch")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_make_qa_data)
 
@@ -50,7 +53,7 @@ def run_make_qa_data(args: argparse.Namespace) -> int:
     try:
         summary = write_dataset(
             args.out, args.split, args.count, first=args.seed, min_minutes=low, max_minutes=high, fps=args.fps,
-            size=args.size, progress=not args.no_progress,
+            size=args.size, progress=not args.no_progress, describe=args.describe,
         )  # fmt: skip
     except ValueError as exc:
         return report_error("make-qa-data", str(exc), EXIT_USAGE)

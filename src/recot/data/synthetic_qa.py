@@ -113,6 +113,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "count": ("How many times does the {obj} appear?", "How often is the {obj} shown?"),
     "order": ("Which appears first, the {a} or the {b}?", "Which is shown earlier: the {a} or the {b}?"),
     "scene": ("What is on screen at {time}?", "Which scene is shown at {time}?"),
+    "describe": ("Describe the video with times.", "List what is shown, with times."),
 }
 
 
@@ -358,6 +359,21 @@ def make_questions(spec: VideoSpec) -> list[Question]:
     return out
 
 
+def make_description(spec: VideoSpec) -> Question:
+    """A training caption of ``spec``: every scene and object event in time order, each with its start time.
+
+    ``"00:00 ocean; 00:12 red circle; 00:40 forest; 00:52 red circle"``. Dense,
+    grounded supervision (every entry needs the video) that teaches a model
+    trained from scratch what the scenes and objects look like and how the
+    group timestamps read, before and beside the single-answer questions; the
+    rows are training data (``make-qa-data --describe``), not a test type.
+    """
+    rng = np.random.default_rng([spec.seed, 0xDE])
+    entries = [(seg.start, seg.scene) for seg in spec.segments] + [(e.start, e.name) for e in spec.events]
+    answer = "; ".join(f"{format_time(t)} {name}" for t, name in sorted(entries, key=lambda e: e[0]))
+    return Question("describe", str(rng.choice(TEMPLATES["describe"])), answer, tolerance=FRAMES_PER_GROUP / spec.fps)
+
+
 _NUMBER_WORDS = {w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])}
 
 
@@ -396,7 +412,23 @@ def check_answer(question: Question | dict[str, Any], prediction: str) -> bool:
     if kind == "order":
         wrong = next(o for o in question.options if o != truth)
         return _names(text, truth) and not _names(text, wrong)
+    if kind == "describe":  # the same entries in the same order, each time within the tolerance
+        got, want = _entries(prediction.lower()), _entries(truth)
+        return len(got) == len(want) and all(
+            g_name == w_name and abs(g_time - w_time) <= question.tolerance
+            for (g_time, g_name), (w_time, w_name) in zip(got, want, strict=True)
+        )
     raise ValueError(f"unknown question type {kind!r}; types: {', '.join(QA_TYPES)}")
+
+
+def _entries(text: str) -> list[tuple[float, str]]:
+    """``"00:00 ocean; 00:12 red circle"`` -> [(0.0, "ocean"), (12.0, "red circle")]."""
+    out = []
+    for stamp, name in re.findall(r"(\d+:\d{2}(?::\d{2})?)\s+([a-z]+(?: [a-z]+)?)", text):
+        seconds = parse_time(stamp)
+        if seconds is not None:
+            out.append((seconds, name))
+    return out
 
 
 def _names(text: str, name: str) -> bool:
@@ -558,10 +590,11 @@ def _fps_fraction(fps: float) -> Any:
 
 
 # ----- dataset -----------------------------------------------------------------------------------------------------
-def rows_for(spec: VideoSpec, video_path: str) -> list[dict[str, Any]]:
-    """LLaVA-Video rows, one per question, with the checker's fields under ``qa``."""
+def rows_for(spec: VideoSpec, video_path: str, describe: bool = False) -> list[dict[str, Any]]:
+    """LLaVA-Video rows, one per question (and the video's description first, with ``describe``), with the
+    checker's fields under ``qa``."""
     rows = []
-    for q in make_questions(spec):
+    for q in [make_description(spec)] * describe + make_questions(spec):
         rows.append({
             "id": f"{spec.id}-{q.qa_type}",
             "video": video_path,
@@ -596,6 +629,7 @@ def write_dataset(
     fps: float = 1.0,
     size: int = 128,
     progress: bool = True,
+    describe: bool = False,
 ) -> DatasetSummary:
     """Write ``count`` videos of ``split`` (its videos ``first ..``) and their questions under ``out``.
 
@@ -603,7 +637,8 @@ def write_dataset(
     paths relative to ``out``) and ``out/<split>.videos.jsonl`` (each video's
     spec: scenes and events). A video already there is kept (reruns resume;
     its content depends only on the seed and these settings, which are recorded
-    in the manifest). Every file is written atomically.
+    in the manifest). Every file is written atomically. ``describe`` adds each
+    video's :func:`make_description` row (training data).
     """
     from tqdm import tqdm
 
@@ -617,7 +652,7 @@ def write_dataset(
         for spec in todo:
             write_video(spec, root / _video_rel(spec), on_frames=bar.update)
             written += spec.num_frames
-    rows = [row for spec in specs for row in rows_for(spec, _video_rel(spec))]
+    rows = [row for spec in specs for row in rows_for(spec, _video_rel(spec), describe)]
     rows_file = root / f"{split}.json"
     manifest = root / f"{split}.videos.jsonl"
     atomic_write_text(rows_file, json.dumps(rows, indent=1) + "\n")
