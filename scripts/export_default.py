@@ -47,10 +47,11 @@ def main() -> None:
     extra = dict(model.config.extra)
     extra.pop("untrained", None)
     extra["training"] = {
-        "recipe": "scripts/train_default.sh (configs/default/pretrain.yaml, align.yaml, sft.yaml)",
-        "data": "recot make-qa-data: 400 train videos of 2-5 min at 1 fps, 64 px (seeds 0-399 of the train split)",
-        "stages": {name: _run_summary(args.runs / name) for name in ("pretrain", "align", "sft")},
-        "pruning": "recot prune-data with the aligned model (report: runs/default/prune-report.md)",
+        "recipe": "scripts/train_default.sh (configs/default/pretrain.yaml, sft.yaml)",
+        "data": "recot make-qa-data --describe: 400 train videos of 2-5 min at 1 fps, 64 px (seeds 0-399 of the "
+        "train split), five questions and one timed description each",
+        "stages": {name: _run_summary(args.runs / name) for name in ("pretrain", "sft")},
+        "frozen": "vision tower (ImageNet EfficientNet-Lite0 trunk), pre-trained ReCoT compressor",
         "dtype": "float16 (trained in float32)",
         "note": args.note,
     }

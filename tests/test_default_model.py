@@ -55,10 +55,10 @@ def test_recipe_configs_load():
 
     pre = load_config(ROOT / "configs" / "default" / "pretrain.yaml")
     assert (pre.backbone.preset, pre.compressor.norm_groups) == ("lite48", 8)
-    align = load_train_config(ROOT / "configs" / "default" / "align.yaml")
     sft = load_train_config(ROOT / "configs" / "default" / "sft.yaml")
-    assert (align.stage, align.model.preset, sft.stage) == ("align", "lite48", "sft")
-    assert sft.data.train[0].endswith("train.pruned.json") and sft.data.feature_cache
+    assert (sft.stage, sft.model.preset, sft.data.feature_cache) == ("sft", "lite48", True)
+    assert sft.model.compressor.endswith("runs/default/pretrain/compressor.safetensors")
+    assert sorted(sft.trainable_modules()) == ["language_model", "projector", "selector"]  # the compressor stays frozen
 
 
 @needs_weights
@@ -68,9 +68,9 @@ def test_a_few_sft_steps_of_the_recipe_run(tmp_path):
     from recot.train.config import load_train_config
     from recot.train.trainer import train
 
-    write_dataset(tmp_path / "data", "train", 1, min_minutes=2, max_minutes=2, size=64, progress=False)
+    write_dataset(tmp_path / "data", "train", 1, min_minutes=2, max_minutes=2, size=64, progress=False, describe=True)
     cfg = load_train_config(ROOT / "configs" / "default" / "sft.yaml")
-    cfg.model.path, cfg.model.preset = None, "lite48"
+    cfg.model.compressor = None  # (the recipe's pre-trained one is not here)
     cfg.data.train = [str(tmp_path / "data" / "train.json")]
     cfg.data.media_root = str(tmp_path / "data")
     cfg.data.feature_cache_dir = str(tmp_path / "features")
