@@ -101,7 +101,7 @@ FIXED_TYPES = ("attribute", "order")
 
 @pytest.mark.skipif(
     default_model_shipped() is None,
-    reason="no trained default model ships: the recipe's model does not beat chance yet "
+    reason="no trained default model ships: the recipe's model answers only the scene questions so far "
     "(benchmarks/results/default_model.md)",
 )
 def test_shipped_weights_load_strictly_and_answer_two_held_out_questions(tmp_path):

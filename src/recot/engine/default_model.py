@@ -5,7 +5,7 @@ A specification is one of
 * ``"default"`` (or None): the default model. A trained checkpoint placed in the
   package at ``recot/weights/default`` (what ``scripts/train_default.sh`` and
   ``scripts/export_default.py`` produce) is used when present. None ships yet
-  (the recipe's model does not beat chance, see ``benchmarks/results/default_model.md``),
+  (the recipe's model answers only the scene questions, see ``benchmarks/results/default_model.md``),
   so it is the untrained ``small`` preset with weights drawn from a fixed seed;
 * an untrained preset name (``small``, ``tiny``, ``lite``, ``lite48``): that preset, weights
   drawn from the same fixed seed (``lite``'s EfficientNet-Lite0 tower gets its
