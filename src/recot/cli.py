@@ -110,12 +110,12 @@ def fraction(text: str) -> float:
 
 def visual_token_limit(text: str) -> int | str:
     """An argparse ``type`` for ``--max-visual-tokens``: an integer ``>= 1``, or ``all`` (no cap past the context)."""
-    if text.strip().lower() == "all":  # recot.model.selector.ALL_VISUAL_TOKENS (a test checks they agree)
-        return "all"
+    from recot.model.selector import parse_visual_token_limit
+
     try:
-        return at_least(1)(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'all', got {text!r}") from None
+        return parse_visual_token_limit(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def check_time_range(start: float | None, end: float | None) -> None:

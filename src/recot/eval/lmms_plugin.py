@@ -47,14 +47,12 @@ def _optional(value: Any, kind: type) -> Any:
 
 def _visual_token_limit(value: Any) -> int | str:
     """``max_visual_tokens`` as ``recot ask --max-visual-tokens`` reads it: an integer >= 1 or ``all``."""
-    from recot.model.selector import ALL_VISUAL_TOKENS
+    from recot.model.selector import parse_visual_token_limit
 
-    text = str(value).strip().lower()
-    if text == ALL_VISUAL_TOKENS:
-        return ALL_VISUAL_TOKENS
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"max_visual_tokens: expected an integer >= 1 or 'all', got {value!r}")
-    return int(text)
+    try:
+        return parse_visual_token_limit(str(value))
+    except ValueError as e:
+        raise ValueError(f"max_visual_tokens: {e}") from None
 
 
 class RecotLMM(lmms):

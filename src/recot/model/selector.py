@@ -146,6 +146,23 @@ def num_kept(config: VideoXLProConfig, num_visual: int, keep_ratio: float, max_v
 
 #: ``max_visual_tokens`` value that keeps ``keep_ratio`` of every visual token, past the LLM's context if need be.
 ALL_VISUAL_TOKENS = "all"
+
+
+def parse_visual_token_limit(text: str) -> int | str:
+    """A ``max_visual_tokens`` written as text (a CLI flag, a plugin argument): an integer >= 1, or ``"all"``.
+
+    Raises ``ValueError("expected an integer >= 1 or 'all', got ...")``.
+    """
+    value = str(text).strip().lower()
+    if value == ALL_VISUAL_TOKENS:
+        return ALL_VISUAL_TOKENS
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"expected an integer >= 1 or 'all', got {text!r}")
+    return number
 VisualTokenLimit = int | Literal["all"] | None
 
 
