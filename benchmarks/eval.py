@@ -116,7 +116,7 @@ def main() -> None:
         cache = root / "cache"
         from recot.engine import default_model_dir
 
-        model = default_model_dir(cache, announce=False)  # built before timing: a first use of recot does this once
+        model = default_model_dir(cache)  # built before timing: a first use of recot does this once
 
         def command(output: Path) -> list[str]:
             return ["eval", "mlvu-dev", "--data", str(data), "--model", str(model), "--output", str(output),

@@ -63,7 +63,7 @@ def worker(kind: str, video: str, frames: int, workers: int, size: str, model_di
     from recot.video import plan_frames, probe
     from recot.video.parallel import iter_frames_parallel
 
-    chat = VideoChat.from_pretrained(model_dir, decode_workers=workers)
+    chat = VideoChat.from_pretrained(model_dir, decode_workers=workers, cache=False)  # every ask decodes and encodes
     config = chat.model.config
     chunk = config.compressor_batch_size * config.frames_per_group
     out_size = None if size == "full" else config.image_size
@@ -94,7 +94,8 @@ def worker(kind: str, video: str, frames: int, workers: int, size: str, model_di
     else:
         answer = chat.ask(video, "What happens in this video?", GenerationOptions(max_new_tokens=16),
                           FrameSampling(num_frames=frames))  # fmt: skip
-        row.update(encode_s=round(answer.timings.encode, 2), answer_s=round(answer.timings.answer, 2))
+        row.update(encode_s=round(answer.timings.encode, 2), answer_s=round(answer.timings.answer, 2),
+                   cache_hit=answer.cache_hit)  # fmt: skip
     row["seconds"] = round(time.perf_counter() - started, 2)
     row["cpu_seconds"] = round(cpu_seconds() - cpu_before, 1)
     row["load_before"], row["load_after"] = round(load_before, 2), round(os.getloadavg()[0], 2)
@@ -123,7 +124,7 @@ def median_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def report(rows: list[dict], meta: dict, name: str, runs: list[dict]) -> str:
+def report(rows: list[dict], meta: dict, name: str, runs: list[dict], out: Path = RESULTS) -> str:
     """Markdown: the overlap table, the scaling table and the two targets (medians over the rounds)."""
     from recot.data.atomic import atomic_write_text
 
@@ -182,9 +183,9 @@ def report(rows: list[dict], meta: dict, name: str, runs: list[dict]) -> str:
     lines += ["", "Targets:", *[f"- {v}" for v in verdicts], "",
               f"Reproduce: `python benchmarks/overlap.py {' '.join(sys.argv[1:])}`".replace("  ", " "), ""]  # fmt: skip
     text = "\n".join(lines)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / f"{name}.json", json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=2) + "\n")
-    atomic_write_text(RESULTS / f"{name}.md", text)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}.json", json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=2) + "\n")
+    atomic_write_text(out / f"{name}.md", text)
     return text
 
 
@@ -198,7 +199,8 @@ def main() -> int:
     parser.add_argument("--scaling-sizes", nargs="+", default=["model", "full"], choices=["model", "full"])
     parser.add_argument("--skip", nargs="*", default=[], choices=["overlap", "scaling"])
     parser.add_argument("--repeat", type=int, default=3, help="rounds of every measurement (the median is reported)")
-    parser.add_argument("--name", default="overlap", help="results file name under benchmarks/results/")
+    parser.add_argument("--name", default="overlap", help="results file name (NAME.json, NAME.md)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if missing_dependencies():
@@ -218,7 +220,7 @@ def main() -> int:
     from recot.engine.default_model import DEFAULT_PRESET
     from recot.video import probe
 
-    model_dir = default_model_dir(announce=False)
+    model_dir = default_model_dir()
     image_size = VideoXLProConfig.from_preset(DEFAULT_PRESET).image_size
     info = probe(args.video, index=False)
     sizes = {"model": image_size, "full": "full"}
@@ -242,7 +244,7 @@ def main() -> int:
             row = run_child(kind, args.video, frames, workers, size, model_dir)
             runs.append({**row, "round": repeat})
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-    print(report(median_rows(runs), meta, args.name, runs))
+    print(report(median_rows(runs), meta, args.name, runs, args.out))
     return 0
 
 

@@ -393,7 +393,7 @@ def main() -> None:
     from recot.engine import default_model_dir, resolve_cache_dir
 
     load_before = os.getloadavg()
-    model = args.model or default_model_dir(announce=False)
+    model = args.model or default_model_dir()
     videos = make_videos(resolve_cache_dir() / "bench" / "serve_load", clips=16)
     rows = []
     for clients in args.clients:
