@@ -125,3 +125,54 @@ def test_shipped_weights_load_strictly_and_answer_two_held_out_questions(tmp_pat
     for kind in FIXED_TYPES:
         answer = chat.ask(encoding, questions[kind].question, GenerationOptions(max_new_tokens=16)).answer
         assert check_answer(questions[kind], answer), (questions[kind], answer)
+
+
+def _probe_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe_objects", ROOT / "scripts" / "probe_objects.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_object_probe_reads_a_separable_label_and_reports_chance():
+    fit_probe = _probe_script().fit_probe
+    rng = np.random.default_rng(0)
+    labels = [["red", "blue", "green"][i % 3] for i in range(300)]
+    centres = {"red": [4.0, 0.0], "blue": [0.0, 4.0], "green": [-4.0, -4.0]}
+    features = np.array([centres[label] for label in labels]) + rng.normal(0, 0.3, (300, 2))
+    accuracy, chance = fit_probe(np.concatenate([features, rng.normal(size=(300, 6))], 1), labels)
+    assert accuracy == 1.0 and chance == pytest.approx(max(labels[210:].count(c) for c in centres) / 90)
+    noise_accuracy, _ = fit_probe(rng.normal(size=(300, 8)), labels)
+    assert noise_accuracy < 0.6  # nothing to read: near a third
+
+
+@needs_weights
+def test_object_probe_runs_on_a_recipe_config(tmp_path):
+    """scripts/probe_objects.py on two generated videos: one row per stage, with the lite48 feature sizes."""
+    import subprocess
+    import sys
+
+    from recot.data.synthetic_qa import write_dataset
+
+    write_dataset(tmp_path / "data", "train", 2, min_minutes=2, max_minutes=2, size=64, progress=False)
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        "stage: sft\noutput_dir: run\nmodel: {preset: lite48, seed: 0}\n"
+        f"data: {{train: [{tmp_path / 'data' / 'train.json'}], media_root: {tmp_path / 'data'}, fps: 1.0,"
+        f" max_frames: 320, feature_cache: true, feature_cache_dir: {tmp_path / 'features'}}}\n"
+    )
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "probe_objects.py"), str(config), "--json", str(tmp_path / "p.json")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads((tmp_path / "p.json").read_text())
+    assert [(r["stage"], r["features"]) for r in table] == [("tower", 160), ("compressor", 160), ("tokens", 512)]
+    for row in table:
+        for key in ("presence", "colour", "shape"):
+            accuracy, chance = row[key]
+            assert 0.0 <= accuracy <= 1.0 and 0.0 < chance <= 1.0
+    assert "| tower | 160 |" in done.stdout and "2 videos" in done.stdout

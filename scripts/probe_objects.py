@@ -1,0 +1,135 @@
+"""Where along the visual path does a small object's colour and shape get lost? Linear probes per stage.
+
+On generated training videos (``recot make-qa-data``, whose ``<split>.videos.jsonl``
+manifest gives every object's time, colour and shape), each frame group is labelled
+with the object on screen for at least 2 of its 4 frames, if any. A linear
+classifier (standardised features, Adam, 400 full-batch steps) is fitted on the
+first 70% of the groups, in video order, and scored on the rest, reading:
+
+* ``presence`` (an object or none) from every group,
+* ``colour`` and ``shape`` from the groups with an object,
+
+out of three stages of the model that a ``recot train`` config builds:
+
+* ``tower``: the frozen vision tower's map (C, g, g), averaged over the group's 4 frames;
+* ``compressor``: the ReCoT compressor's output map (C, g, g);
+* ``tokens``: what the LLM sees, the projected and pooled tokens (P, D).
+
+The two maps are average-pooled with the model's ``pool_stride``, as the tokens
+are, so the stages differ only by what they compute. ``chance`` is the share of
+the commonest label among the scored groups. Needs the config's cached tower
+features (``data.feature_cache``) or computes them.
+
+    python scripts/probe_objects.py configs/default/sft.yaml --videos 80
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recot.data.synthetic_qa import iter_specs
+from recot.train.config import load_train_config
+from recot.train.data import load_dataset
+from recot.train.features import VisionFeatureCache
+from recot.train.stages import load_base_model
+
+
+def fit_probe(features: np.ndarray, labels: list[str], train_share: float = 0.7, seed: int = 0) -> tuple[float, float]:
+    """(held-out accuracy of a linear classifier, share of the commonest held-out label)."""
+    classes = sorted(set(labels))
+    y = torch.tensor([classes.index(label) for label in labels])
+    x = torch.as_tensor(features, dtype=torch.float32)
+    cut = int(len(y) * train_share)
+    mean, std = x[:cut].mean(0), x[:cut].std(0) + 1e-6
+    x = (x - mean) / std
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(x.shape[1], len(classes))
+    optim = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(400):
+        optim.zero_grad()
+        F.cross_entropy(probe(x[:cut]), y[:cut]).backward()
+        optim.step()
+    with torch.no_grad():
+        accuracy = (probe(x[cut:]).argmax(1) == y[cut:]).float().mean().item()
+    chance = max((y[cut:] == c).float().mean().item() for c in range(len(classes)))
+    return accuracy, chance
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="a recot train config (the model it builds is probed)")
+    parser.add_argument("--videos", type=int, default=80, help="training videos to probe (the first N)")
+    parser.add_argument("--json", type=Path, help="also write the table here as JSON")
+    args = parser.parse_args()
+
+    cfg = load_train_config(args.config)
+    model, _ = load_base_model(cfg)
+    model = model.eval().requires_grad_(False)
+    train_file = Path(cfg.data.train[0])
+    manifests = sorted(train_file.parent.glob("*.videos.jsonl"))
+    if not manifests:
+        sys.exit(f"{train_file.parent}: no <split>.videos.jsonl manifest (written by recot make-qa-data)")
+    specs = {spec.id: spec for spec in iter_specs(manifests[0])}
+    first_rows, seen = [], set()
+    for row in json.loads(train_file.read_text()):
+        if row["video"] not in seen and len(first_rows) < args.videos:
+            seen.add(row["video"])
+            first_rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows_file = Path(tmp) / "rows.json"
+        rows_file.write_text(json.dumps(first_rows))
+        samples, _ = load_dataset([str(rows_file)], cfg.data.media_root, False, False)
+    cache = VisionFeatureCache(cfg.data.feature_cache_dir, model, cfg.data.fps, cfg.data.max_frames)
+    stride = model.config.pool_stride
+    stages: dict[str, list[np.ndarray]] = {"tower": [], "compressor": [], "tokens": []}
+    colours: list[str | None] = []
+    shapes: list[str | None] = []
+    with torch.no_grad():
+        for sample in samples:
+            spec = specs[sample.id.rsplit("-", 1)[0]]
+            grouped, group_times = cache.get(sample)  # (G, C, 4, g, g), (G,)
+            compressed = model.compressor(grouped)[:, :, 0]  # (G, C, g, g)
+            tokens = model.pool(model.projector(compressed.flatten(2).transpose(1, 2)))  # (G, P, D)
+            tower = F.avg_pool2d(grouped.mean(2), stride).flatten(1)
+            compressed = F.avg_pool2d(compressed, stride).flatten(1)
+            for k, start in enumerate(group_times.tolist()):
+                seconds = [start + i / spec.fps for i in range(4)]
+                on = [e for e in spec.events if sum(e.start <= s < e.start + e.seconds for s in seconds) >= 2]
+                colours.append(on[0].color if on else None)
+                shapes.append(on[0].shape if on else None)
+                stages["tower"].append(tower[k].numpy())
+                stages["compressor"].append(compressed[k].numpy())
+                stages["tokens"].append(tokens[k].flatten().numpy())
+    present = np.array([c is not None for c in colours])
+    with_object = np.flatnonzero(present)
+    print(f"{args.config}: {len(samples)} videos, {len(present)} groups, {len(with_object)} with an object")
+    print("| stage | features | presence (chance) | colour (chance) | shape (chance) |")
+    print("|---|---:|---|---|---|")
+    table = []
+    for name, rows in stages.items():
+        x = np.stack(rows)
+        result = {
+            "stage": name,
+            "features": x.shape[1],
+            "presence": fit_probe(x, ["object" if p else "none" for p in present]),
+            "colour": fit_probe(x[with_object], [colours[i] for i in with_object]),
+            "shape": fit_probe(x[with_object], [shapes[i] for i in with_object]),
+        }
+        table.append(result)
+        cells = [f"{result[k][0]:.2f} ({result[k][1]:.2f})" for k in ("presence", "colour", "shape")]
+        print(f"| {name} | {x.shape[1]} | " + " | ".join(cells) + " |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
