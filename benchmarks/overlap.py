@@ -158,7 +158,7 @@ def report(rows: list[dict], meta: dict, name: str, runs: list[dict], out: Path 
                      f"| {d['seconds'] + e['seconds']:.1f} | {d['cpu_seconds']:.0f} / {e['cpu_seconds']:.0f} / "
                      f"{a['cpu_seconds']:.0f} | {loads} |")  # fmt: skip
         verdicts.append(f"ask <= 1.15 x max(decode, encode) with {workers} decode worker(s): "
-                        f"{'met' if ratio <= 1.15 else 'NOT met'} ({ratio:.2f})")  # fmt: skip
+                        f"{'met' if ratio <= 1.15 else 'NOT met'} ({ratio:.3f})")  # fmt: skip
     lines += [
         "",
         f"## Decoding {meta['scaling_frames']} frames",

@@ -181,6 +181,21 @@ def test_workers_run_at_once_and_are_gone_afterwards(clips, small_pieces):
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no os.getpriority on this platform")
+def test_workers_run_below_the_parents_cpu_priority(clips, small_pieces):
+    # The decoders feed the parent's encoder: at a lower priority they never hold a core an encoder thread waits for.
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + parallel.WORKER_NICENESS)
+    batches = iter_frames_parallel(clips["bframes"], None, batch_size=8, workers=2)
+    next(batches)
+    children = multiprocessing.active_children()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.getpriority(os.PRIO_PROCESS, c.pid) != expected for c in children):
+        time.sleep(0.05)  # a worker lowers its priority as it starts
+    assert len(children) == 2 and [os.getpriority(os.PRIO_PROCESS, c.pid) for c in children] == [expected] * 2
+    assert os.getpriority(os.PRIO_PROCESS, 0) == expected - parallel.WORKER_NICENESS or expected == 19
+    batches.close()
+
+
 def test_stopping_early_stops_the_workers(clips, small_pieces):
     plan = plan_frames(probe(clips["bframes"]))
     batches = iter_frames_parallel(clips["bframes"], plan, batch_size=8, workers=2)
