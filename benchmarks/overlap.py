@@ -137,7 +137,8 @@ def report(rows: list[dict], meta: dict, name: str, runs: list[dict], out: Path 
         f"# Decoding overlapped with encoding, and decoding on {meta['cpus']} cores",
         "",
         f"{meta['video']}; {meta['model']}; {meta['machine']}. Each measurement is a fresh process, repeated in "
-        f"{meta['rounds']} round(s); the tables give the median (range in brackets). `load` is the 1-minute load "
+        f"{meta['rounds']} round(s); the tables give the median (the faster middle round for an even count; range "
+        "in brackets). `load` is the 1-minute load "
         "average before / after the median run (other processes share the cores); CPU s counts the process and its "
         "workers.",
         "",
