@@ -17,7 +17,9 @@ out of three stages of the model that a ``recot train`` config builds:
 
 The two maps are average-pooled with the model's ``pool_stride``, as the tokens
 are, so the stages differ only by what they compute. ``chance`` is the share of
-the commonest label among the scored groups. Needs the config's cached tower
+the commonest label among the scored groups. Videos longer than the config's
+``max_frames`` at its ``fps`` are skipped (there a group's frames are not 1/fps
+apart, so its labels would be wrong). Needs the config's cached tower
 features (``data.feature_cache``) or computes them.
 
     python scripts/probe_objects.py configs/default/sft.yaml --videos 80
@@ -78,11 +80,18 @@ def main() -> int:
     if not manifests:
         sys.exit(f"{train_file.parent}: no <split>.videos.jsonl manifest (written by recot make-qa-data)")
     specs = {spec.id: spec for spec in iter_specs(manifests[0])}
-    first_rows, seen = [], set()
+    # A group's frames are 1/fps apart only while max_frames does not thin the sampling: longer videos are skipped.
+    fps, max_frames = cfg.data.fps, cfg.data.max_frames
+    first_rows, seen, skipped = [], set(), 0
     for row in json.loads(train_file.read_text()):
-        if row["video"] not in seen and len(first_rows) < args.videos:
-            seen.add(row["video"])
-            first_rows.append(row)
+        if row["video"] in seen or len(first_rows) >= args.videos:
+            continue
+        seen.add(row["video"])
+        spec = specs[row["id"].rsplit("-", 1)[0]]
+        if max_frames is not None and spec.duration * fps > max_frames:
+            skipped += 1
+            continue
+        first_rows.append(row)
     with tempfile.TemporaryDirectory() as tmp:
         rows_file = Path(tmp) / "rows.json"
         rows_file.write_text(json.dumps(first_rows))
@@ -101,7 +110,7 @@ def main() -> int:
             tower = F.avg_pool2d(grouped.mean(2), stride).flatten(1)
             compressed = F.avg_pool2d(compressed, stride).flatten(1)
             for k, start in enumerate(group_times.tolist()):
-                seconds = [start + i / spec.fps for i in range(4)]
+                seconds = [start + i / fps for i in range(4)]
                 on = [e for e in spec.events if sum(e.start <= s < e.start + e.seconds for s in seconds) >= 2]
                 colours.append(on[0].color if on else None)
                 shapes.append(on[0].shape if on else None)
@@ -110,7 +119,8 @@ def main() -> int:
                 stages["tokens"].append(tokens[k].flatten().numpy())
     present = np.array([c is not None for c in colours])
     with_object = np.flatnonzero(present)
-    print(f"{args.config}: {len(samples)} videos, {len(present)} groups, {len(with_object)} with an object")
+    print(f"{args.config}: {len(samples)} videos ({skipped} longer than max_frames skipped), {len(present)} groups, "
+          f"{len(with_object)} with an object")  # fmt: skip
     print("| stage | features | presence (chance) | colour (chance) | shape (chance) |")
     print("|---|---:|---|---|---|")
     table = []

@@ -146,6 +146,7 @@ def num_kept(config: VideoXLProConfig, num_visual: int, keep_ratio: float, max_v
 
 #: ``max_visual_tokens`` value that keeps ``keep_ratio`` of every visual token, past the LLM's context if need be.
 ALL_VISUAL_TOKENS = "all"
+VisualTokenLimit = int | Literal["all"] | None
 
 
 def parse_visual_token_limit(text: str) -> int | str:
@@ -163,7 +164,6 @@ def parse_visual_token_limit(text: str) -> int | str:
     if number < 1:
         raise ValueError(f"expected an integer >= 1 or 'all', got {text!r}")
     return number
-VisualTokenLimit = int | Literal["all"] | None
 
 
 def context_budget(
