@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recot.data.atomic import atomic_write_text
 from recot.data.synthetic_qa import iter_specs
 from recot.train.config import load_train_config
 from recot.train.data import load_dataset
@@ -71,14 +72,23 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=80, help="training videos to probe (the first N)")
     parser.add_argument("--json", type=Path, help="also write the table here as JSON")
     args = parser.parse_args()
+    try:
+        probe(args)
+    except (OSError, ValueError) as exc:  # a missing or invalid config, checkpoint, data file or video: one line
+        print(f"probe_objects.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
+
+def probe(args: argparse.Namespace) -> None:
+    """Fit and print the probes of ``args.config`` (see the module docstring)."""
     cfg = load_train_config(args.config)
     model, _ = load_base_model(cfg)
     model = model.eval().requires_grad_(False)
     train_file = Path(cfg.data.train[0])
     manifests = sorted(train_file.parent.glob("*.videos.jsonl"))
     if not manifests:
-        sys.exit(f"{train_file.parent}: no <split>.videos.jsonl manifest (written by recot make-qa-data)")
+        raise ValueError(f"{train_file.parent}: no <split>.videos.jsonl manifest (written by recot make-qa-data)")
     specs = {spec.id: spec for spec in iter_specs(manifests[0])}
     # A group's frames are 1/fps apart only while max_frames does not thin the sampling: longer videos are skipped.
     fps, max_frames = cfg.data.fps, cfg.data.max_frames
@@ -137,8 +147,7 @@ def main() -> int:
         cells = [f"{result[k][0]:.2f} ({result[k][1]:.2f})" for k in ("presence", "colour", "shape")]
         print(f"| {name} | {x.shape[1]} | " + " | ".join(cells) + " |", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(table, indent=2) + "\n")
-    return 0
+        atomic_write_text(args.json, json.dumps(table, indent=2) + "\n")
 
 
 if __name__ == "__main__":

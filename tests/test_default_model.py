@@ -176,3 +176,11 @@ def test_object_probe_runs_on_a_recipe_config(tmp_path):
             accuracy, chance = row[key]
             assert 0.0 <= accuracy <= 1.0 and 0.0 < chance <= 1.0
     assert "| tower | 160 |" in done.stdout and "2 videos" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "probe_objects.py"), str(tmp_path / "nope.yaml")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
+        f"probe_objects.py: error: cannot read training config {tmp_path / 'nope.yaml'}: "
+        f"[Errno 2] No such file or directory: '{tmp_path / 'nope.yaml'}'"
+    ]
