@@ -28,7 +28,8 @@ needs_weights = pytest.mark.skipif(not weights_available(), reason="efficientnet
 def test_lite48_preset_sizes_and_clock_time_text():
     cfg = VideoXLProConfig.from_preset("lite48")
     assert (cfg.patches_per_side, cfg.grid_size, cfg.tokens_per_group) == (6, 6, 4)
-    assert (cfg.vision_hidden_size, cfg.patch_size, cfg.time_format) == (40, 8, "clock")
+    assert (cfg.vision_hidden_size, cfg.vision_colour_bins, cfg.patch_size, cfg.time_format) == (56, 16, 8, "clock")
+    assert cfg.compressor_residual
     processor = VideoXLProProcessor(build_byte_tokenizer(), cfg)
     assert [processor.time_text(t) for t in (0, 4, 599.9, 3600, 3725)] == ["00:00", "00:04", "09:59", "1:00:00", "1:02:05"]
     assert processor.time_text_tokens(0) == 5  # one byte a character
@@ -45,8 +46,8 @@ def test_lite48_tower_gives_a_6x6_grid_in_channels_last_and_the_same_values():
     with torch.no_grad():
         got = model.vision_tower(x)
         want = model.vision_tower.efficientnet(x).flatten(2).transpose(1, 2)  # default (NCHW) layout
-    assert got.shape == (3, 36, 40)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert got.shape == (3, 36, 56)  # 40 trunk channels + 16 hue bins
+    torch.testing.assert_close(got[..., :40], want, rtol=1e-4, atol=1e-5)
 
 
 def test_recipe_configs_load():
@@ -54,7 +55,7 @@ def test_recipe_configs_load():
     from recot.train.config import load_train_config
 
     pre = load_config(ROOT / "configs" / "default" / "pretrain.yaml")
-    assert (pre.backbone.preset, pre.compressor.norm_groups) == ("lite48", 8)
+    assert (pre.backbone.preset, pre.compressor.norm_groups, pre.compressor.residual) == ("lite48", 8, True)
     sft = load_train_config(ROOT / "configs" / "default" / "sft.yaml")
     assert (sft.stage, sft.model.preset, sft.data.feature_cache) == ("sft", "lite48", True)
     assert sft.model.compressor.endswith("runs/default/pretrain/compressor.safetensors")
@@ -170,12 +171,13 @@ def test_object_probe_runs_on_a_recipe_config(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((tmp_path / "p.json").read_text())
-    assert [(r["stage"], r["features"]) for r in table] == [("tower", 160), ("compressor", 160), ("tokens", 512)]
+    # 4 pooled cells x 56 channels (40 EfficientNet + 16 hue bins); 4 tokens x 128
+    assert [(r["stage"], r["features"]) for r in table] == [("tower", 224), ("compressor", 224), ("tokens", 512)]
     for row in table:
         for key in ("presence", "colour", "shape"):
             accuracy, chance = row[key]
             assert 0.0 <= accuracy <= 1.0 and 0.0 < chance <= 1.0
-    assert "| tower | 160 |" in done.stdout and "2 videos" in done.stdout
+    assert "| tower | 224 |" in done.stdout and "2 videos" in done.stdout
     missing = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "probe_objects.py"), str(tmp_path / "nope.yaml")],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False,

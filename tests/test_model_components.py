@@ -311,3 +311,20 @@ def test_replicate_pad_equals_torch_replicate_padding():
     half = x.to(torch.bfloat16)
     assert replicate_pad(half).dtype == torch.bfloat16
     assert torch.equal(replicate_pad(half).float(), torch.nn.functional.pad(half.float(), (1, 1, 1, 1, 1, 0), mode="replicate"))
+
+
+def test_residual_compressor_adds_each_steps_mean_input():
+    torch.manual_seed(0)
+    plain = ReCoTCompressor(64, frames=4, stages=2, norm_groups=32, official_compat=False)
+    residual = ReCoTCompressor(64, frames=4, stages=2, norm_groups=32, official_compat=False, residual=True)
+    residual.load_state_dict(plain.state_dict())  # the residual path has no parameters
+    x = torch.randn(3, 64, 4, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(residual(x), plain(x) + x.mean(dim=2, keepdim=True))
+        eight = ReCoTCompressor(64, frames=8, stages=2, norm_groups=32, residual=True)  # 8 -> 2 steps of 4 frames
+        y = torch.randn(1, 64, 8, 3, 3)
+        mean = torch.stack([y[:, :, :4].mean(2), y[:, :, 4:].mean(2)], dim=2)
+        eight.residual = False
+        learned = eight(y)
+        eight.residual = True
+        torch.testing.assert_close(eight(y), learned + mean)

@@ -144,3 +144,56 @@ def test_engine_and_cli_answer_with_a_lite_checkpoint(tmp_path, capsys):
     assert code == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["visual_tokens"] == 48 and record["token_ids"] == answer.token_ids  # same weights, same greedy answer
+
+
+def _histogram_by_hand(pixel: tuple[int, int, int], bins: int) -> np.ndarray:
+    """One pixel's contribution, from the standard library's HSV conversion (independent of torch)."""
+    import colorsys
+
+    hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in pixel))
+    out = np.zeros(bins)
+    position = hue * bins
+    below = int(np.floor(position)) % bins
+    frac = position - np.floor(position)
+    weight = (saturation * value) ** 2
+    out[below] += weight * (1 - frac)
+    out[(below + 1) % bins] += weight * frac
+    return out
+
+
+def test_hue_histogram_matches_an_independent_hsv_computation():
+    from recot.model.efficientnet import hue_histogram
+
+    pixels = [(230, 25, 25), (20, 200, 40), (30, 60, 240), (255, 135, 0), (255, 80, 190), (128, 128, 128), (5, 5, 5),
+              (250, 10, 120), (0, 225, 235)]  # fmt: skip
+    image = torch.tensor(pixels, dtype=torch.float32).view(1, 3, 3, 3).permute(0, 3, 1, 2) / 255  # a 3x3 image
+    per_pixel = hue_histogram(image, 12, cell=1)  # (1, 12, 3, 3)
+    for k, pixel in enumerate(pixels):
+        np.testing.assert_allclose(per_pixel[0, :, k // 3, k % 3].numpy(), _histogram_by_hand(pixel, 12), atol=1e-5)
+    assert per_pixel[0, :, 1, 2].sum() == 0  # grey adds nothing
+    # A cell holds the mean of its pixels.
+    torch.testing.assert_close(hue_histogram(image, 12, cell=3)[0, :, 0, 0], per_pixel[0].mean(dim=(1, 2)))
+
+
+def test_colour_bins_are_appended_to_the_trunk_and_validated():
+    cfg = VideoXLProConfig.from_preset("lite48")
+    assert (cfg.vision_colour_bins, cfg.vision_hidden_size) == (16, 40 + 16)
+    with pytest.raises(ValueError, match="4 blocks and 8 colour bins gives 48 channels"):
+        VideoXLProConfig.from_preset("lite48", vision_colour_bins=8)
+    with pytest.raises(ValueError, match="vision_colour_bins=4 needs vision_tower='efficientnet-lite0'"):
+        VideoXLProConfig.from_preset("tiny", vision_colour_bins=4)
+    assert "vision_colour_bins" not in VideoXLProConfig.from_preset("lite").to_json_dict()["recot"]  # bytes as before
+    assert VideoXLProConfig.from_json_dict(cfg.to_json_dict()) == cfg
+
+    tower = EfficientNetVisionTower(cfg).eval()
+    frames = np.zeros((2, 48, 48, 3), dtype=np.uint8)
+    frames[:, 8:16, 16:24] = (255, 0, 0)  # a pure red cell at row 1, column 2 of the 6x6 map
+    pixels = normalize_frames(frames, cfg.image_mean, cfg.image_std)
+    with torch.no_grad():
+        features = tower(pixels)  # (2, 36, 56)
+        trunk = tower.efficientnet(pixels).flatten(2).transpose(1, 2)
+    assert features.shape == (2, 36, 56)
+    torch.testing.assert_close(features[..., :40], trunk)
+    colour = features[..., 40:].reshape(2, 6, 6, 16)
+    assert colour[:, 1, 2, 0].tolist() == pytest.approx([16.0, 16.0])  # bin 0 (red), x COLOUR_HISTOGRAM_SCALE
+    assert colour.sum() == pytest.approx(32.0)  # nothing anywhere else

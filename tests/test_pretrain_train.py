@@ -258,6 +258,17 @@ def test_pretrained_compressor_loads_into_full_model(tmp_path):
     clip = torch.randn(1, config.vision_hidden_size, 4, 3, 3)
     with torch.no_grad():
         assert model.compressor(clip).shape == (1, config.vision_hidden_size, 1, 3, 3)
+    # Weights trained without the residual path are refused by a model that adds it, and the other way round.
+    with pytest.raises(CheckpointError, match="trained with residual=false, but the model's compressor_residual is True"):
+        VideoXLPro(VideoXLProConfig.from_preset("tiny", official_compat=False, compressor_residual=True)).load_compressor(
+            tmp_path / COMPRESSOR_FILE
+        )
+    cfg.compressor.residual, cfg.output_dir = True, str(tmp_path / "residual")
+    train(cfg, store=store, progress=False)
+    residual = VideoXLPro(VideoXLProConfig.from_preset("tiny", official_compat=False, compressor_residual=True))
+    residual.load_compressor(tmp_path / "residual" / COMPRESSOR_FILE)
+    with pytest.raises(CheckpointError, match="trained with residual=true, but the model's compressor_residual is False"):
+        model.load_compressor(tmp_path / "residual" / COMPRESSOR_FILE)
 
 
 def test_bad_config_files_are_named(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -211,3 +212,35 @@ def test_an_hour_renders_and_encodes_fast(tmp_path):
     seconds = time.perf_counter() - start
     assert seconds < 60, seconds  # ~10 s on 2 busy cores
     assert path.stat().st_size < 2_500_000  # ~1 MB an hour at 128 px
+
+
+def test_identification_turns_name_the_object_on_screen_at_a_time(tmp_path):
+    spec = _spec(7, minutes=6)
+    turns = qa.make_identification(spec)
+    assert turns == qa.make_identification(_spec(7, minutes=6))  # deterministic
+    assert sorted(t.answer for t in turns) == sorted(e.name for e in spec.events)  # one turn per event
+    for turn in turns:
+        assert turn.qa_type == "identify"
+        seconds = qa.parse_time(re.search(r"\d+:\d{2}", turn.question).group(0))
+        on_screen = [e.name for e in spec.events if e.visible(np.array([seconds]))[0]]
+        assert turn.answer in on_screen, (turn, on_screen)
+    first = turns[0]
+    assert qa.check_answer(first, f"The {first.answer}.")
+    colour, shape = first.answer.split()
+    other_colour = next(c for c in qa.COLOR_NAMES if c != colour)
+    assert not qa.check_answer(first, f"{other_colour} {shape}") and not qa.check_answer(first, colour)
+
+    # --ground: one multi-turn conversation per video, last among its rows, that the training loader reads.
+    assert main(["make-qa-data", "--split", "validation", "--count", "1", "--minutes", "2", "--size", "48",
+                 "--out", str(tmp_path), "--ground", "--no-progress"]) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "validation.json").read_text())
+    assert [r["qa"]["qa_type"] for r in rows] == [*qa.QA_TYPES, "identify"]
+    conversation = rows[-1]["conversations"]
+    video_spec = next(qa.iter_specs(tmp_path / "validation.videos.jsonl"))
+    assert [c["from"] for c in conversation] == ["human", "gpt"] * len(video_spec.events)
+    assert conversation[0]["value"].startswith("<image>\n") and "<image>" not in "".join(c["value"] for c in conversation[1:])
+    assert [c["value"] for c in conversation[1::2]] == [t.answer for t in qa.make_identification(video_spec)]
+    from recot.train.data import load_dataset
+
+    samples, bad = load_dataset([tmp_path / "validation.json"], media_root=tmp_path)
+    assert len(samples) == 6 and not bad

@@ -68,6 +68,10 @@ class VideoXLProConfig:
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     vision_batch_size: int = 60  # frames per vision-tower forward
+    # EfficientNet only: this many hue bins of every feature-map cell are appended to the trunk's channels
+    # (``vision_hidden_size`` = the block's channels + bins). At 48 px the ImageNet trunk keeps an object's
+    # shape but little of its colour; the histogram keeps colour (recot.model.efficientnet.hue_histogram).
+    vision_colour_bins: int = 0
 
     # Patch grid after the resize (27x27 -> 24x24 for the released model).
     grid_size: int = 24
@@ -79,6 +83,8 @@ class VideoXLProConfig:
     compressor_norm_groups: int = 32
     compressor_max_relative_position: int = 64
     compressor_batch_size: int = 24  # groups per compressor forward
+    # Add each group's mean input to the compressor's output (not in the released model; see ReCoTCompressor).
+    compressor_residual: bool = False
 
     # Projector ("mlp2x_gelu") and spatial average pooling of the projected grid.
     projector_type: str = "mlp2x_gelu"
@@ -148,15 +154,19 @@ class VideoXLProConfig:
                 )
             else:
                 channels, stride = EFFICIENTNET_LITE0_BLOCKS[self.vision_num_layers - 1]
+                channels += self.vision_colour_bins
                 if (self.vision_hidden_size, self.patch_size) != (channels, stride):
                     problems.append(
-                        f"efficientnet-lite0 with {self.vision_num_layers} blocks gives {channels} channels at "
-                        f"stride {stride}; vision_hidden_size={self.vision_hidden_size} and "
-                        f"patch_size={self.patch_size} must match"
+                        f"efficientnet-lite0 with {self.vision_num_layers} blocks and {self.vision_colour_bins} "
+                        f"colour bins gives {channels} channels at stride {stride}; "
+                        f"vision_hidden_size={self.vision_hidden_size} and patch_size={self.patch_size} must match"
                     )
                 if self.image_size % stride:
                     # TF "SAME" padding would round the map up and shift cells off the pixel grid.
                     problems.append(f"image_size={self.image_size} must be a multiple of the stride {stride}")
+        if self.vision_colour_bins < 0 or (self.vision_colour_bins and self.vision_tower != "efficientnet-lite0"):
+            problems.append(f"vision_colour_bins={self.vision_colour_bins} needs vision_tower='efficientnet-lite0' "
+                            "and must not be negative")  # fmt: skip
         if self.frames_per_group != 2**self.compressor_stages:
             problems.append(
                 f"frames_per_group={self.frames_per_group} must equal 2**compressor_stages "
@@ -230,6 +240,9 @@ class VideoXLProConfig:
             # Written only when it is not the default, so that SigLIP configs stay byte for byte what
             # they were before the field existed (engine cache keys hash them).
             del fields["vision_tower"]
+        for name in ("vision_colour_bins", "compressor_residual"):  # likewise: unset, a config keeps its old bytes
+            if not fields[name]:
+                del fields[name]
         return {
             "architectures": ["LlavaQwenForCausalLM"],
             "model_type": _RELEASED_MODEL_TYPE,
@@ -371,13 +384,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lite48": {
         **_LITE0_TOWER,
         "vision_num_layers": 4,
-        "vision_hidden_size": 40,
+        "vision_colour_bins": 16,  # + each cell's hue histogram: the trunk alone keeps little colour at 48 px
+        "vision_hidden_size": 56,
         "vision_intermediate_size": 144,  # the widest expanded width of the kept blocks (memory estimates)
         "image_size": 48,
         "patch_size": 8,
         "grid_size": 6,
         "pool_stride": 3,  # 6x6 -> 2x2 = 4 tokens per group
-        "compressor_norm_groups": 8,  # 40 = 8 x 5
+        "compressor_norm_groups": 8,  # 56 = 8 x 7
+        "compressor_residual": True,  # the objects' colour and shape reach the tokens (README, default model)
         "vision_batch_size": 256,
         "compressor_batch_size": 64,
         "hidden_size": 128,

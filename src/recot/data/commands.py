@@ -35,6 +35,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--describe", action="store_true",
                    help="also write each video's timed description (\"00:00 ocean; 00:12 red circle; ...\"): "
                    "dense training rows for a model trained from scratch")  # fmt: skip
+    p.add_argument("--ground", action="store_true",
+                   help="also write, per video, a conversation asking which object is on screen at each object's "
+                   "time (\"Which object is on screen at 00:12?\" -> \"red circle\"): training rows")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_make_qa_data)
 
@@ -53,7 +56,7 @@ def run_make_qa_data(args: argparse.Namespace) -> int:
     try:
         summary = write_dataset(
             args.out, args.split, args.count, first=args.seed, min_minutes=low, max_minutes=high, fps=args.fps,
-            size=args.size, progress=not args.no_progress, describe=args.describe,
+            size=args.size, progress=not args.no_progress, describe=args.describe, ground=args.ground,
         )  # fmt: skip
     except ValueError as exc:
         return report_error("make-qa-data", str(exc), EXIT_USAGE)

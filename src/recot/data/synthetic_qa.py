@@ -114,6 +114,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "order": ("Which appears first, the {a} or the {b}?", "Which is shown earlier: the {a} or the {b}?"),
     "scene": ("What is on screen at {time}?", "Which scene is shown at {time}?"),
     "describe": ("Describe the video with times.", "List what is shown, with times."),
+    "identify": ("Which object is on screen at {time}?", "What object is shown at {time}?"),
 }
 
 
@@ -374,6 +375,25 @@ def make_description(spec: VideoSpec) -> Question:
     return Question("describe", str(rng.choice(TEMPLATES["describe"])), answer, tolerance=FRAMES_PER_GROUP / spec.fps)
 
 
+def make_identification(spec: VideoSpec) -> list[Question]:
+    """Training turns of ``spec``: "Which object is on screen at mm:ss?" -> its name, one per object event.
+
+    The time is the event's middle second (the object is on screen then), the
+    turns in a seeded random order: one multi-turn conversation per video
+    (``make-qa-data --ground``). It asks the way the ``scene`` questions do (a
+    time in, a name out), which a model trained from scratch learns first, so
+    that it learns to name what it sees; the test types then ask the other way
+    round (a name in). Training data, not a test type: ``check_answer`` scores
+    a turn as an ``attribute``-style name (both words, no other colour or shape).
+    """
+    rng = np.random.default_rng([spec.seed, 0x1D])
+    turns = [
+        Question("identify", str(rng.choice(TEMPLATES["identify"])).format(time=format_time(math.floor(e.start + e.seconds / 2))), e.name)
+        for e in spec.events
+    ]  # fmt: skip
+    return [turns[i] for i in rng.permutation(len(turns))]
+
+
 _NUMBER_WORDS = {w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])}
 
 
@@ -412,6 +432,9 @@ def check_answer(question: Question | dict[str, Any], prediction: str) -> bool:
     if kind == "order":
         wrong = next(o for o in question.options if o != truth)
         return _names(text, truth) and not _names(text, wrong)
+    if kind == "identify":  # "red circle": both words, and no other colour or shape
+        colour, shape = truth.split(" ", 1)
+        return words & set(COLOR_NAMES) == {colour} and words & set(SHAPES) == {shape}
     if kind == "describe":  # the same entries in the same order, each time within the tolerance
         got, want = _entries(prediction.lower()), _entries(truth)
         return len(got) == len(want) and all(
@@ -590,9 +613,9 @@ def _fps_fraction(fps: float) -> Any:
 
 
 # ----- dataset -----------------------------------------------------------------------------------------------------
-def rows_for(spec: VideoSpec, video_path: str, describe: bool = False) -> list[dict[str, Any]]:
-    """LLaVA-Video rows, one per question (and the video's description first, with ``describe``), with the
-    checker's fields under ``qa``."""
+def rows_for(spec: VideoSpec, video_path: str, describe: bool = False, ground: bool = False) -> list[dict[str, Any]]:
+    """LLaVA-Video rows, one per question (and the video's description first, with ``describe``; its
+    identification conversation last, with ``ground``), with the checker's fields under ``qa``."""
     rows = []
     for q in [make_description(spec)] * describe + make_questions(spec):
         rows.append({
@@ -602,6 +625,19 @@ def rows_for(spec: VideoSpec, video_path: str, describe: bool = False) -> list[d
             "duration": spec.duration,
             "qa": {"qa_type": q.qa_type, "answer": q.answer, "options": list(q.options), "tolerance": q.tolerance,
                    "split": spec.split, "seed": spec.seed},
+        })  # fmt: skip
+    if ground:
+        turns = make_identification(spec)
+        conversation = []
+        for i, q in enumerate(turns):
+            conversation += [{"from": "human", "value": ("<image>\n" if i == 0 else "") + q.question},
+                             {"from": "gpt", "value": q.answer}]  # fmt: skip
+        rows.append({
+            "id": f"{spec.id}-identify",
+            "video": video_path,
+            "conversations": conversation,
+            "duration": spec.duration,
+            "qa": {"qa_type": "identify", "answers": [q.answer for q in turns], "split": spec.split, "seed": spec.seed},
         })  # fmt: skip
     return rows
 
@@ -630,6 +666,7 @@ def write_dataset(
     size: int = 128,
     progress: bool = True,
     describe: bool = False,
+    ground: bool = False,
 ) -> DatasetSummary:
     """Write ``count`` videos of ``split`` (its videos ``first ..``) and their questions under ``out``.
 
@@ -638,7 +675,8 @@ def write_dataset(
     spec: scenes and events). A video already there is kept (reruns resume;
     its content depends only on the seed and these settings, which are recorded
     in the manifest). Every file is written atomically. ``describe`` adds each
-    video's :func:`make_description` row (training data).
+    video's :func:`make_description` row and ``ground`` its :func:`make_identification`
+    conversation (training data).
     """
     from tqdm import tqdm
 
@@ -652,7 +690,7 @@ def write_dataset(
         for spec in todo:
             write_video(spec, root / _video_rel(spec), on_frames=bar.update)
             written += spec.num_frames
-    rows = [row for spec in specs for row in rows_for(spec, _video_rel(spec), describe)]
+    rows = [row for spec in specs for row in rows_for(spec, _video_rel(spec), describe, ground)]
     rows_file = root / f"{split}.json"
     manifest = root / f"{split}.videos.jsonl"
     atomic_write_text(rows_file, json.dumps(rows, indent=1) + "\n")

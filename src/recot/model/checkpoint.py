@@ -227,21 +227,33 @@ def save_compressor(compressor: torch.nn.Module, path: str | Path) -> None:
     from recot.data.atomic import atomic_path
 
     state = {to_released_key("compressor." + k): v.detach().contiguous().cpu() for k, v in compressor.state_dict().items()}
+    # The residual path has no weights: the file says whether the weights were trained with it.
+    metadata = {"format": "pt", "residual": str(bool(getattr(compressor, "residual", False))).lower()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata=metadata)
 
 
 def load_compressor(model: nn.Module, path: str | Path) -> None:
     """Load compressor weights (``model.sae.*``, e.g. from ReCoT pre-training) into ``model``, strictly.
 
-    Raises :class:`CheckpointError` naming missing, unexpected or mis-shaped keys.
+    Raises :class:`CheckpointError` naming missing, unexpected or mis-shaped keys, and
+    weights trained with(out) the compressor's residual path (file metadata ``residual``;
+    files without it, e.g. released weights, were trained without) for a model configured
+    the other way (``compressor_residual``).
     """
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             state = {key: handle.get_tensor(key) for key in handle.keys()}
+            trained_residual = (handle.metadata() or {}).get("residual", "false") == "true"
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    residual = bool(getattr(model.compressor, "residual", False))
+    if trained_residual != residual:
+        raise CheckpointError(
+            f"compressor weights {path} were trained with residual={str(trained_residual).lower()}, but the model's "
+            f"compressor_residual is {residual}: pre-train with compressor.residual: {str(residual).lower()}"
+        )
     expected = {to_released_key("compressor." + k): v for k, v in model.compressor.state_dict().items()}
     _check_keys(
         {k: tuple(v.shape) for k, v in expected.items()},

@@ -134,7 +134,11 @@ class ReCoTCompressor(nn.Module):
     """(B, C, T, H, W) -> (B, C, T / 2**stages, H, W); the released model: T=4 -> 1.
 
     A learned per-slot temporal encoding is added, then ``stages`` times:
-    spatial attention, temporal attention, temporal-stride convolution.
+    spatial attention, temporal attention, temporal-stride convolution. With
+    ``residual`` (off in the released model) the mean of the input over each
+    output step's frames is added to the output, so that what the input carries
+    (e.g. a small object's colour) reaches the output even where the learned path
+    drops it; the learned path then models what the mean misses.
     """
 
     def __init__(
@@ -145,9 +149,11 @@ class ReCoTCompressor(nn.Module):
         norm_groups: int = 32,
         max_relative_position: int = 64,
         official_compat: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.frames = frames
+        self.residual = residual
         self.temporal_encoding = nn.Parameter(torch.randn(frames, channels) * 0.02)
         blocks: list[nn.Module] = []
         for _ in range(stages):
@@ -167,10 +173,13 @@ class ReCoTCompressor(nn.Module):
             norm_groups=config.compressor_norm_groups,
             max_relative_position=config.compressor_max_relative_position,
             official_compat=config.official_compat,
+            residual=config.compressor_residual,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[2] != self.frames:
             raise ValueError(f"compressor expects (B, C, {self.frames}, H, W), got {tuple(x.shape)}")
-        x = x + self.temporal_encoding.t().to(x.dtype)[None, :, :, None, None]
-        return self.encoder(x)
+        out = self.encoder(x + self.temporal_encoding.t().to(x.dtype)[None, :, :, None, None])
+        if self.residual:  # (B, C, T, H, W) -> (B, C, T_out, T / T_out, H, W) -> mean over each step's frames
+            out = out + x.unflatten(2, (out.shape[2], -1)).mean(3)
+        return out

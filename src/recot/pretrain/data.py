@@ -114,6 +114,8 @@ class FrozenTower:
             if weights:
                 tower.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
             tower.eval().requires_grad_(False)
+            if cfg.vision_colour_bins:  # the preset's features changed with the field: a new cache key
+                self.spec["colour_bins"] = cfg.vision_colour_bins
             self.module = tower
             self.image_size = cfg.image_size
             self.channels = cfg.vision_hidden_size

@@ -80,6 +80,7 @@ class CompressorConfig(_Section):
     norm_groups: int = 32
     max_relative_position: int = 64
     official_compat: bool = False
+    residual: bool = False  # the model config's compressor_residual: must match the model that loads the result
     visible_weight: float = 0.1
 
 
@@ -146,7 +147,9 @@ class PretrainModules(torch.nn.Module):
     def __init__(self, channels: int, cfg: PretrainConfig) -> None:
         super().__init__()
         c = cfg.compressor
-        compressor = ReCoTCompressor(channels, c.frames, c.stages, c.norm_groups, c.max_relative_position, c.official_compat)
+        compressor = ReCoTCompressor(
+            channels, c.frames, c.stages, c.norm_groups, c.max_relative_position, c.official_compat, c.residual
+        )
         decoder = ReCoTDecoder(channels, c.stages, c.norm_groups, c.max_relative_position)
         self.recon = MaskedReconstructionModel(compressor, decoder, channels, c.visible_weight)
         self.dts = DynamicTokenSynthesizer(channels, c.frames, cfg.dts.attn_dim) if cfg.dts.enabled else None

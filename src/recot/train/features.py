@@ -36,6 +36,7 @@ class VisionFeatureCache:
         config = model.config
         self.identity = (
             f"{tower}|{model.dtype}|{config.image_size}|{config.grid_size}|{config.official_compat}|{fps}|{max_frames}"
+            + (f"|colour{config.vision_colour_bins}" if config.vision_colour_bins else "")
         )
 
     def key(self, media: Path) -> str:
