@@ -60,6 +60,10 @@ def test_recipe_configs_load():
     assert (sft.stage, sft.model.preset, sft.data.feature_cache) == ("sft", "lite48", True)
     assert sft.model.compressor.endswith("runs/default/pretrain/compressor.safetensors")
     assert sorted(sft.trainable_modules()) == ["language_model", "projector", "selector"]  # the compressor stays frozen
+    assert sft.data.train[0].endswith("train.describe.json")  # the rows without the --ground conversations
+    sft2 = load_train_config(ROOT / "configs" / "default" / "sft2.yaml")  # continues from step 3's model, on every row
+    assert sft2.model.path.endswith("runs/default/sft/model") and sft2.data.train[0].endswith("data/train/train.json")
+    assert sorted(sft2.trainable_modules()) == ["language_model", "projector", "selector"]
 
 
 @needs_weights
