@@ -1,0 +1,236 @@
+"""Can the default model's LLM learn to read the video's timeline? A text-only probe of time lookup.
+
+Questions like "what is on screen at 01:34?" need the LLM to find the frame
+group whose timestamp text covers 01:34 and read that group's tokens. This
+script isolates that skill from vision: each sample is the model's own LLM
+input for a video (the processor's chat prompt, a timestamp text per group,
+``tokens_per_group`` slots after it), except that each group's slots hold one
+content token id (drawn from ``--classes`` ids above the tokenizer's special
+tokens) instead of visual embeddings. The question is the ``identify``
+template of ``recot make-qa-data``; the answer is the content id of the group
+that covers the asked time (``--query-time any``: any second of the group;
+``start``: the group's own timestamp, an exact text match).
+
+The LLM (the config's, from scratch, or the one in ``--model``) is trained on
+fresh samples with AdamW and scored on a fixed held-out set of samples every
+``--eval-every`` steps (and before the first):
+
+* ``accuracy``: the answer is the asked group's content;
+* ``in video``: the answer is the content of some group of the sample (a model
+  that has learned "name something in the video" but not the lookup scores
+  high here and near ``chance`` on accuracy);
+* ``chance``: the accuracy of picking a group of the sample at random.
+
+``--curriculum N`` grows the number of groups from ``--groups``' first value
+to its second over the first N steps (the held-out set always uses the full
+range). Deterministic for ``--seed``.
+
+    python scripts/probe_time_lookup.py --preset lite48 --steps 3000 --json runs/lookup.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recot.config import VideoXLProConfig
+from recot.data.atomic import atomic_write_text
+from recot.data.synthetic_qa import TEMPLATES
+from recot.model.processor import VideoXLProProcessor, clock_time
+from recot.model.tokenizer import SPECIAL_TOKENS, build_byte_tokenizer
+
+
+@dataclass
+class Sample:
+    """One pseudo-video: the LLM input ids (prompt and answer), the answer's position and every group's content."""
+
+    ids: list[int]
+    answer_position: int
+    contents: list[int]
+
+
+class TimelineTask:
+    """Builds :class:`Sample` s shaped exactly like the model's LLM input for a video of ``groups`` frame groups."""
+
+    def __init__(self, processor: VideoXLProProcessor, classes: int, query_time: str) -> None:
+        config = processor.config
+        first = 256 + len(SPECIAL_TOKENS)  # the byte tokenizer's bytes and special tokens come first
+        if first + classes > config.vocab_size:
+            raise ValueError(f"--classes {classes}: the vocabulary has only {config.vocab_size - first} free ids")
+        self.processor = processor
+        self.content_ids = list(range(config.vocab_size - classes, config.vocab_size))
+        self.query_time = query_time
+        self.group_seconds = config.frames_per_group  # frames are 1 s apart, as in the synthetic videos at 1 fps
+        self.slots = config.tokens_per_group
+        self.placeholder = config.placeholder_token_id
+        self.image_id = config.image_token_index
+
+    def sample(self, rng: np.random.Generator, groups: int) -> Sample:
+        starts = [g * self.group_seconds for g in range(groups)]
+        contents = [int(c) for c in rng.choice(self.content_ids, groups)]
+        timeline = self.processor.time_sequence_ids(torch.tensor(starts, dtype=torch.float64)).tolist()
+        slot = iter(c for c in contents for _ in range(self.slots))
+        timeline = [next(slot) if i == self.placeholder else i for i in timeline]
+        asked = int(rng.integers(groups))
+        seconds = starts[asked] + (int(rng.integers(self.group_seconds)) if self.query_time == "any" else 0)
+        template = TEMPLATES["identify"][int(rng.integers(len(TEMPLATES["identify"])))]
+        prompt = self.processor.tokenize_prompt(template.format(time=clock_time(seconds))).tolist()
+        at = prompt.index(self.image_id)
+        ids = prompt[:at] + timeline + prompt[at + 1 :]
+        return Sample(ids + [contents[asked]], len(ids), contents)
+
+
+def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, labels), each (B, L); only the answer token has a label."""
+    length = max(len(s.ids) for s in samples)
+    ids = torch.zeros(len(samples), length, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, s in enumerate(samples):
+        ids[i, : len(s.ids)] = torch.tensor(s.ids)
+        mask[i, : len(s.ids)] = 1
+        labels[i, s.answer_position] = s.ids[s.answer_position]
+    return ids, mask, labels
+
+
+@torch.no_grad()
+def evaluate(llm: torch.nn.Module, samples: list[Sample], batch_size: int) -> dict[str, float]:
+    """accuracy, in-video and chance (see the module docstring) over ``samples``."""
+    llm.eval()
+    right = in_video = 0
+    chance = 0.0
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i : i + batch_size]
+        ids, mask, _ = collate(chunk)
+        logits = llm(input_ids=ids, attention_mask=mask).logits
+        for row, s in enumerate(chunk):
+            guess = int(logits[row, s.answer_position - 1].argmax())
+            truth = s.ids[s.answer_position]
+            right += guess == truth
+            in_video += guess in s.contents
+            chance += s.contents.count(truth) / len(s.contents)
+    llm.train()
+    n = len(samples)
+    return {"accuracy": right / n, "in_video": in_video / n, "chance": chance / n}
+
+
+def groups_at(step: int, low: int, high: int, curriculum: int) -> int:
+    """The most groups a training sample may have at ``step`` (1-based)."""
+    if curriculum <= 0:
+        return high
+    return min(high, low + math.floor((high - low) * step / curriculum))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's settings (usage errors exit 2)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", default="lite48", help="a small preset whose LLM is trained from scratch")
+    source.add_argument("--model", type=Path, help="a model directory whose LLM is trained further")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--groups", type=int, nargs=2, default=(8, 24), metavar=("MIN", "MAX"))
+    parser.add_argument("--curriculum", type=int, default=0, metavar="STEPS")
+    parser.add_argument("--query-time", choices=("any", "start"), default="any")
+    parser.add_argument("--classes", type=int, default=40)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--eval-samples", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the settings and the table here (atomically)")
+    args = parser.parse_args(argv)
+    for flag, value, least in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
+                               ("--eval-every", args.eval_every, 1), ("--eval-samples", args.eval_samples, 1),
+                               ("--classes", args.classes, 2)):  # fmt: skip
+        if value < least:
+            parser.error(f"{flag} must be at least {least}, got {value}")
+    if not 1 <= args.groups[0] <= args.groups[1]:
+        parser.error(f"--groups needs 1 <= MIN <= MAX, got {args.groups[0]} {args.groups[1]}")
+    return args
+
+
+def load_llm(args: argparse.Namespace) -> tuple[torch.nn.Module, VideoXLProProcessor]:
+    """The LLM to train and the processor that formats its input."""
+    if args.model is not None:
+        from recot.model.videoxl_pro import VideoXLPro
+
+        model = VideoXLPro.from_pretrained(args.model, dtype=torch.float32)
+        return model.language_model, VideoXLProProcessor.from_pretrained(args.model)
+    from transformers import Qwen2ForCausalLM
+
+    config = VideoXLProConfig.from_preset(args.preset)
+    if config.vocab_size > 4096:
+        raise ValueError(f"--preset {args.preset}: only the small presets (byte tokenizer) can be probed")
+    torch.manual_seed(args.seed)
+    return Qwen2ForCausalLM(config.text_config()), VideoXLProProcessor(build_byte_tokenizer(), config)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
+    """Train the LLM on fresh pseudo-videos; one row per evaluation (step 0 first)."""
+    llm, processor = load_llm(args)
+    task = TimelineTask(processor, args.classes, args.query_time)
+    low, high = args.groups
+    held_out_rng = np.random.default_rng([args.seed, 1])
+    held_out = [task.sample(held_out_rng, int(held_out_rng.integers(low, high + 1))) for _ in range(args.eval_samples)]
+    rng = np.random.default_rng([args.seed, 0])
+    torch.manual_seed(args.seed)
+    optim = torch.optim.AdamW(llm.parameters(), lr=args.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / max(1, args.warmup)))
+    rows = [{"step": 0, "max_groups": groups_at(0, low, high, args.curriculum), "loss": None,
+             **evaluate(llm, held_out, args.batch_size)}]  # fmt: skip
+    losses: list[float] = []
+    llm.train()
+    for step in tqdm(range(1, args.steps + 1), desc="time lookup", unit="step"):
+        most = groups_at(step, low, high, args.curriculum)
+        batch = [task.sample(rng, int(rng.integers(low, most + 1))) for _ in range(args.batch_size)]
+        ids, mask, labels = collate(batch)
+        loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optim.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
+        optim.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % args.eval_every == 0 or step == args.steps:
+            scores = evaluate(llm, held_out, args.batch_size)
+            rows.append({"step": step, "max_groups": most, "loss": float(np.mean(losses)), **scores})
+            losses = []
+    return rows
+
+
+def table(rows: list[dict[str, float | None]]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| step | groups up to | train loss | accuracy | in video | chance |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        loss = "-" if r["loss"] is None else f"{r['loss']:.3f}"
+        lines.append(f"| {r['step']} | {r['max_groups']} | {loss} | {r['accuracy']:.3f} "
+                     f"| {r['in_video']:.3f} | {r['chance']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: train, print the table, write the JSON; 1 on a bad model or setting."""
+    args = parse_args(argv)
+    try:
+        rows = run(args)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"probe_time_lookup.py: error: {exc}", file=sys.stderr)
+        return 1
+    print(table(rows))
+    if args.json is not None:
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}
+        atomic_write_text(args.json, json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""scripts/probe_time_lookup.py: the pseudo-videos are the model's LLM input with content ids in the visual slots."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recot.config import VideoXLProConfig
+from recot.model.processor import VideoXLProProcessor
+from recot.model.tokenizer import build_byte_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("probe_time_lookup", ROOT / "scripts" / "probe_time_lookup.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("query_time", ["any", "start"])
+def test_sample_is_the_llm_input_and_its_answer_is_the_asked_group(query_time):
+    probe = _script()
+    config = VideoXLProConfig.from_preset("lite48")
+    processor = VideoXLProProcessor(build_byte_tokenizer(), config)
+    task = probe.TimelineTask(processor, classes=10, query_time=query_time)
+    rng = np.random.default_rng(3)
+    offsets = set()
+    for _ in range(20):
+        sample = task.sample(rng, 17)
+        answer = sample.ids[sample.answer_position]
+        assert sample.answer_position == len(sample.ids) - 1 and answer in range(502, 512)
+        # Decoded with the content ids as letters, the prompt reads as 17 "mm:ss" + 4 slots, then the question.
+        letters = {i: chr(ord("A") + i - 502) for i in range(502, 512)}
+        text = "".join(letters.get(i) or processor.tokenizer.decode([i]) for i in sample.ids[:-1])
+        groups = re.findall(r"(\d\d):(\d\d)([A-J])\3\3\3", text)
+        assert [int(m) * 60 + int(s) for m, s, _ in groups] == [4 * g for g in range(17)]
+        assert [letters[c] for c in sample.contents] == [c for _, _, c in groups]
+        assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+        minutes, seconds = re.search(r"at (\d\d):(\d\d)\?", text).groups()
+        asked = int(minutes) * 60 + int(seconds)
+        offsets.add(asked % 4)
+        assert letters[answer] == groups[asked // 4][2]  # the group whose 4 seconds cover the asked time
+    assert offsets == ({0} if query_time == "start" else {0, 1, 2, 3})
+
+
+def test_curriculum_grows_the_groups_to_the_maximum():
+    groups_at = _script().groups_at
+    assert [groups_at(s, 2, 12, 100) for s in (1, 10, 50, 99, 100, 500)] == [2, 3, 7, 11, 12, 12]
+    assert groups_at(1, 2, 12, 0) == 12
+
+
+def test_one_group_is_learned_and_the_table_is_written(tmp_path, capsys):
+    """With one group the answer is the only content id: a few steps learn to copy it (the loop trains)."""
+    probe = _script()
+    out = tmp_path / "lookup.json"
+    argv = ["--preset", "tiny", "--steps", "40", "--groups", "1", "1", "--lr", "3e-3", "--warmup", "5",
+            "--classes", "8", "--eval-every", "20", "--eval-samples", "32", "--json", str(out)]  # fmt: skip
+    assert probe.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["step"] for r in rows] == [0, 20, 40]
+    assert rows[-1]["accuracy"] == rows[-1]["in_video"] == 1.0 and rows[-1]["chance"] == 1.0
+    assert rows[-1]["loss"] < rows[1]["loss"] and rows[0]["loss"] is None and rows[0]["accuracy"] < 0.5
+    assert "| 40 | 1 |" in capsys.readouterr().out
+
+
+def test_bad_settings_are_one_line(capsys):
+    probe = _script()
+    assert probe.main(["--preset", "tiny", "--classes", "400", "--steps", "1"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "probe_time_lookup.py: error: --classes 400: the vocabulary has only 252 free ids"
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main(["--groups", "5", "2"])
+    assert exit_info.value.code == 2
+    assert "--groups needs 1 <= MIN <= MAX, got 5 2" in capsys.readouterr().err
