@@ -23,7 +23,8 @@ fresh samples with AdamW and scored on a fixed held-out set of samples every
 
 ``--curriculum N`` grows the number of groups from ``--groups``' first value
 to its second over the first N steps (the held-out set always uses the full
-range). Deterministic for ``--seed``.
+range). Deterministic for ``--seed``. Each evaluation is printed as it comes
+and ``--json`` is rewritten after it, so a long run can be stopped at any point.
 
     python scripts/probe_time_lookup.py --preset lite48 --steps 3000 --json runs/lookup.json
 """
@@ -187,6 +188,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
     schedule = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / max(1, args.warmup)))
     rows = [{"step": 0, "max_groups": groups_at(0, low, high, args.curriculum), "loss": None,
              **evaluate(llm, held_out, args.batch_size)}]  # fmt: skip
+    report(args, rows)
     losses: list[float] = []
     llm.train()
     for step in tqdm(range(1, args.steps + 1), desc="time lookup", unit="step"):
@@ -204,7 +206,16 @@ def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
             scores = evaluate(llm, held_out, args.batch_size)
             rows.append({"step": step, "max_groups": most, "loss": float(np.mean(losses)), **scores})
             losses = []
+            report(args, rows)
     return rows
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, float | None]]) -> None:
+    """Print the newest row above the progress bar; rewrite the JSON (an interrupted run keeps its rows)."""
+    tqdm.write(table(rows[-1:]).splitlines()[-1])
+    if args.json is not None:
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}
+        atomic_write_text(args.json, json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
 
 
 def table(rows: list[dict[str, float | None]]) -> str:
@@ -226,9 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"probe_time_lookup.py: error: {exc}", file=sys.stderr)
         return 1
     print(table(rows))
-    if args.json is not None:
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}
-        atomic_write_text(args.json, json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
     return 0
 
 
