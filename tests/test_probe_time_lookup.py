@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from recot.config import VideoXLProConfig
 from recot.model.processor import VideoXLProProcessor
@@ -82,3 +83,25 @@ def test_bad_settings_are_one_line(capsys):
         probe.main(["--groups", "5", "2"])
     assert exit_info.value.code == 2
     assert "--groups needs 1 <= MIN <= MAX, got 5 2" in capsys.readouterr().err
+
+
+def test_a_saved_model_is_probed_from_its_own_weights_and_a_missing_one_is_one_line(tmp_path, capsys):
+    """--model DIR trains that checkpoint's LLM (its held-out score at step 0 is the checkpoint's own)."""
+    from model_helpers import tiny_model
+
+    probe = _script()
+    model = tiny_model(seed=5)
+    model.save_pretrained(tmp_path / "tiny", tokenizer=build_byte_tokenizer())
+    argv = ["--steps", "1", "--eval-every", "1", "--eval-samples", "4", "--classes", "4", "--groups", "2", "3"]
+    assert probe.main(["--model", str(tmp_path / "tiny"), *argv, "--json", str(tmp_path / "a.json")]) == 0
+    assert probe.main(["--model", str(tmp_path / "tiny"), *argv, "--json", str(tmp_path / "b.json")]) == 0
+    first, again = (json.loads((tmp_path / n).read_text())["rows"] for n in ("a.json", "b.json"))
+    assert first == again and [r["step"] for r in first] == [0, 1]  # deterministic: step 0, then one step
+    llm, processor = probe.load_llm(probe.parse_args(["--model", str(tmp_path / "tiny")]))
+    for name, tensor in model.language_model.state_dict().items():
+        assert torch.equal(llm.state_dict()[name], tensor), name
+    assert processor.config.hidden_size == model.config.hidden_size
+    capsys.readouterr()
+    assert probe.main(["--model", str(tmp_path / "nope"), *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("probe_time_lookup.py: error: ") and str(tmp_path / "nope") in err[0]
