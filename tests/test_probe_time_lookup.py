@@ -83,6 +83,9 @@ def test_bad_settings_are_one_line(capsys):
         probe.main(["--groups", "5", "2"])
     assert exit_info.value.code == 2
     assert "--groups needs 1 <= MIN <= MAX, got 5 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main(["--preset", "videoxl-pro-3b"])  # the released sizes have no byte tokenizer and 3 B weights
+    assert exit_info.value.code == 2 and "argument --preset: invalid choice: 'videoxl-pro-3b'" in capsys.readouterr().err
 
 
 def test_a_saved_model_is_probed_from_its_own_weights_and_a_missing_one_is_one_line(tmp_path, capsys):
