@@ -9,7 +9,10 @@ content token id (drawn from ``--classes`` ids above the tokenizer's special
 tokens) instead of visual embeddings. The question is the ``identify``
 template of ``recot make-qa-data``; the answer is the content id of the group
 that covers the asked time (``--query-time any``: any second of the group;
-``start``: the group's own timestamp, an exact text match).
+``start``: the group's own timestamp, an exact text match). ``--questions N``
+asks N such questions of each pseudo-video as one multi-turn conversation, as
+the recipe's identification rows do: N answers to learn from per sample
+instead of one, at little more length.
 
 The LLM (the config's, from scratch, or the one in ``--model``) is trained on
 fresh samples with AdamW and scored on a fixed held-out set of samples every
@@ -52,10 +55,10 @@ from recot.model.tokenizer import build_byte_tokenizer
 
 @dataclass
 class Sample:
-    """One pseudo-video: the LLM input ids (prompt and answer), the answer's position and every group's content."""
+    """One pseudo-video: the LLM input ids (prompt and answers), each answer's position and every group's content."""
 
     ids: list[int]
-    answer_position: int
+    answer_positions: list[int]
     contents: list[int]
 
 
@@ -75,23 +78,39 @@ class TimelineTask:
         self.placeholder = config.placeholder_token_id
         self.image_id = config.image_token_index
 
-    def sample(self, rng: np.random.Generator, groups: int) -> Sample:
+    def sample(self, rng: np.random.Generator, groups: int, questions: int = 1) -> Sample:
+        """A pseudo-video of ``groups`` groups and ``questions`` turns; each answer is one content id.
+
+        The first turn is the inference prompt (``processor.tokenize_prompt``);
+        each later one continues the ChatML conversation as the training rows
+        do (``<|im_end|>\\n<|im_start|>user\\n...<|im_start|>assistant\\n``).
+        """
         starts = [g * self.group_seconds for g in range(groups)]
         contents = [int(c) for c in rng.choice(self.content_ids, groups)]
         timeline = self.processor.time_sequence_ids(torch.tensor(starts, dtype=torch.float64)).tolist()
         slot = iter(c for c in contents for _ in range(self.slots))
         timeline = [next(slot) if i == self.placeholder else i for i in timeline]
-        asked = int(rng.integers(groups))
-        seconds = starts[asked] + (int(rng.integers(self.group_seconds)) if self.query_time == "any" else 0)
-        template = TEMPLATES["identify"][int(rng.integers(len(TEMPLATES["identify"])))]
-        prompt = self.processor.tokenize_prompt(template.format(time=clock_time(seconds))).tolist()
-        at = prompt.index(self.image_id)
-        ids = prompt[:at] + timeline + prompt[at + 1 :]
-        return Sample(ids + [contents[asked]], len(ids), contents)
+        ids: list[int] = []
+        positions: list[int] = []
+        for turn in range(questions):
+            asked = int(rng.integers(groups))
+            seconds = starts[asked] + (int(rng.integers(self.group_seconds)) if self.query_time == "any" else 0)
+            template = TEMPLATES["identify"][int(rng.integers(len(TEMPLATES["identify"])))]
+            question = template.format(time=clock_time(seconds))
+            if turn == 0:
+                prompt = self.processor.tokenize_prompt(question).tolist()
+                at = prompt.index(self.image_id)
+                ids += prompt[:at] + timeline + prompt[at + 1 :]
+            else:
+                follow_up = f"<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+                ids += self.processor.tokenizer(follow_up, add_special_tokens=False).input_ids
+            positions.append(len(ids))
+            ids.append(contents[asked])
+        return Sample(ids, positions, contents)
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, labels), each (B, L); only the answer token has a label."""
+    """(input_ids, attention_mask, labels), each (B, L); only the answer tokens have labels."""
     length = max(len(s.ids) for s in samples)
     ids = torch.zeros(len(samples), length, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -99,28 +118,31 @@ def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     for i, s in enumerate(samples):
         ids[i, : len(s.ids)] = torch.tensor(s.ids)
         mask[i, : len(s.ids)] = 1
-        labels[i, s.answer_position] = s.ids[s.answer_position]
+        for at in s.answer_positions:
+            labels[i, at] = s.ids[at]
     return ids, mask, labels
 
 
 @torch.no_grad()
 def evaluate(llm: torch.nn.Module, samples: list[Sample], batch_size: int) -> dict[str, float]:
-    """accuracy, in-video and chance (see the module docstring) over ``samples``."""
+    """accuracy, in-video and chance (see the module docstring) over every answer of ``samples``."""
     llm.eval()
-    right = in_video = 0
+    right = in_video = answers = 0
     chance = 0.0
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
         ids, mask, _ = collate(chunk)
         logits = llm(input_ids=ids, attention_mask=mask).logits
         for row, s in enumerate(chunk):
-            guess = int(logits[row, s.answer_position - 1].argmax())
-            truth = s.ids[s.answer_position]
-            right += guess == truth
-            in_video += guess in s.contents
-            chance += s.contents.count(truth) / len(s.contents)
+            for at in s.answer_positions:
+                guess = int(logits[row, at - 1].argmax())
+                truth = s.ids[at]
+                right += guess == truth
+                in_video += guess in s.contents
+                chance += s.contents.count(truth) / len(s.contents)
+                answers += 1
     llm.train()
-    n = len(samples)
+    n = answers
     return {"accuracy": right / n, "in_video": in_video / n, "chance": chance / n}
 
 
@@ -145,6 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, nargs=2, default=(8, 24), metavar=("MIN", "MAX"))
     parser.add_argument("--curriculum", type=int, default=0, metavar="STEPS")
     parser.add_argument("--query-time", choices=("any", "start"), default="any")
+    parser.add_argument("--questions", type=int, default=1, help="questions (turns) per pseudo-video")
     parser.add_argument("--classes", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-samples", type=int, default=256)
@@ -153,7 +176,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for flag, value, least in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
                                ("--eval-every", args.eval_every, 1), ("--eval-samples", args.eval_samples, 1),
-                               ("--classes", args.classes, 2)):  # fmt: skip
+                               ("--classes", args.classes, 2), ("--questions", args.questions, 1)):  # fmt: skip
         if value < least:
             parser.error(f"{flag} must be at least {least}, got {value}")
     if not 1 <= args.groups[0] <= args.groups[1]:
@@ -181,7 +204,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
     task = TimelineTask(processor, args.classes, args.query_time)
     low, high = args.groups
     held_out_rng = np.random.default_rng([args.seed, 1])
-    held_out = [task.sample(held_out_rng, int(held_out_rng.integers(low, high + 1))) for _ in range(args.eval_samples)]
+    held_out = [task.sample(held_out_rng, int(held_out_rng.integers(low, high + 1)), args.questions)
+                for _ in range(args.eval_samples)]  # fmt: skip
     rng = np.random.default_rng([args.seed, 0])
     torch.manual_seed(args.seed)
     optim = torch.optim.AdamW(llm.parameters(), lr=args.lr, weight_decay=0.01)
@@ -193,7 +217,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
     llm.train()
     for step in tqdm(range(1, args.steps + 1), desc="time lookup", unit="step"):
         most = groups_at(step, low, high, args.curriculum)
-        batch = [task.sample(rng, int(rng.integers(low, most + 1))) for _ in range(args.batch_size)]
+        batch = [task.sample(rng, int(rng.integers(low, most + 1)), args.questions) for _ in range(args.batch_size)]
         ids, mask, labels = collate(batch)
         loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
         optim.zero_grad()

@@ -37,8 +37,9 @@ def test_sample_is_the_llm_input_and_its_answer_is_the_asked_group(query_time):
     offsets = set()
     for _ in range(20):
         sample = task.sample(rng, 17)
-        answer = sample.ids[sample.answer_position]
-        assert sample.answer_position == len(sample.ids) - 1 and answer in range(502, 512)
+        assert sample.answer_positions == [len(sample.ids) - 1]
+        answer = sample.ids[-1]
+        assert answer in range(502, 512)
         # Decoded with the content ids as letters, the prompt reads as 17 "mm:ss" + 4 slots, then the question.
         letters = {i: chr(ord("A") + i - 502) for i in range(502, 512)}
         text = "".join(letters.get(i) or processor.tokenizer.decode([i]) for i in sample.ids[:-1])
@@ -51,6 +52,30 @@ def test_sample_is_the_llm_input_and_its_answer_is_the_asked_group(query_time):
         offsets.add(asked % 4)
         assert letters[answer] == groups[asked // 4][2]  # the group whose 4 seconds cover the asked time
     assert offsets == ({0} if query_time == "start" else {0, 1, 2, 3})
+
+
+def test_several_questions_continue_the_conversation_and_each_answer_is_labelled():
+    """--questions 3: the ChatML turns of a training row follow the first prompt; every answer is its asked group."""
+    probe = _script()
+    config = VideoXLProConfig.from_preset("lite48")
+    processor = VideoXLProProcessor(build_byte_tokenizer(), config)
+    task = probe.TimelineTask(processor, classes=10, query_time="any")
+    letters = {i: chr(ord("A") + i - 502) for i in range(502, 512)}
+    for seed in range(5):
+        sample = task.sample(np.random.default_rng(seed), 9, questions=3)
+        alone = task.sample(np.random.default_rng(seed), 9)  # the first turn is the one-question sample
+        assert sample.ids[: len(alone.ids)] == alone.ids and sample.answer_positions[0] == alone.answer_positions[0]
+        text = "".join(letters.get(i) or processor.tokenizer.decode([i]) for i in sample.ids)
+        groups = re.findall(r"(\d\d):(\d\d)([A-J])\3\3\3", text)
+        asked = [int(m) * 60 + int(s) for m, s in re.findall(r"at (\d\d):(\d\d)\?<\|im_end\|>\n<\|im_start\|>assistant\n", text)]
+        answers = re.findall(r"<\|im_start\|>assistant\n([A-J])", text)
+        assert len(groups) == 9 and len(asked) == len(answers) == 3
+        assert answers == [groups[t // 4][2] for t in asked]
+        assert text.count("<|im_start|>user\n") == 3 and text.endswith(answers[-1])
+        _, _, labels = probe.collate([sample])
+        labelled = (labels[0] != -100).nonzero().flatten().tolist()
+        assert labelled == sample.answer_positions
+        assert [letters[int(labels[0, i])] for i in labelled] == answers
 
 
 def test_curriculum_grows_the_groups_to_the_maximum():
