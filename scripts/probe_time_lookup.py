@@ -12,7 +12,9 @@ that covers the asked time (``--query-time any``: any second of the group;
 ``start``: the group's own timestamp, an exact text match). ``--questions N``
 asks N such questions of each pseudo-video as one multi-turn conversation, as
 the recipe's identification rows do: N answers to learn from per sample
-instead of one, at little more length.
+instead of one, at little more length. ``--clock-tokens`` builds the preset's
+byte tokenizer with clock merges (``37:12`` as ``37`` ``:12``, in the timeline
+and the question alike; :func:`recot.model.tokenizer.build_byte_tokenizer`).
 
 The LLM (the config's, from scratch, or the one in ``--model``) is trained on
 fresh samples with AdamW and scored on a fixed held-out set of samples every
@@ -160,6 +162,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--preset", default="lite48", choices=UNTRAINED_PRESETS,
                         help="a small preset (byte tokenizer) whose LLM is trained from scratch")  # fmt: skip
     source.add_argument("--model", type=Path, help="a model directory whose LLM is trained further")
+    parser.add_argument("--clock-tokens", action="store_true",
+                        help="the preset's byte tokenizer with clock merges (37:12 -> 37 :12); not with --model")  # fmt: skip
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -179,6 +183,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                ("--classes", args.classes, 2), ("--questions", args.questions, 1)):  # fmt: skip
         if value < least:
             parser.error(f"{flag} must be at least {least}, got {value}")
+    if args.clock_tokens and args.model is not None:
+        parser.error("--clock-tokens builds a preset's tokenizer; a --model directory brings its own")
     if not 1 <= args.groups[0] <= args.groups[1]:
         parser.error(f"--groups needs 1 <= MIN <= MAX, got {args.groups[0]} {args.groups[1]}")
     return args
@@ -195,7 +201,7 @@ def load_llm(args: argparse.Namespace) -> tuple[torch.nn.Module, VideoXLProProce
 
     config = VideoXLProConfig.from_preset(args.preset)
     torch.manual_seed(args.seed)
-    return Qwen2ForCausalLM(config.text_config()), VideoXLProProcessor(build_byte_tokenizer(), config)
+    return Qwen2ForCausalLM(config.text_config()), VideoXLProProcessor(build_byte_tokenizer(args.clock_tokens), config)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, float | None]]:

@@ -118,3 +118,35 @@ def test_processor_call(proc):
         proc("Q?", frames, [0.0, 1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="need their timestamps"):
         proc("Q?", frames)
+
+
+def test_byte_tokenizer_clock_merges_write_a_clock_in_two_or_three_tokens_and_round_trip(tmp_path):
+    """clock_tokens: "37:12" -> "37" ":12", "1:02:03" -> "1" ":02" ":03"; bytes and special ids as without it."""
+    from transformers import AutoTokenizer
+
+    from recot.model.processor import VideoXLProProcessor, clock_time
+    from recot.model.tokenizer import SPECIAL_TOKENS, build_byte_tokenizer
+
+    plain, clocks = build_byte_tokenizer(), build_byte_tokenizer(clock_tokens=True)
+    assert (len(plain), len(clocks)) == (260, 420)
+    for i, token in enumerate(SPECIAL_TOKENS):
+        assert plain.convert_tokens_to_ids(token) == clocks.convert_tokens_to_ids(token) == 256 + i
+    for seconds in range(0, 7300, 7):
+        text = clock_time(seconds)
+        h, m, s = seconds // 3600, seconds % 3600 // 60, seconds % 60
+        expected = [str(h), f":{m:02d}", f":{s:02d}"] if h else [f"{m:02d}", f":{s:02d}"]
+        ids = clocks(text, add_special_tokens=False).input_ids
+        assert [clocks.decode([i]) for i in ids] == expected and clocks.decode(ids) == text
+        assert plain(text, add_special_tokens=False).input_ids == list(text.encode())
+    rng = np.random.default_rng(0)
+    texts = ["00:00 ocean; 00:17 orange ring", "How many? 123 times, 4567.", "héllo 12:3 :5 99:99"]
+    texts += [bytes(rng.integers(32, 127, 60).tolist()).decode() for _ in range(20)]
+    clocks.save_pretrained(tmp_path / "tok")
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    for text in texts:
+        ids = clocks(text, add_special_tokens=False).input_ids
+        assert clocks.decode(ids) == text and plain.decode(plain(text, add_special_tokens=False).input_ids) == text
+        assert reloaded(text, add_special_tokens=False).input_ids == ids
+    assert clocks("<|im_start|>user\n12", add_special_tokens=False).input_ids == [257, 117, 115, 101, 114, 10, 272]
+    processor = VideoXLProProcessor(clocks, VideoXLProConfig.from_preset("lite48"))
+    assert processor.time_text_tokens(754) == 2 and processor.time_text_tokens(3725) == 3

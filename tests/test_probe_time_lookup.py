@@ -78,6 +78,25 @@ def test_several_questions_continue_the_conversation_and_each_answer_is_labelled
         assert [letters[int(labels[0, i])] for i in labelled] == answers
 
 
+def test_clock_tokens_write_every_time_in_two_tokens_and_the_answer_is_still_the_asked_group():
+    """--clock-tokens: each group's time and the question's are 2 tokens (mm, :ss); the lookup is unchanged."""
+    probe = _script()
+    llm, processor = probe.load_llm(probe.parse_args(["--preset", "lite48", "--clock-tokens"]))
+    assert len(processor.tokenizer) == 420 and llm.config.vocab_size == 512
+    task = probe.TimelineTask(processor, classes=10, query_time="any")
+    letters = {i: chr(ord("A") + i - 502) for i in range(502, 512)}
+    tokens = {processor.tokenizer.decode([i]) for i in range(260, 420)}
+    sample = task.sample(np.random.default_rng(1), 30, questions=4)
+    pieces = [letters.get(i) or processor.tokenizer.decode([i]) for i in sample.ids]
+    text = "".join(pieces)
+    groups = re.findall(r"(\d\d):(\d\d)([A-J])\3\3\3", text)
+    assert [int(m) * 60 + int(s) for m, s, _ in groups] == [4 * g for g in range(30)]
+    clocks = [i for i, p in enumerate(pieces) if p in tokens]
+    assert len(clocks) == 2 * (30 + 4)  # every clock, in the timeline and in the 4 questions, is 2 tokens
+    asked = [int(m) * 60 + int(s) for m, s in re.findall(r"at (\d\d):(\d\d)\?", text)]
+    assert [letters[sample.ids[p]] for p in sample.answer_positions] == [groups[t // 4][2] for t in asked]
+
+
 def test_curriculum_grows_the_groups_to_the_maximum():
     groups_at = _script().groups_at
     assert [groups_at(s, 2, 12, 100) for s in (1, 10, 50, 99, 100, 500)] == [2, 3, 7, 11, 12, 12]
@@ -108,6 +127,10 @@ def test_bad_settings_are_one_line(capsys):
         probe.main(["--groups", "5", "2"])
     assert exit_info.value.code == 2
     assert "--groups needs 1 <= MIN <= MAX, got 5 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main(["--model", "some/dir", "--clock-tokens"])
+    assert exit_info.value.code == 2
+    assert "--clock-tokens builds a preset's tokenizer; a --model directory brings its own" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         probe.main(["--preset", "videoxl-pro-3b"])  # the released sizes have no byte tokenizer and 3 B weights
     assert exit_info.value.code == 2 and "argument --preset: invalid choice: 'videoxl-pro-3b'" in capsys.readouterr().err
