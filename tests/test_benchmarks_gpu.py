@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from file_modules import load_file_module
 from recot.config import VideoXLProConfig
 from recot.model.selector import num_kept
 
@@ -16,10 +16,7 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(SCRIPT, "gpu_benchmark")
 
 
 def test_quick_cpu_run_writes_every_row(tmp_path):

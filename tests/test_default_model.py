@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from file_modules import load_file_module
 from recot import VideoXLPro, VideoXLProConfig
 from recot.data.synthetic_qa import check_answer, make_questions, make_video_spec, split_seeds, write_video
 from recot.engine.default_model import shipped_default_dir as default_model_shipped
@@ -133,12 +134,7 @@ def test_shipped_weights_load_strictly_and_answer_two_held_out_questions(tmp_pat
 
 
 def _probe_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("probe_objects", ROOT / "scripts" / "probe_objects.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "scripts" / "probe_objects.py", "probe_objects")
 
 
 def test_object_probe_reads_a_separable_label_and_reports_chance():

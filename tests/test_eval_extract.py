@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from file_modules import load_file_module
 from recot.eval.api import item_rng
 from recot.eval.extract import (
     longvideobench_choice,
@@ -64,10 +65,7 @@ def _lmms_mcq_module():
     if spec is None or spec.origin is None:
         pytest.skip("lmms-eval is not installed (the eval extra)")
     path = Path(spec.origin).parent / "tasks" / "_task_utils" / "mcq_extract.py"
-    module_spec = importlib.util.spec_from_file_location("lmms_mcq_extract", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return load_file_module(path, "lmms_mcq_extract")
 
 
 def test_mcq_letter_equals_lmms_eval_on_random_strings() -> None:

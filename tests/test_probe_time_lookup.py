@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from file_modules import load_file_module
 from recot.config import VideoXLProConfig
 from recot.model.processor import VideoXLProProcessor
 from recot.model.tokenizer import build_byte_tokenizer
@@ -20,11 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("probe_time_lookup", ROOT / "scripts" / "probe_time_lookup.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "scripts" / "probe_time_lookup.py", "probe_time_lookup")
 
 
 @pytest.mark.parametrize("query_time", ["any", "start"])
