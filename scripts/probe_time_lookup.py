@@ -144,8 +144,7 @@ def evaluate(llm: torch.nn.Module, samples: list[Sample], batch_size: int) -> di
                 chance += s.contents.count(truth) / len(s.contents)
                 answers += 1
     llm.train()
-    n = answers
-    return {"accuracy": right / n, "in_video": in_video / n, "chance": chance / n}
+    return {"accuracy": right / answers, "in_video": in_video / answers, "chance": chance / answers}
 
 
 def groups_at(step: int, low: int, high: int, curriculum: int) -> int:

@@ -73,6 +73,31 @@ def test_several_questions_continue_the_conversation_and_each_answer_is_labelled
         assert [letters[int(labels[0, i])] for i in labelled] == answers
 
 
+def test_several_questions_are_the_training_rows_template():
+    """The turns equal recot.train.data's tokenisation of the same conversation (answers as one letter each)."""
+    from recot.config import IMAGE_TOKEN
+    from recot.train.data import Sample as ChatRow
+    from recot.train.data import tokenize_conversation
+
+    probe = _script()
+    processor = VideoXLProProcessor(build_byte_tokenizer(), VideoXLProConfig.from_preset("lite48"))
+    task = probe.TimelineTask(processor, classes=10, query_time="any")
+    sample = task.sample(np.random.default_rng(7), 6, questions=4)
+    letters = {i: chr(ord("A") + i - 502) for i in range(502, 512)}
+    text = "".join(letters.get(i) or processor.tokenizer.decode([i]) for i in sample.ids)
+    questions = re.findall(r"(?:Which|What) object is [^?]*\?", text)
+    answers = [letters[sample.ids[p]] for p in sample.answer_positions]
+    turns = [(f"{IMAGE_TOKEN}\n{questions[0]}", answers[0]), *zip(questions[1:], answers[1:], strict=True)]
+    row = ChatRow("rows.jsonl", 1, "probe", Path("v.mp4"), "video", None, turns, {})
+    expected = tokenize_conversation(row, processor).input_ids.tolist()[:-1]  # less the last answer's <|im_end|>
+    # The probe's ids with its timeline folded back into the one image id and each answer written as its letter.
+    timeline = processor.time_sequence_ids(torch.arange(6) * 4.0).tolist()
+    at = expected.index(processor.config.image_token_index)
+    ours = sample.ids[:at] + [processor.config.image_token_index] + sample.ids[at + len(timeline) :]
+    ours = [ord(letters[i]) if i in letters else i for i in ours]
+    assert len(questions) == 4 and ours == expected
+
+
 def test_clock_tokens_write_every_time_in_two_tokens_and_the_answer_is_still_the_asked_group():
     """--clock-tokens: each group's time and the question's are 2 tokens (mm, :ss); the lookup is unchanged."""
     probe = _script()
