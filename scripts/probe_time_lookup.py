@@ -28,8 +28,19 @@ fresh samples with AdamW and scored on a fixed held-out set of samples every
 
 ``--curriculum N`` grows the number of groups from ``--groups``' first value
 to its second over the first N steps (the held-out set always uses the full
-range). Deterministic for ``--seed``. Each evaluation is printed as it comes
-and ``--json`` is rewritten after it, so a long run can be stopped at any point.
+range). Deterministic for ``--seed`` (and ``--workers``). Each evaluation is
+printed as it comes and ``--json`` is rewritten after it, so a long run can be
+stopped at any point.
+
+On a GPU (``--device cuda``) the tiny LLM trains faster than Python writes the
+samples: ``--workers N`` builds the batches in N processes (worker ``k`` writes
+the batches of steps ``k+1, k+1+N, ...`` from its own seeded generator, so a run
+is deterministic for a given N; 0, the default, builds them in this process as
+before). ``--time-limit S`` ends training after the step during which S
+seconds have passed (evaluated and saved as a last step would be), and
+``--save DIR`` writes the trained LLM and its tokenizer with
+``save_pretrained``, for a training run to start from
+(``model.language_model`` in a ``recot train`` config).
 
     python scripts/probe_time_lookup.py --preset lite48 --steps 3000 --json runs/lookup.json
 """
@@ -39,7 +50,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,15 +143,16 @@ def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 def evaluate(llm: torch.nn.Module, samples: list[Sample], batch_size: int) -> dict[str, float]:
     """accuracy, in-video and chance (see the module docstring) over every answer of ``samples``."""
     llm.eval()
+    device = next(llm.parameters()).device
     right = in_video = answers = 0
     chance = 0.0
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
         ids, mask, _ = collate(chunk)
-        logits = llm(input_ids=ids, attention_mask=mask).logits
+        guesses = llm(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.argmax(-1).cpu()
         for row, s in enumerate(chunk):
             for at in s.answer_positions:
-                guess = int(logits[row, at - 1].argmax())
+                guess = int(guesses[row, at - 1])
                 truth = s.ids[at]
                 right += guess == truth
                 in_video += guess in s.contents
@@ -152,6 +167,41 @@ def groups_at(step: int, low: int, high: int, curriculum: int) -> int:
     if curriculum <= 0:
         return high
     return min(high, low + math.floor((high - low) * step / curriculum))
+
+
+class TrainingBatches(torch.utils.data.IterableDataset):
+    """The samples of every training step; in a ``DataLoader`` with N workers, worker k writes steps k+1, k+1+N, ...
+
+    Each worker draws from its own generator (``[seed, 0, k]``), so the batches
+    are the same for the same seed and worker count; in this process (no
+    workers) the generator is ``[seed, 0]``, as before workers existed. The
+    samples travel as plain Python objects (pickled through a pipe, not shared
+    memory, which some containers keep small) and are collated by the trainer.
+    """
+
+    def __init__(self, task: TimelineTask, args: argparse.Namespace) -> None:
+        self.task, self.args = task, args
+
+    def __iter__(self) -> Iterator[list[Sample]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        seed = [self.args.seed, 0] if info is None else [self.args.seed, 0, worker]
+        rng = np.random.default_rng(seed)
+        low, high = self.args.groups
+        for step in range(worker + 1, self.args.steps + 1, workers):
+            most = groups_at(step, low, high, self.args.curriculum)
+            yield [self.task.sample(rng, int(rng.integers(low, most + 1)), self.args.questions)
+                   for _ in range(self.args.batch_size)]  # fmt: skip
+
+
+def pick_device(name: str) -> torch.device:
+    """``--device``: ``auto`` is CUDA, then MPS, then the CPU; a named device that is not there is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[name]:
+        raise ValueError(f"--device {name}: no such device on this machine")
+    return torch.device(name)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -176,16 +226,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the settings and the table here (atomically)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu")
+    parser.add_argument("--workers", type=int, default=0, help="processes that build the training batches")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop training after this long")
+    parser.add_argument("--save", type=Path, metavar="DIR", help="write the trained LLM and tokenizer here")
     args = parser.parse_args(argv)
     for flag, value, least in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
                                ("--eval-every", args.eval_every, 1), ("--eval-samples", args.eval_samples, 1),
-                               ("--classes", args.classes, 2), ("--questions", args.questions, 1)):  # fmt: skip
+                               ("--classes", args.classes, 2), ("--questions", args.questions, 1),
+                               ("--workers", args.workers, 0)):  # fmt: skip
         if value < least:
             parser.error(f"{flag} must be at least {least}, got {value}")
     if args.clock_tokens and args.model is not None:
         parser.error("--clock-tokens builds a preset's tokenizer; a --model directory brings its own")
     if not 1 <= args.groups[0] <= args.groups[1]:
         parser.error(f"--groups needs 1 <= MIN <= MAX, got {args.groups[0]} {args.groups[1]}")
+    if args.time_limit is not None and args.time_limit <= 0:
+        parser.error(f"--time-limit must be positive, got {args.time_limit}")
     return args
 
 
@@ -205,46 +262,67 @@ def load_llm(args: argparse.Namespace) -> tuple[torch.nn.Module, VideoXLProProce
 
 def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
     """Train the LLM on fresh pseudo-videos; one row per evaluation (step 0 first)."""
+    device = pick_device(args.device)
+    if args.workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers fork after the tokenizer was used
     llm, processor = load_llm(args)
+    llm.to(device)
     task = TimelineTask(processor, args.classes, args.query_time)
     low, high = args.groups
     held_out_rng = np.random.default_rng([args.seed, 1])
     held_out = [task.sample(held_out_rng, int(held_out_rng.integers(low, high + 1)), args.questions)
                 for _ in range(args.eval_samples)]  # fmt: skip
-    rng = np.random.default_rng([args.seed, 0])
     torch.manual_seed(args.seed)
     optim = torch.optim.AdamW(llm.parameters(), lr=args.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / max(1, args.warmup)))
     rows = [{"step": 0, "max_groups": groups_at(0, low, high, args.curriculum), "loss": None,
              **evaluate(llm, held_out, args.batch_size)}]  # fmt: skip
     report(args, rows)
-    losses: list[float] = []
+    batches = torch.utils.data.DataLoader(TrainingBatches(task, args), batch_size=None, num_workers=args.workers,
+                                          prefetch_factor=4 if args.workers else None)  # fmt: skip
+    losses: list[torch.Tensor] = []
+    started = time.monotonic()
     llm.train()
-    for step in tqdm(range(1, args.steps + 1), desc="time lookup", unit="step"):
-        most = groups_at(step, low, high, args.curriculum)
-        batch = [task.sample(rng, int(rng.integers(low, most + 1)), args.questions) for _ in range(args.batch_size)]
+    progress = tqdm(zip(range(1, args.steps + 1), batches, strict=True), total=args.steps, desc="time lookup", unit="step")
+    for step, batch in progress:
         ids, mask, labels = collate(batch)
-        loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = llm(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
         optim.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
         optim.step()
         schedule.step()
-        losses.append(loss.item())
-        if step % args.eval_every == 0 or step == args.steps:
+        losses.append(loss.detach())
+        out_of_time = args.time_limit is not None and time.monotonic() - started >= args.time_limit
+        if step % args.eval_every == 0 or step == args.steps or out_of_time:
             scores = evaluate(llm, held_out, args.batch_size)
-            rows.append({"step": step, "max_groups": most, "loss": float(np.mean(losses)), **scores})
+            mean_loss = float(torch.stack(losses).double().mean())
+            rows.append({"step": step, "max_groups": groups_at(step, low, high, args.curriculum), "loss": mean_loss,
+                         **scores})  # fmt: skip
             losses = []
-            report(args, rows)
+            report(args, rows, time.monotonic() - started)
+        if out_of_time:
+            tqdm.write(f"--time-limit {args.time_limit:g} s reached after step {step}")
+            break
+    progress.close()
+    if args.save is not None:
+        llm.save_pretrained(args.save)
+        processor.tokenizer.save_pretrained(args.save)
     return rows
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, float | None]]) -> None:
-    """Print the newest row above the progress bar; rewrite the JSON (an interrupted run keeps its rows)."""
+def report(args: argparse.Namespace, rows: list[dict[str, float | None]], seconds: float = 0.0) -> None:
+    """Print the newest row above the progress bar; rewrite the JSON (an interrupted run keeps its rows).
+
+    ``seconds`` (the training time so far) goes into the JSON beside the rows, not into them, so that two runs of
+    the same settings have equal rows.
+    """
     tqdm.write(table(rows[-1:]).splitlines()[-1])
     if args.json is not None:
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}
-        atomic_write_text(args.json, json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
+        record = {"settings": settings, "training_seconds": round(seconds, 1), "rows": rows}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
 
 
 def table(rows: list[dict[str, float | None]]) -> str:

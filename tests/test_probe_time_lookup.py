@@ -176,3 +176,62 @@ def test_a_saved_model_is_probed_from_its_own_weights_and_a_missing_one_is_one_l
     assert probe.main(["--model", str(tmp_path / "nope"), *argv]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("probe_time_lookup.py: error: ") and str(tmp_path / "nope") in err[0]
+
+
+def test_worker_processes_write_each_step_once_and_runs_repeat(tmp_path):
+    """--workers 2: worker k writes steps k+1, k+3, ... from its own generator; two runs give the same rows."""
+    probe = _script()
+    args = probe.parse_args(["--preset", "tiny", "--steps", "5", "--batch-size", "2", "--groups", "2", "6",
+                             "--curriculum", "4", "--classes", "4"])  # fmt: skip
+    config = VideoXLProConfig.from_preset("tiny")
+    task = probe.TimelineTask(VideoXLProProcessor(build_byte_tokenizer(), config), args.classes, args.query_time)
+    args.workers = 2
+    loader = torch.utils.data.DataLoader(probe.TrainingBatches(task, args), batch_size=None, num_workers=2)
+    batches = list(loader)
+    assert len(batches) == 5
+    # The same batches, written here: worker k's generator [seed, 0, k] draws steps k+1, k+3, ... in order.
+    rngs = [np.random.default_rng([0, 0, k]) for k in range(2)]
+    for step, batch in enumerate(batches, start=1):
+        rng = rngs[(step - 1) % 2]
+        most = probe.groups_at(step, 2, 6, 4)
+        assert batch == [task.sample(rng, int(rng.integers(2, most + 1))) for _ in range(2)], step
+    argv = ["--preset", "tiny", "--steps", "6", "--batch-size", "4", "--groups", "2", "4", "--classes", "4",
+            "--eval-every", "3", "--eval-samples", "8", "--workers", "2"]  # fmt: skip
+    assert probe.main([*argv, "--json", str(tmp_path / "a.json")]) == 0
+    assert probe.main([*argv, "--json", str(tmp_path / "b.json")]) == 0
+    first, again = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert first["rows"] == again["rows"] and [r["step"] for r in first["rows"]] == [0, 3, 6]
+
+
+def test_time_limit_stops_after_the_step_and_save_writes_the_trained_llm(tmp_path, capsys):
+    """--time-limit ends with an evaluated last row; --save writes an LLM and tokenizer that reload as trained."""
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    probe = _script()
+    argv = ["--preset", "tiny", "--steps", "50", "--batch-size", "2", "--groups", "2", "3", "--classes", "4",
+            "--eval-every", "25", "--eval-samples", "4", "--time-limit", "1e-6", "--save", str(tmp_path / "llm"),
+            "--json", str(tmp_path / "run.json")]  # fmt: skip
+    assert probe.main(argv) == 0
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert [r["step"] for r in record["rows"]] == [0, 1] and isinstance(record["training_seconds"], float)
+    assert "--time-limit 1e-06 s reached after step 1" in capsys.readouterr().out
+    saved = Qwen2ForCausalLM.from_pretrained(tmp_path / "llm")
+    fresh, _ = probe.load_llm(probe.parse_args(argv))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "llm")
+    assert tokenizer("01:34").input_ids == build_byte_tokenizer()("01:34").input_ids
+    changed = [n for n, t in saved.state_dict().items() if not torch.equal(t, fresh.state_dict()[n])]
+    assert changed and len(changed) > len(saved.state_dict()) // 2  # one AdamW step moved the weights
+    # The saved LLM scores the held-out set exactly as the last row says (it is the trained one, not the seed's).
+    task = probe.TimelineTask(VideoXLProProcessor(build_byte_tokenizer(), VideoXLProConfig.from_preset("tiny")),
+                              4, "any")  # fmt: skip
+    held_out_rng = np.random.default_rng([0, 1])
+    held_out = [task.sample(held_out_rng, int(held_out_rng.integers(2, 4))) for _ in range(4)]
+    assert probe.evaluate(saved, held_out, 2) == {k: record["rows"][-1][k] for k in ("accuracy", "in_video", "chance")}
+
+
+def test_a_missing_device_is_one_line(capsys):
+    probe = _script()
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert probe.main(["--preset", "tiny", "--steps", "1", "--device", "cuda"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == ["probe_time_lookup.py: error: --device cuda: no such device on this machine"]
