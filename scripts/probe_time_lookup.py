@@ -39,8 +39,14 @@ is deterministic for a given N; 0, the default, builds them in this process as
 before). ``--time-limit S`` ends training after the step during which S
 seconds have passed (evaluated and saved as a last step would be), and
 ``--save DIR`` writes the trained LLM and its tokenizer with
-``save_pretrained``, for a training run to start from
-(``model.language_model`` in a ``recot train`` config).
+``save_pretrained``.
+
+``--time-vector`` tests a change to the LLM's input rather than to its
+training: one fixed absolute-time vector (:func:`time_vectors`, sines and
+cosines of the time in seconds at periods from 8 s to 2 h) is added to the
+embeddings of each group's timestamp text and slots (at the group's middle
+second) and to those of the question's clock (at the asked second), so a
+question's time and the group covering it look alike to attention.
 
     python scripts/probe_time_lookup.py --preset lite48 --steps 3000 --json runs/lookup.json
 """
@@ -71,11 +77,29 @@ from recot.model.tokenizer import build_byte_tokenizer
 
 @dataclass
 class Sample:
-    """One pseudo-video: the LLM input ids (prompt and answers), each answer's position and every group's content."""
+    """One pseudo-video: the LLM input ids (prompt and answers), each answer's position and every group's content.
+
+    ``times`` gives each id's time in seconds for ``--time-vector``: a group's middle second on its timestamp text
+    and slots, the asked second on a question's clock, NaN elsewhere.
+    """
 
     ids: list[int]
     answer_positions: list[int]
     contents: list[int]
+    times: list[float]
+
+
+def time_vectors(times: torch.Tensor, dim: int) -> torch.Tensor:
+    """(..., dim) sines and cosines of ``times`` (seconds) at dim/2 periods from 8 s to 2 h; zeros where NaN.
+
+    Unit root-mean-square length, so the vector outweighs a freshly initialised token embedding (std 0.02).
+    """
+    half = dim // 2
+    periods = 8.0 * (7200.0 / 8.0) ** (torch.arange(half, dtype=torch.float64) / max(1, half - 1))
+    angles = times.to(torch.float64).nan_to_num(0.0)[..., None] * (2 * math.pi / periods)
+    vectors = torch.cat([angles.sin(), angles.cos()], dim=-1) / math.sqrt(half)
+    vectors = torch.nn.functional.pad(vectors, (0, dim - 2 * half))
+    return torch.where(times.isnan()[..., None], 0.0, vectors).float()
 
 
 class TimelineTask:
@@ -105,8 +129,15 @@ class TimelineTask:
         contents = [int(c) for c in rng.choice(self.content_ids, groups)]
         timeline = self.processor.time_sequence_ids(torch.tensor(starts, dtype=torch.float64)).tolist()
         slot = iter(c for c in contents for _ in range(self.slots))
+        timeline_times, group, slots_seen = [], 0, 0  # each group is its timestamp text, then its slots
+        for i in timeline:
+            timeline_times.append(starts[group] + (self.group_seconds - 1) / 2)
+            slots_seen += i == self.placeholder
+            if slots_seen == self.slots:
+                group, slots_seen = group + 1, 0
         timeline = [next(slot) if i == self.placeholder else i for i in timeline]
         ids: list[int] = []
+        times: list[float] = []
         positions: list[int] = []
         for turn in range(questions):
             asked = int(rng.integers(groups))
@@ -116,40 +147,66 @@ class TimelineTask:
             if turn == 0:
                 prompt = self.processor.tokenize_prompt(question).tolist()
                 at = prompt.index(self.image_id)
-                ids += prompt[:at] + timeline + prompt[at + 1 :]
+                turn_ids = prompt[:at] + timeline + prompt[at + 1 :]
+                turn_times = [math.nan] * at + timeline_times + [math.nan] * (len(prompt) - at - 1)
             else:
                 follow_up = f"<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-                ids += self.processor.tokenizer(follow_up, add_special_tokens=False).input_ids
+                turn_ids = self.processor.tokenizer(follow_up, add_special_tokens=False).input_ids
+                turn_times = [math.nan] * len(turn_ids)
+            clock = self.processor.tokenizer(clock_time(seconds), add_special_tokens=False).input_ids
+            end = last_occurrence(turn_ids, clock) + len(clock)  # the question's clock: the turn's last
+            turn_times[end - len(clock) : end] = [float(seconds)] * len(clock)
+            ids += turn_ids
+            times += turn_times
             positions.append(len(ids))
             ids.append(contents[asked])
-        return Sample(ids, positions, contents)
+            times.append(math.nan)
+        return Sample(ids, positions, contents, times)
 
 
-def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, labels), each (B, L); only the answer tokens have labels."""
+def last_occurrence(ids: list[int], part: list[int]) -> int:
+    """The start of the last occurrence of ``part`` in ``ids`` (ValueError if none)."""
+    for start in range(len(ids) - len(part), -1, -1):
+        if ids[start : start + len(part)] == part:
+            return start
+    raise ValueError(f"{part} does not occur in the prompt")
+
+
+def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, labels, times), each (B, L); only the answer tokens have labels; times NaN-padded."""
     length = max(len(s.ids) for s in samples)
     ids = torch.zeros(len(samples), length, dtype=torch.long)
     mask = torch.zeros_like(ids)
     labels = torch.full_like(ids, -100)
+    times = torch.full((len(samples), length), math.nan, dtype=torch.float64)
     for i, s in enumerate(samples):
         ids[i, : len(s.ids)] = torch.tensor(s.ids)
         mask[i, : len(s.ids)] = 1
+        times[i, : len(s.ids)] = torch.tensor(s.times, dtype=torch.float64)
         for at in s.answer_positions:
             labels[i, at] = s.ids[at]
-    return ids, mask, labels
+    return ids, mask, labels, times
+
+
+def forward(llm: torch.nn.Module, batch: tuple[torch.Tensor, ...], time_vector: bool, with_labels: bool = True):
+    """The LLM's output for a collated batch, the time vectors added to the input embeddings if ``time_vector``."""
+    device = next(llm.parameters()).device
+    ids, mask, labels, times = (t.to(device) for t in batch)
+    embeds = llm.get_input_embeddings()(ids)
+    if time_vector:
+        embeds = embeds + time_vectors(times, embeds.shape[-1]).to(embeds.dtype)
+    return llm(inputs_embeds=embeds, attention_mask=mask, labels=labels if with_labels else None)
 
 
 @torch.no_grad()
-def evaluate(llm: torch.nn.Module, samples: list[Sample], batch_size: int) -> dict[str, float]:
+def evaluate(llm: torch.nn.Module, samples: list[Sample], batch_size: int, time_vector: bool = False) -> dict[str, float]:
     """accuracy, in-video and chance (see the module docstring) over every answer of ``samples``."""
     llm.eval()
-    device = next(llm.parameters()).device
     right = in_video = answers = 0
     chance = 0.0
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
-        ids, mask, _ = collate(chunk)
-        guesses = llm(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.argmax(-1).cpu()
+        guesses = forward(llm, collate(chunk), time_vector, with_labels=False).logits.argmax(-1).cpu()
         for row, s in enumerate(chunk):
             for at in s.answer_positions:
                 guess = int(guesses[row, at - 1])
@@ -213,6 +270,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--model", type=Path, help="a model directory whose LLM is trained further")
     parser.add_argument("--clock-tokens", action="store_true",
                         help="the preset's byte tokenizer with clock merges (37:12 -> 37 :12); not with --model")  # fmt: skip
+    parser.add_argument("--time-vector", action="store_true",
+                        help="add an absolute-time vector to the timeline's and the question's time tokens")  # fmt: skip
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -276,7 +335,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
     optim = torch.optim.AdamW(llm.parameters(), lr=args.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / max(1, args.warmup)))
     rows = [{"step": 0, "max_groups": groups_at(0, low, high, args.curriculum), "loss": None,
-             **evaluate(llm, held_out, args.batch_size)}]  # fmt: skip
+             **evaluate(llm, held_out, args.batch_size, args.time_vector)}]  # fmt: skip
     report(args, rows)
     batches = torch.utils.data.DataLoader(TrainingBatches(task, args), batch_size=None, num_workers=args.workers,
                                           prefetch_factor=4 if args.workers else None)  # fmt: skip
@@ -285,8 +344,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
     llm.train()
     progress = tqdm(zip(range(1, args.steps + 1), batches, strict=True), total=args.steps, desc="time lookup", unit="step")
     for step, batch in progress:
-        ids, mask, labels = collate(batch)
-        loss = llm(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+        loss = forward(llm, collate(batch), args.time_vector).loss
         optim.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
@@ -295,7 +353,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float | None]]:
         losses.append(loss.detach())
         out_of_time = args.time_limit is not None and time.monotonic() - started >= args.time_limit
         if step % args.eval_every == 0 or step == args.steps or out_of_time:
-            scores = evaluate(llm, held_out, args.batch_size)
+            scores = evaluate(llm, held_out, args.batch_size, args.time_vector)
             mean_loss = float(torch.stack(losses).double().mean())
             rows.append({"step": step, "max_groups": groups_at(step, low, high, args.curriculum), "loss": mean_loss,
                          **scores})  # fmt: skip

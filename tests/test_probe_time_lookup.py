@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_several_questions_continue_the_conversation_and_each_answer_is_labelled
         assert len(groups) == 9 and len(asked) == len(answers) == 3
         assert answers == [groups[t // 4][2] for t in asked]
         assert text.count("<|im_start|>user\n") == 3 and text.endswith(answers[-1])
-        _, _, labels = probe.collate([sample])
+        _, _, labels, _ = probe.collate([sample])
         labelled = (labels[0] != -100).nonzero().flatten().tolist()
         assert labelled == sample.answer_positions
         assert [letters[int(labels[0, i])] for i in labelled] == answers
@@ -194,7 +195,10 @@ def test_worker_processes_write_each_step_once_and_runs_repeat(tmp_path):
     for step, batch in enumerate(batches, start=1):
         rng = rngs[(step - 1) % 2]
         most = probe.groups_at(step, 2, 6, 4)
-        assert batch == [task.sample(rng, int(rng.integers(2, most + 1))) for _ in range(2)], step
+        expected = [task.sample(rng, int(rng.integers(2, most + 1))) for _ in range(2)]
+        for got, want in zip(batch, expected, strict=True):
+            assert (got.ids, got.answer_positions, got.contents) == (want.ids, want.answer_positions, want.contents)
+            assert np.array_equal(got.times, want.times, equal_nan=True), step
     argv = ["--preset", "tiny", "--steps", "6", "--batch-size", "4", "--groups", "2", "4", "--classes", "4",
             "--eval-every", "3", "--eval-samples", "8", "--workers", "2"]  # fmt: skip
     assert probe.main([*argv, "--json", str(tmp_path / "a.json")]) == 0
@@ -235,3 +239,66 @@ def test_a_missing_device_is_one_line(capsys):
         pytest.skip("this machine has CUDA")
     assert probe.main(["--preset", "tiny", "--steps", "1", "--device", "cuda"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == ["probe_time_lookup.py: error: --device cuda: no such device on this machine"]
+
+
+def test_times_mark_each_groups_text_and_slots_and_the_questions_clock():
+    """--time-vector's times: a group's middle second on its text and slots, the asked second on the clock."""
+    probe = _script()
+    config = VideoXLProConfig.from_preset("lite48")
+    processor = VideoXLProProcessor(build_byte_tokenizer(), config)
+    task = probe.TimelineTask(processor, classes=10, query_time="any")
+    for seed in range(4):
+        sample = task.sample(np.random.default_rng(seed), 7, questions=3)
+        assert len(sample.times) == len(sample.ids)
+        text = {t: "" for t in sample.times if not math.isnan(t)}
+        for i, t in zip(sample.ids, sample.times, strict=True):
+            if not math.isnan(t):
+                text[t] += "#" if i in range(502, 512) else processor.tokenizer.decode([i])
+        timeline = [t for t in text if t % 4 == 1.5]  # 1.5 s into a group: its middle second
+        assert timeline == [4 * g + 1.5 for g in range(7)]
+        for g, t in enumerate(timeline):
+            assert text[t] == processor.time_text(4.0 * g) + "####"  # its timestamp text, then its 4 slots
+        decoded = "".join(processor.tokenizer.decode([i]) if i < 502 else "#" for i in sample.ids)
+        asked = re.findall(r"at (\d\d:\d\d)\?", decoded)
+        clocks = [t for t in text if t % 4 != 1.5]
+        clock = {t: f"{int(t) // 60:02d}:{int(t) % 60:02d}" for t in clocks}
+        assert len(asked) == 3 and set(clock.values()) == set(asked)
+        for t in clocks:  # the clock of each question asking that second, and nothing else
+            assert text[t] == clock[t] * asked.count(clock[t])
+
+
+def test_time_vectors_are_sines_and_cosines_of_the_time():
+    probe = _script()
+    times = torch.tensor([[0.0, 100.0, math.nan], [4.0, 101.0, 3000.0]])
+    vectors = probe.time_vectors(times, 16)
+    assert vectors.shape == (2, 3, 16) and vectors.dtype == torch.float32
+    assert torch.equal(vectors[0, 2], torch.zeros(16))
+    periods = 8.0 * 900.0 ** (np.arange(8) / 7)  # 8 s .. 7,200 s
+    for t, v in ((100.0, vectors[0, 1]), (3000.0, vectors[1, 2])):
+        angle = 2 * np.pi * t / periods
+        np.testing.assert_allclose(v.numpy(), np.concatenate([np.sin(angle), np.cos(angle)]) / np.sqrt(8), atol=1e-6)
+    assert torch.allclose(vectors[..., :2].norm(dim=-1).new_tensor(1.0), (vectors[1] ** 2).sum(-1).sqrt().mean())
+    near, far = vectors[0, 1] @ vectors[1, 1], vectors[0, 1] @ vectors[1, 2]
+    assert near > 0.95 and far < 0.5  # a second apart looks alike; 48 minutes apart does not
+    assert probe.time_vectors(torch.tensor([5.0]), 7)[0, -1] == 0  # an odd width is padded
+
+
+def test_time_vector_changes_the_input_and_runs_repeat(tmp_path):
+    probe = _script()
+    argv = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--groups", "2", "4", "--classes", "4",
+            "--eval-every", "2", "--eval-samples", "8", "--questions", "2"]  # fmt: skip
+    for name, extra in (("a", ["--time-vector"]), ("b", ["--time-vector"]), ("c", [])):
+        assert probe.main([*argv, *extra, "--json", str(tmp_path / f"{name}.json")]) == 0
+    a, b, c = (json.loads((tmp_path / f"{n}.json").read_text())["rows"] for n in "abc")
+    assert a == b and a[-1]["loss"] != c[-1]["loss"]
+    llm, processor = probe.load_llm(probe.parse_args(["--preset", "tiny"]))
+    task = probe.TimelineTask(processor, 4, "any")
+    batch = probe.collate([task.sample(np.random.default_rng(0), 3)])
+    with torch.no_grad():
+        plain = probe.forward(llm, batch, time_vector=False).logits
+        timed = probe.forward(llm, batch, time_vector=True).logits
+        direct = llm(input_ids=batch[0], attention_mask=batch[1]).logits
+    assert torch.equal(plain, direct) and not torch.allclose(plain, timed)
+    untimed = batch[3][0].isnan()
+    first_timed = int((~untimed).nonzero()[0])
+    assert torch.allclose(plain[0, :first_timed], timed[0, :first_timed])  # causal: nothing before changes
