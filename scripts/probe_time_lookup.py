@@ -41,8 +41,8 @@ seconds have passed (evaluated and saved as a last step would be), and
 ``--save DIR`` writes the trained LLM and its tokenizer with
 ``save_pretrained``.
 
-``--time-vector`` tests a change to the LLM's input rather than to its
-training: one fixed absolute-time vector (:func:`time_vectors`, sines and
+``--time-vector`` probes the LLM input of a ``time_vector`` model
+(:mod:`recot.model.time_vectors`): one fixed absolute-time vector (sines and
 cosines of the time in seconds at periods from 8 s to 2 h) is added to the
 embeddings of each group's timestamp text and slots (at the group's middle
 second) and to those of the question's clock (at the asked second), so a
@@ -72,6 +72,7 @@ from recot.data.atomic import atomic_write_text
 from recot.data.synthetic_qa import TEMPLATES
 from recot.engine.default_model import UNTRAINED_PRESETS
 from recot.model.processor import VideoXLProProcessor, clock_time
+from recot.model.time_vectors import group_middle_times, time_vectors
 from recot.model.tokenizer import build_byte_tokenizer
 
 
@@ -89,19 +90,6 @@ class Sample:
     times: list[float]
 
 
-def time_vectors(times: torch.Tensor, dim: int) -> torch.Tensor:
-    """(..., dim) sines and cosines of ``times`` (seconds) at dim/2 periods from 8 s to 2 h; zeros where NaN.
-
-    Unit root-mean-square length, so the vector outweighs a freshly initialised token embedding (std 0.02).
-    """
-    half = dim // 2
-    periods = 8.0 * (7200.0 / 8.0) ** (torch.arange(half, dtype=torch.float64) / max(1, half - 1))
-    angles = times.to(torch.float64).nan_to_num(0.0)[..., None] * (2 * math.pi / periods)
-    vectors = torch.cat([angles.sin(), angles.cos()], dim=-1) / math.sqrt(half)
-    vectors = torch.nn.functional.pad(vectors, (0, dim - 2 * half))
-    return torch.where(times.isnan()[..., None], 0.0, vectors).float()
-
-
 class TimelineTask:
     """Builds :class:`Sample` s shaped exactly like the model's LLM input for a video of ``groups`` frame groups."""
 
@@ -114,6 +102,7 @@ class TimelineTask:
         self.content_ids = list(range(config.vocab_size - classes, config.vocab_size))
         self.query_time = query_time
         self.group_seconds = config.frames_per_group  # frames are 1 s apart, as in the synthetic videos at 1 fps
+        self.frames_per_group = config.frames_per_group
         self.slots = config.tokens_per_group
         self.placeholder = config.placeholder_token_id
         self.image_id = config.image_token_index
@@ -129,9 +118,10 @@ class TimelineTask:
         contents = [int(c) for c in rng.choice(self.content_ids, groups)]
         timeline = self.processor.time_sequence_ids(torch.tensor(starts, dtype=torch.float64)).tolist()
         slot = iter(c for c in contents for _ in range(self.slots))
+        middles = group_middle_times(torch.tensor(starts, dtype=torch.float64), self.frames_per_group).tolist()
         timeline_times, group, slots_seen = [], 0, 0  # each group is its timestamp text, then its slots
         for i in timeline:
-            timeline_times.append(starts[group] + (self.group_seconds - 1) / 2)
+            timeline_times.append(middles[group])
             slots_seen += i == self.placeholder
             if slots_seen == self.slots:
                 group, slots_seen = group + 1, 0
@@ -147,29 +137,18 @@ class TimelineTask:
             if turn == 0:
                 prompt = self.processor.tokenize_prompt(question).tolist()
                 at = prompt.index(self.image_id)
-                turn_ids = prompt[:at] + timeline + prompt[at + 1 :]
-                turn_times = [math.nan] * at + timeline_times + [math.nan] * (len(prompt) - at - 1)
+                prompt_times = self.processor.clock_times(prompt).tolist()  # as the engine marks a prompt
+                ids += prompt[:at] + timeline + prompt[at + 1 :]
+                times += prompt_times[:at] + timeline_times + prompt_times[at + 1 :]
             else:
                 follow_up = f"<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
                 turn_ids = self.processor.tokenizer(follow_up, add_special_tokens=False).input_ids
-                turn_times = [math.nan] * len(turn_ids)
-            clock = self.processor.tokenizer(clock_time(seconds), add_special_tokens=False).input_ids
-            end = last_occurrence(turn_ids, clock) + len(clock)  # the question's clock: the turn's last
-            turn_times[end - len(clock) : end] = [float(seconds)] * len(clock)
-            ids += turn_ids
-            times += turn_times
+                ids += turn_ids
+                times += self.processor.clock_times(turn_ids).tolist()
             positions.append(len(ids))
             ids.append(contents[asked])
             times.append(math.nan)
         return Sample(ids, positions, contents, times)
-
-
-def last_occurrence(ids: list[int], part: list[int]) -> int:
-    """The start of the last occurrence of ``part`` in ``ids`` (ValueError if none)."""
-    for start in range(len(ids) - len(part), -1, -1):
-        if ids[start : start + len(part)] == part:
-            return start
-    raise ValueError(f"{part} does not occur in the prompt")
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -267,22 +267,6 @@ def test_times_mark_each_groups_text_and_slots_and_the_questions_clock():
             assert text[t] == clock[t] * asked.count(clock[t])
 
 
-def test_time_vectors_are_sines_and_cosines_of_the_time():
-    probe = _script()
-    times = torch.tensor([[0.0, 100.0, math.nan], [4.0, 101.0, 3000.0]])
-    vectors = probe.time_vectors(times, 16)
-    assert vectors.shape == (2, 3, 16) and vectors.dtype == torch.float32
-    assert torch.equal(vectors[0, 2], torch.zeros(16))
-    periods = 8.0 * 900.0 ** (np.arange(8) / 7)  # 8 s .. 7,200 s
-    for t, v in ((100.0, vectors[0, 1]), (3000.0, vectors[1, 2])):
-        angle = 2 * np.pi * t / periods
-        np.testing.assert_allclose(v.numpy(), np.concatenate([np.sin(angle), np.cos(angle)]) / np.sqrt(8), atol=1e-6)
-    assert torch.allclose(vectors[..., :2].norm(dim=-1).new_tensor(1.0), (vectors[1] ** 2).sum(-1).sqrt().mean())
-    near, far = vectors[0, 1] @ vectors[1, 1], vectors[0, 1] @ vectors[1, 2]
-    assert near > 0.95 and far < 0.5  # a second apart looks alike; 48 minutes apart does not
-    assert probe.time_vectors(torch.tensor([5.0]), 7)[0, -1] == 0  # an odd width is padded
-
-
 def test_time_vector_changes_the_input_and_runs_repeat(tmp_path):
     probe = _script()
     argv = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--groups", "2", "4", "--classes", "4",

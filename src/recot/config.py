@@ -113,6 +113,9 @@ class VideoXLProConfig:
     # A ``str.format`` pattern of the group's start time ``t`` (seconds), or ``"clock"``: ``mm:ss`` below an
     # hour and ``h:mm:ss`` from there (5-7 byte tokens instead of 13, and the form answers are written in).
     time_format: str = "Time {t:06.1f}s:"
+    # Add a fixed absolute-time vector (recot.model.time_vectors) to each group's timestamp text and visual tokens
+    # and to every clock in the prompt, so a question's time and the group covering it look alike (not released).
+    time_vector: bool = False
     system_prompt: str = "You are a helpful assistant."
 
     official_compat: bool = True
@@ -240,7 +243,7 @@ class VideoXLProConfig:
             # Written only when it is not the default, so that SigLIP configs stay byte for byte what
             # they were before the field existed (engine cache keys hash them).
             del fields["vision_tower"]
-        for name in ("vision_colour_bins", "compressor_residual"):  # likewise: unset, a config keeps its old bytes
+        for name in ("vision_colour_bins", "compressor_residual", "time_vector"):  # likewise: unset, old bytes kept
             if not fields[name]:
                 del fields[name]
         return {
@@ -408,6 +411,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vocab_size": 512,
         "placeholder_token_id": 259,
         "time_format": "clock",
+        "time_vector": True,  # the LLM from scratch learns the time lookup with it, not without (time_vectors.py)
         "official_compat": False,
     },
     "small": {

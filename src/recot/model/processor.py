@@ -8,6 +8,7 @@ each group of frames is introduced by ``Time 0004.0s:`` text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
 
 Frames = np.ndarray | torch.Tensor | Image.Image | Sequence[Image.Image | np.ndarray]
+
+# A clock as the prompts and answers write it (clock_time): mm:ss, or h:mm:ss from an hour on.
+CLOCK_PATTERN = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])")
 
 
 class VideoXLProProcessor:
@@ -106,6 +110,24 @@ class VideoXLProProcessor:
                 ids.append(self.config.image_token_index)
             ids += self.tokenizer(chunk, add_special_tokens=False).input_ids
         return torch.tensor(ids, dtype=torch.long)
+
+    def clock_times(self, input_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """(L,) float64: for each id of a prompt, the time in seconds of the clock (``mm:ss`` or ``h:mm:ss``) its
+        text belongs to, NaN elsewhere; the marks ``time_vector`` models add time vectors at
+        (:mod:`recot.model.time_vectors`). Ids outside the tokenizer (the image marker) have no text."""
+        ids = torch.as_tensor(input_ids).tolist()
+        size = len(self.tokenizer)
+        pieces = self.tokenizer.batch_decode([[i] if 0 <= i < size else [] for i in ids])
+        ends = np.cumsum([len(piece) for piece in pieces])
+        times = torch.full((len(ids),), float("nan"), dtype=torch.float64)
+        for match in CLOCK_PATTERN.finditer("".join(pieces)):
+            first, second, third = match.groups()
+            hours, minutes, secs = (0, first, second) if third is None else (first, second, third)
+            seconds = int(hours) * 3600 + int(minutes) * 60 + int(secs)
+            # the tokens whose text overlaps the match: from the one that ends past its start, to the one holding its end
+            start, stop = np.searchsorted(ends, match.start(), "right"), np.searchsorted(ends, match.end(), "left")
+            times[start : stop + 1] = float(seconds)
+        return times
 
     def time_text(self, seconds: float) -> str:
         """The text before a group's visual tokens: ``config.time_format`` of its start time in seconds."""

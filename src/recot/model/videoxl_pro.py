@@ -33,6 +33,7 @@ from recot.model import checkpoint
 from recot.model.compressor import ReCoTCompressor
 from recot.model.encoder import EncodedVideo, EncoderStages, StreamingEncoder
 from recot.model.selector import QueryAwareSelector, Selection, TimeSequenceLayout
+from recot.model.time_vectors import group_middle_times, time_vectors
 from recot.model.vision import build_vision_tower, resize_to_grid
 
 
@@ -184,7 +185,9 @@ class VideoXLPro(nn.Module):
         """Embed the time sequence ids and put the visual tokens at the placeholders.
 
         Returns S (L_s, D) and its layout; the ids come from the processor (or,
-        for exact comparison, from the released pipeline).
+        for exact comparison, from the released pipeline). With
+        ``config.time_vector``, each group's window (its text and its visual
+        tokens) gets the time vector of the group's middle second added.
         """
         time_sequence_ids = time_sequence_ids.to(self.device)
         layout = layout_from_ids(time_sequence_ids, self.config.placeholder_token_id)
@@ -200,6 +203,12 @@ class VideoXLPro(nn.Module):
         # small-vocabulary model use the released placeholder id.
         sequence = self.language_model.get_input_embeddings()(time_sequence_ids.masked_fill(mask, 0))
         sequence[mask] = encoded.tokens.reshape(g * p, -1).to(sequence.dtype)
+        if self.config.time_vector:
+            middles = group_middle_times(encoded.timestamps, self.config.frames_per_group).tolist()
+            times = torch.empty(len(time_sequence_ids), dtype=torch.float64)
+            for (start, n_text, n_visual), middle in zip(layout.windows, middles, strict=True):
+                times[start : start + n_text + n_visual] = middle
+            sequence = sequence + time_vectors(times.to(self.device), sequence.shape[-1]).to(sequence.dtype)
         return sequence, layout
 
     def embed_inputs(
@@ -210,21 +219,39 @@ class VideoXLPro(nn.Module):
         keep_ratio: float | None = None,
         max_visual_tokens: int | None = None,
         labels: torch.Tensor | None = None,
+        input_times: torch.Tensor | None = None,
     ) -> LLMInputs:
         """Prompt ids (L,) with one ``image_token_index`` -> the LLM's :class:`LLMInputs`.
 
         The selector scores the video against every prompt token except the
         image marker (with ``labels``, only tokens whose label is -100: the answer
         is never scored against). Labels come back aligned with the embeddings.
+        ``input_times`` (L,) (``processor.clock_times``): with ``config.time_vector``,
+        the prompt's clocks get their time vectors (never the answer's tokens,
+        which at inference are generated without them).
         """
         input_ids = _as_1d(input_ids).to(self.device)
         labels = None if labels is None else _as_1d(labels).to(self.device)
         image_positions = (input_ids == self.config.image_token_index).nonzero().flatten().tolist()
-        embed = self.language_model.get_input_embeddings()
+        token_embed = self.language_model.get_input_embeddings()
+        vectors = None
+        if self.config.time_vector and input_times is not None:
+            times = _as_1d(input_times).to(self.device, torch.float64)
+            if times.shape != input_ids.shape:
+                raise ValueError(f"input_times has shape {tuple(times.shape)}; input_ids has {tuple(input_ids.shape)}")
+            if labels is not None:
+                times = times.masked_fill(labels != -100, float("nan"))
+            vectors = time_vectors(times, self.config.hidden_size)
+
+        def embed(start: int, stop: int | None = None) -> torch.Tensor:
+            """The embeddings of ``input_ids[start:stop]``, with the clocks' time vectors if there are any."""
+            out = token_embed(input_ids[start:stop])
+            return out if vectors is None else out + vectors[start:stop].to(out.dtype)
+
         if not image_positions:
             if encoded is not None:
                 raise ValueError("a video was given but input_ids has no image token")
-            return LLMInputs(embed(input_ids)[None], None if labels is None else labels[None])
+            return LLMInputs(embed(0)[None], None if labels is None else labels[None])
         if len(image_positions) > 1 or encoded is None or time_sequence_ids is None:
             raise ValueError(
                 f"input_ids has {len(image_positions)} image tokens; exactly one is needed, "
@@ -234,12 +261,12 @@ class VideoXLPro(nn.Module):
         text_mask = input_ids != self.config.image_token_index
         if labels is not None:
             text_mask &= labels == -100
-        text_embeds = embed(input_ids[text_mask])
+        text_embeds = token_embed(input_ids[text_mask])
 
         sequence, layout = self.build_time_sequence(encoded, _as_1d(time_sequence_ids))
         ratio = self.config.keep_ratio if keep_ratio is None else keep_ratio
         selection: Selection = self.selector(sequence, layout, text_embeds, ratio, max_visual_tokens)
-        inputs_embeds = torch.cat([embed(input_ids[:pos]), selection.sequence, embed(input_ids[pos + 1 :])])
+        inputs_embeds = torch.cat([embed(0, pos), selection.sequence, embed(pos + 1)])
         if labels is not None:
             ignore = labels.new_full((len(selection.sequence),), -100)
             labels = torch.cat([labels[:pos], ignore, labels[pos + 1 :]])[None]
@@ -256,15 +283,19 @@ class VideoXLPro(nn.Module):
         max_visual_tokens: int | None = None,
         labels: torch.Tensor | None = None,
         return_intermediates: bool = False,
+        input_times: torch.Tensor | None = None,
     ) -> VideoXLProOutput:
         """Logits for one prompt, with a video given as frames or as an :class:`EncodedVideo`.
 
         ``input_ids`` (L,) or (1, L) hold the prompt with one ``image_token_index``
         where the video goes; ``time_sequence_ids`` (L_s,) are the per-group
-        timestamp ids and placeholders (see :class:`recot.VideoXLProProcessor`).
+        timestamp ids and placeholders (see :class:`recot.VideoXLProProcessor`);
+        ``input_times`` (L,) the prompt's clock times (``time_vector`` models).
         """
         encoded, stages = self._video(pixel_values, timestamps, encoded, keep_stages=return_intermediates)
-        inputs = self.embed_inputs(input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens, labels)
+        inputs = self.embed_inputs(
+            input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens, labels, input_times
+        )
         out = self.language_model(inputs_embeds=inputs.inputs_embeds, labels=inputs.labels)
         intermediates = VideoXLProIntermediates(stages, inputs) if return_intermediates else None
         return VideoXLProOutput(out.logits, out.loss, intermediates)
@@ -279,15 +310,18 @@ class VideoXLPro(nn.Module):
         encoded: EncodedVideo | None = None,
         keep_ratio: float | None = None,
         max_visual_tokens: int | None = None,
+        input_times: torch.Tensor | None = None,
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """Answer one prompt; returns the new token ids (1, n). Greedy unless told otherwise.
 
-        Extra keyword arguments go to transformers' ``generate`` (``max_new_tokens``,
+        ``input_times`` as in :meth:`embed_inputs`. Extra keyword arguments go to transformers' ``generate`` (``max_new_tokens``,
         ``do_sample``, ``temperature``, ``eos_token_id``...), which uses the KV cache.
         """
         encoded, _ = self._video(pixel_values, timestamps, encoded)
-        inputs_embeds = self.embed_inputs(input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens).inputs_embeds
+        inputs_embeds = self.embed_inputs(
+            input_ids, encoded, time_sequence_ids, keep_ratio, max_visual_tokens, input_times=input_times
+        ).inputs_embeds
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("max_new_tokens", 128)
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=self.device)

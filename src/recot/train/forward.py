@@ -51,6 +51,7 @@ class ModelInput:
     time_sequence_ids: torch.Tensor | None  # (L_s,)
     keep_ratio: float
     grouped: torch.Tensor | None = None
+    input_times: torch.Tensor | None = None  # (L,) the prompt's clock times, for time_vector models
 
 
 def _requires_grad(module: nn.Module) -> bool:
@@ -165,6 +166,7 @@ class TrainingForward(nn.Module):
             keep_ratio=sample.keep_ratio,
             max_visual_tokens=self.max_visual_tokens,
             labels=sample.labels,
+            input_times=sample.input_times,
         )
         return inputs.inputs_embeds[0], inputs.labels[0], similarity
 

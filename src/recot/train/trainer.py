@@ -91,19 +91,23 @@ def model_input(
 ) -> ModelInput:
     """Tokens, video (decoded frames, or cached vision features) and timestamp ids of one sample.
 
-    Frames are sampled as at inference (``data.fps``, ``data.max_frames``).
+    Frames are sampled as at inference (``data.fps``, ``data.max_frames``); a ``time_vector`` model also gets the
+    clock times of the conversation's text (the model adds them to the prompt's clocks only, not the answers').
     """
+    times = processor.clock_times(tokens.input_ids) if processor.config.time_vector else None
     if features is not None and sample.media is not None:
         grouped, group_times = features.get(sample)
         time_ids = processor.time_sequence_ids(group_times)
-        return ModelInput(tokens.input_ids, tokens.labels, None, group_times, time_ids, keep_ratio, grouped)
+        return ModelInput(tokens.input_ids, tokens.labels, None, group_times, time_ids, keep_ratio, grouped, times)
     loaded = load_frames(sample, processor.config.image_size, cfg.data.fps, cfg.data.max_frames)
     if loaded is None:
-        return ModelInput(tokens.input_ids, tokens.labels, None, None, None, keep_ratio)
-    frames, times = loaded
-    timestamps = torch.as_tensor(times, dtype=torch.float64)
+        return ModelInput(tokens.input_ids, tokens.labels, None, None, None, keep_ratio, input_times=times)
+    frames, stamps = loaded
+    timestamps = torch.as_tensor(stamps, dtype=torch.float64)
     time_ids = processor.time_sequence_ids(processor.group_timestamps(timestamps))
-    return ModelInput(tokens.input_ids, tokens.labels, torch.from_numpy(frames), timestamps, time_ids, keep_ratio)
+    return ModelInput(
+        tokens.input_ids, tokens.labels, torch.from_numpy(frames), timestamps, time_ids, keep_ratio, input_times=times
+    )
 
 
 @dataclass

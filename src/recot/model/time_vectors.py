@@ -1,0 +1,52 @@
+"""Absolute-time vectors: one fixed vector per second of video, shared by the timeline and the question.
+
+Not in the released model (``VideoXLProConfig.time_vector``, off by default).
+A small LLM trained from scratch does not learn to match a question's clock
+("what is on screen at 01:34?") to the timestamp text of the group that covers
+it: on the text-only probe (``scripts/probe_time_lookup.py``, 8-24 groups) it
+stays near chance after 3,300 steps of 64 videos. With the same vector added to
+both sides (each group's timestamp text and visual tokens at the group's middle
+second, the question's clock at the asked second), the lookup is learned within
+1,000 steps (README, "Where the time lookup fails").
+
+Shapes: ``times`` (...,) seconds (NaN: no time) -> vectors (..., D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SHORTEST_PERIOD = 8.0  # seconds: two 4-second groups apart, the fastest component turns half a cycle
+LONGEST_PERIOD = 7200.0  # seconds: two hours, the longest videos the default model is made for
+
+
+def time_vectors(times: torch.Tensor, dim: int) -> torch.Tensor:
+    """(..., dim) float32: sines and cosines of ``times`` at dim/2 periods from 8 s to 2 h (geometric); 0 where NaN.
+
+    Root-mean-square length 1 (the sines and cosines of each period sum to 1 in square; divided by the square root
+    of their count), so it outweighs a freshly initialised token embedding (std 0.02); an odd ``dim`` is zero-padded.
+    """
+    half = dim // 2
+    steps = torch.arange(half, dtype=torch.float64, device=times.device) / max(1, half - 1)
+    periods = SHORTEST_PERIOD * (LONGEST_PERIOD / SHORTEST_PERIOD) ** steps
+    angles = times.to(torch.float64).nan_to_num(0.0)[..., None] * (2 * math.pi / periods)
+    vectors = torch.cat([angles.sin(), angles.cos()], dim=-1) / math.sqrt(max(1, half))
+    vectors = torch.nn.functional.pad(vectors, (0, dim - 2 * half))
+    return torch.where(times.isnan()[..., None], 0.0, vectors).float()
+
+
+def group_middle_times(group_timestamps: torch.Tensor, frames_per_group: int) -> torch.Tensor:
+    """(G,) float64: the middle of each group's frames, from the groups' first-frame times (G,).
+
+    Frames are taken as evenly spaced within a group, the gap to the next group's first frame being one group:
+    the middle is ``t + gap * (F - 1) / (2 F)`` (1.5 s into a 4-frame group at 1 fps); the last group uses the
+    gap before it, and a lone group its own time.
+    """
+    times = group_timestamps.to(torch.float64)
+    if len(times) < 2:
+        return times.clone()
+    gaps = times.diff()
+    gaps = torch.cat([gaps, gaps[-1:]])
+    return times + gaps * (frames_per_group - 1) / (2 * frames_per_group)
