@@ -173,3 +173,32 @@ def test_training_samples_carry_the_clock_times_and_the_loss_uses_them():
         torch.testing.assert_close(embeds, direct.inputs_embeds[0])
         losses.append(embeds)
     assert not torch.allclose(losses[0], losses[1])  # same weights: only the time vectors differ
+
+
+def test_train_starts_the_llm_from_a_saved_qwen2_and_refuses_one_of_other_sizes(tmp_path):
+    """model.language_model: the probe's --save output becomes the LLM of the model recot train starts from."""
+    from transformers import Qwen2ForCausalLM
+
+    from recot.model.checkpoint import CheckpointError
+    from recot.train.config import TrainConfig
+    from recot.train.stages import load_base_model
+
+    config = VideoXLProConfig.from_preset("tiny")
+    torch.manual_seed(7)
+    llm = Qwen2ForCausalLM(config.text_config())
+    llm.save_pretrained(tmp_path / "llm")
+    cfg = TrainConfig.model_validate({"model": {"preset": "tiny", "language_model": str(tmp_path / "llm")}})
+    model, _ = load_base_model(cfg)
+    fresh, _ = load_base_model(TrainConfig.model_validate({"model": {"preset": "tiny"}}))
+    for name, tensor in llm.state_dict().items():
+        assert torch.equal(model.language_model.state_dict()[name], tensor), name
+    assert not torch.equal(fresh.language_model.lm_head.weight, model.language_model.lm_head.weight)
+    assert all(torch.equal(a, b) for a, b in zip(model.projector.state_dict().values(),
+                                                 fresh.projector.state_dict().values(), strict=True))  # fmt: skip
+    other = VideoXLProConfig.from_preset("tiny", hidden_size=2 * config.hidden_size).text_config()
+    Qwen2ForCausalLM(other).save_pretrained(tmp_path / "wide")
+    for path, message in ((tmp_path / "wide", r"does not fit this model's LLM \(\d+ tensors, e\.g\. "),
+                          (tmp_path / "nope", "cannot load")):  # fmt: skip
+        cfg = TrainConfig.model_validate({"model": {"preset": "tiny", "language_model": str(path)}})
+        with pytest.raises(CheckpointError, match=f"model.language_model: .*{message}"):
+            load_base_model(cfg)

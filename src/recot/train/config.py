@@ -35,6 +35,10 @@ class ModelSection(_Section):
     seed: int = 0
     official_compat: bool | None = Field(None, description="preset only: the released quirks (default: preset's)")
     compressor: str | None = Field(None, description="compressor.safetensors from `recot pretrain-compressor`")
+    language_model: str | None = Field(
+        None, description="a Qwen2 directory (save_pretrained) whose weights replace the LLM's, e.g. from "
+        "scripts/probe_time_lookup.py --save: an LLM that already finds a time in the timeline"
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     @model_validator(mode="after")
@@ -161,4 +165,5 @@ def load_train_config(path: str | Path) -> TrainConfig:
     cfg.data.media_root = resolve(cfg.data.media_root)
     cfg.model.path = resolve(cfg.model.path)
     cfg.model.compressor = resolve(cfg.model.compressor)
+    cfg.model.language_model = resolve(cfg.model.language_model)
     return cfg

@@ -35,8 +35,9 @@ COMPRESSOR_LORA_TARGETS = ("qkv", "proj_out")
 def load_base_model(cfg: TrainConfig) -> tuple[VideoXLPro, VideoXLProProcessor]:
     """The starting model and its processor: a checkpoint directory, or a preset with weights from ``model.seed``.
 
-    A ``model.compressor`` file (from ``recot pretrain-compressor``) replaces the compressor's weights.
-    Raises :class:`recot.CheckpointError` for unreadable checkpoints or compressor files.
+    A ``model.compressor`` file (from ``recot pretrain-compressor``) replaces the compressor's weights, and a
+    ``model.language_model`` directory (a Qwen2 ``save_pretrained``) the LLM's, which must have the same sizes.
+    Raises :class:`recot.CheckpointError` for unreadable checkpoints, compressor files or LLM directories.
     """
     m = cfg.model
     dtype = parse_dtype(m.dtype)
@@ -63,7 +64,30 @@ def load_base_model(cfg: TrainConfig) -> tuple[VideoXLPro, VideoXLProProcessor]:
         processor = VideoXLProProcessor(build_byte_tokenizer(), config)
     if m.compressor is not None:
         model.load_compressor(m.compressor)
+    if m.language_model is not None:
+        load_language_model(model, m.language_model)
     return model, processor
+
+
+def load_language_model(model: VideoXLPro, path: str) -> None:
+    """Replace ``model.language_model``'s weights by those of the Qwen2 directory ``path`` (same sizes, strict)."""
+    from transformers import Qwen2ForCausalLM
+
+    from recot.model.checkpoint import CheckpointError
+
+    try:
+        llm = Qwen2ForCausalLM.from_pretrained(path, dtype=model.dtype)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"model.language_model: cannot load {path}: {exc}") from exc
+    ours, theirs = model.language_model.state_dict(), llm.state_dict()
+    problems = [f"{k}: {tuple(theirs[k].shape)} here {tuple(t.shape)}" for k, t in ours.items()
+                if k in theirs and theirs[k].shape != t.shape]  # fmt: skip
+    problems += [f"{k}: missing" for k in ours if k not in theirs]
+    problems += [f"{k}: not in this model's LLM" for k in theirs if k not in ours]
+    if problems:
+        raise CheckpointError(f"model.language_model: {path} does not fit this model's LLM "
+                              f"({len(problems)} tensors, e.g. {problems[0]})")  # fmt: skip
+    model.language_model.load_state_dict(theirs, strict=True)
 
 
 def lora_target_regex(cfg: TrainConfig, compressor_stages: int) -> str:
