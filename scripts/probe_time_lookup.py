@@ -72,8 +72,9 @@ from recot.data.atomic import atomic_write_text
 from recot.data.synthetic_qa import TEMPLATES
 from recot.engine.default_model import UNTRAINED_PRESETS
 from recot.model.processor import VideoXLProProcessor, clock_time
-from recot.model.time_vectors import group_middle_times, time_vectors
+from recot.model.time_vectors import time_vectors, window_times
 from recot.model.tokenizer import build_byte_tokenizer
+from recot.model.videoxl_pro import layout_from_ids
 
 
 @dataclass
@@ -102,7 +103,6 @@ class TimelineTask:
         self.content_ids = list(range(config.vocab_size - classes, config.vocab_size))
         self.query_time = query_time
         self.group_seconds = config.frames_per_group  # frames are 1 s apart, as in the synthetic videos at 1 fps
-        self.frames_per_group = config.frames_per_group
         self.slots = config.tokens_per_group
         self.placeholder = config.placeholder_token_id
         self.image_id = config.image_token_index
@@ -116,15 +116,11 @@ class TimelineTask:
         """
         starts = [g * self.group_seconds for g in range(groups)]
         contents = [int(c) for c in rng.choice(self.content_ids, groups)]
-        timeline = self.processor.time_sequence_ids(torch.tensor(starts, dtype=torch.float64)).tolist()
+        group_times = torch.tensor(starts, dtype=torch.float64)
+        timeline = self.processor.time_sequence_ids(group_times).tolist()
         slot = iter(c for c in contents for _ in range(self.slots))
-        middles = group_middle_times(torch.tensor(starts, dtype=torch.float64), self.frames_per_group).tolist()
-        timeline_times, group, slots_seen = [], 0, 0  # each group is its timestamp text, then its slots
-        for i in timeline:
-            timeline_times.append(middles[group])
-            slots_seen += i == self.placeholder
-            if slots_seen == self.slots:
-                group, slots_seen = group + 1, 0
+        layout = layout_from_ids(torch.tensor(timeline), self.placeholder)  # as the model reads the timeline
+        timeline_times = window_times(layout, group_times, self.processor.config.frames_per_group).tolist()
         timeline = [next(slot) if i == self.placeholder else i for i in timeline]
         ids: list[int] = []
         times: list[float] = []

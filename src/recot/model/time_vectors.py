@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from recot.model.selector import TimeSequenceLayout
+
 SHORTEST_PERIOD = 8.0  # seconds: two 4-second groups apart, the fastest component turns half a cycle
 LONGEST_PERIOD = 7200.0  # seconds: two hours, the longest videos the default model is made for
 
@@ -50,3 +52,16 @@ def group_middle_times(group_timestamps: torch.Tensor, frames_per_group: int) ->
     gaps = times.diff()
     gaps = torch.cat([gaps, gaps[-1:]])
     return times + gaps * (frames_per_group - 1) / (2 * frames_per_group)
+
+
+def window_times(layout: TimeSequenceLayout, group_timestamps: torch.Tensor, frames_per_group: int) -> torch.Tensor:
+    """(L_s,) float64: each position of a time sequence at its group's middle second (:func:`group_middle_times`).
+
+    One window of ``layout`` per group (:func:`recot.model.videoxl_pro.layout_from_ids`): a group's timestamp
+    text and its visual tokens get the same time.
+    """
+    middles = group_middle_times(group_timestamps, frames_per_group).tolist()
+    times = torch.empty(layout.length, dtype=torch.float64)
+    for (start, n_text, n_visual), middle in zip(layout.windows, middles, strict=True):
+        times[start : start + n_text + n_visual] = middle
+    return times

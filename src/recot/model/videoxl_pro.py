@@ -33,7 +33,7 @@ from recot.model import checkpoint
 from recot.model.compressor import ReCoTCompressor
 from recot.model.encoder import EncodedVideo, EncoderStages, StreamingEncoder
 from recot.model.selector import QueryAwareSelector, Selection, TimeSequenceLayout
-from recot.model.time_vectors import group_middle_times, time_vectors
+from recot.model.time_vectors import time_vectors, window_times
 from recot.model.vision import build_vision_tower, resize_to_grid
 
 
@@ -204,10 +204,7 @@ class VideoXLPro(nn.Module):
         sequence = self.language_model.get_input_embeddings()(time_sequence_ids.masked_fill(mask, 0))
         sequence[mask] = encoded.tokens.reshape(g * p, -1).to(sequence.dtype)
         if self.config.time_vector:
-            middles = group_middle_times(encoded.timestamps, self.config.frames_per_group).tolist()
-            times = torch.empty(len(time_sequence_ids), dtype=torch.float64)
-            for (start, n_text, n_visual), middle in zip(layout.windows, middles, strict=True):
-                times[start : start + n_text + n_visual] = middle
+            times = window_times(layout, encoded.timestamps, self.config.frames_per_group)
             sequence = sequence + time_vectors(times.to(self.device), sequence.shape[-1]).to(sequence.dtype)
         return sequence, layout
 
