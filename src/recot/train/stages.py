@@ -16,6 +16,7 @@ the weights for ``save_pretrained``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,17 +76,19 @@ def load_language_model(model: VideoXLPro, path: str) -> None:
 
     from recot.model.checkpoint import CheckpointError
 
+    if not (Path(path) / "config.json").is_file():  # else transformers would take the path for a hub repo id
+        raise CheckpointError(f"{path} (model.language_model) is not a model directory: it has no config.json")
     try:
         llm = Qwen2ForCausalLM.from_pretrained(path, dtype=model.dtype)
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"model.language_model: cannot load {path}: {exc}") from exc
+        raise CheckpointError(f"cannot load {path} (model.language_model): {exc}") from exc
     ours, theirs = model.language_model.state_dict(), llm.state_dict()
     problems = [f"{k}: {tuple(theirs[k].shape)} here {tuple(t.shape)}" for k, t in ours.items()
                 if k in theirs and theirs[k].shape != t.shape]  # fmt: skip
     problems += [f"{k}: missing" for k in ours if k not in theirs]
     problems += [f"{k}: not in this model's LLM" for k in theirs if k not in ours]
     if problems:
-        raise CheckpointError(f"model.language_model: {path} does not fit this model's LLM "
+        raise CheckpointError(f"{path} (model.language_model) does not fit this model's LLM "
                               f"({len(problems)} tensors, e.g. {problems[0]})")  # fmt: skip
     model.language_model.load_state_dict(theirs, strict=True)
 
