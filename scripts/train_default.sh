@@ -32,7 +32,8 @@ for n in 256 1024 3600; do
   $R make-qa-data --split ood --count 10 --out "$D/ood$n" --minutes "$m" --size 64 --no-progress
 done
 # 2. ReCoT pre-training on the first 40 training videos.
-ls "$D"/train/videos/train/*.mp4 | sort | head -40 > "$D/pretrain.txt"
+# (the list's paths are read relative to the list file's folder)
+(cd "$D" && ls train/videos/train/*.mp4 | sort | head -40) > "$D/pretrain.txt"
 $R pretrain-compressor --config configs/default/pretrain.yaml --no-progress
 # 3. SFT on the questions and descriptions; 4. SFT with the --ground conversations added.
 $R train --config configs/default/sft.yaml --no-progress

@@ -60,6 +60,7 @@ def test_demo_data_fills_the_config_folder_and_training_runs(tmp_path, capsys, m
     data = tmp_path / "data" / "pretrain"
     assert f"writing a small generated data set to {data}" in err and "wrote 2 videos and 2 images" in err
     assert "step 2: loss" in out and (tmp_path / "run" / "compressor.safetensors").is_file()
+    assert "features" not in err and "%|" not in err  # --no-progress: no bar, the feature pass's neither
     assert sorted(p.name for p in data.iterdir()) == ["clip_00.mp4", "clip_01.mp4", "still_00.png", "still_01.png"]
     # A second run keeps the data as it is (and, resumed at its last step, has nothing left to train).
     assert main([*argv, "--resume"]) == 0

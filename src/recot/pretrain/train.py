@@ -261,7 +261,7 @@ def train(
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if store is None:
-        store = _build_store_distributed(cfg, out, rank, world)
+        store = _build_store_distributed(cfg, out, rank, world, progress)
 
     torch.manual_seed(cfg.seed + rank)
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
@@ -379,15 +379,18 @@ def _save_checkpoint(
         dist.barrier()
 
 
-def _build_store_distributed(cfg: PretrainConfig, out: Path, rank: int, world: int) -> FeatureStore:
-    """Rank 0 fills the feature cache first; the others then read it."""
+def _build_store_distributed(
+    cfg: PretrainConfig, out: Path, rank: int, world: int, progress: bool = True
+) -> FeatureStore:
+    """Rank 0 fills the feature cache first (with a progress bar when ``progress``); the others then read it."""
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else out / "features"
     b = cfg.backbone
 
     def build() -> FeatureStore:
         tower = FrozenTower(b.name, b.layer, b.preset, b.seed, b.weights, b.batch_size)
         return build_feature_store(
-            tower, cfg.data.paths, cfg.data.fps, cfg.data.max_frames_per_video, cache, cfg.compressor.frames, rank == 0
+            tower, cfg.data.paths, cfg.data.fps, cfg.data.max_frames_per_video, cache, cfg.compressor.frames,
+            progress and rank == 0,
         )
 
     if world > 1 and rank != 0:
