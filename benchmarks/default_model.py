@@ -38,7 +38,8 @@ RESULTS = Path(__file__).parent / "results"
 #: Chance level of each question type on the generator's vocabulary: a guessed time within one group either
 #: side of the truth (~9 of the video's seconds), 1 of 8 colours or 6 shapes, a count 1-5, one of two objects,
 #: one of 10 scenes.
-CHANCE = {"attribute": "1/8 or 1/6", "count": "1/5", "order": "1/2", "scene": "1/10", "when": "~9 s / duration"}
+CHANCE = {"attribute": "1/8 or 1/6", "count": "1/5", "order": "1/2", "scene": "1/10", "when": "~9 s / duration",
+          "ground:scene": "1/10", "ground:identify": "1/36"}
 
 
 def check_dependencies() -> None:
@@ -57,6 +58,18 @@ def _sets(data: Path, lengths: list[int]) -> list[tuple[str, int, Path]]:
             if rows.is_file():
                 found.append((split, n, rows))
     return found
+
+
+def _questions(row: dict) -> list[tuple[str, dict, str]]:
+    """(type, checker fields, question) of a row: its one question, or each turn of a ``make-qa-data
+    --ground-turns`` / ``--object-turns`` conversation asked on its own (types ``ground:scene``, ``objects:count``...)."""
+    qa = row["qa"]
+    asked = [t["value"].replace("<image>\n", "") for t in row["conversations"][0::2]]
+    if "types" not in qa:
+        return [(qa["qa_type"], qa, asked[0])]
+    n = len(asked)
+    turns = zip(qa["types"], qa["answers"], qa.get("options", [[]] * n), qa.get("tolerances", [0.0] * n), asked, strict=True)
+    return [(f"{qa['qa_type']}:{t}", {"qa_type": t, "answer": a, "options": o, "tolerance": tol}, q) for t, a, o, tol, q in turns]
 
 
 def run_accuracy(model: str, data: Path, lengths: list[int], caps: dict[int, int]) -> dict:
@@ -81,13 +94,13 @@ def run_accuracy(model: str, data: Path, lengths: list[int], caps: dict[int, int
         for video in tqdm(videos, desc=f"{split} {frames} frames", unit="video"):
             encoding = chat.encode(rows_file.parent / video, sampling)
             for row in by_video[video]:
-                question = row["conversations"][0]["value"].replace("<image>\n", "")
-                answer = chat.ask(encoding, question, options)
-                records.append({
-                    "split": split, "frames": frames, "id": row["id"], "qa_type": row["qa"]["qa_type"],
-                    "question": question, "truth": row["qa"]["answer"], "answer": answer.answer,
-                    "correct": check_answer(row, answer.answer),
-                })  # fmt: skip
+                for qa_type, truth, question in _questions(row):
+                    answer = chat.ask(encoding, question, options)
+                    records.append({
+                        "split": split, "frames": frames, "id": row["id"], "qa_type": qa_type,
+                        "question": question, "truth": truth["answer"], "answer": answer.answer,
+                        "correct": check_answer(truth, answer.answer),
+                    })  # fmt: skip
     table: dict[str, dict[str, dict[str, list[int]]]] = {}
     for r in records:
         cell = table.setdefault(r["split"], {}).setdefault(r["qa_type"], {}).setdefault(str(r["frames"]), [0, 0])

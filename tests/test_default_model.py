@@ -186,3 +186,22 @@ def test_object_probe_runs_on_a_recipe_config(tmp_path):
         f"probe_objects.py: error: cannot read training config {tmp_path / 'nope.yaml'}: "
         f"[Errno 2] No such file or directory: '{tmp_path / 'nope.yaml'}'"
     ]
+
+
+def test_benchmark_asks_each_turn_of_a_training_conversation_on_its_own():
+    """benchmarks/default_model.py: a test row is one question; a --ground-turns or --object-turns row gives
+    one per turn, each scored with its own answer (a right answer passes, a wrong one fails)."""
+    from recot.data.synthetic_qa import make_grounding, make_object_turns, rows_for
+
+    bench = load_file_module(ROOT / "benchmarks" / "default_model.py", "default_model_bench")
+    spec = make_video_spec(split_seeds("test", 1, 2)[0], 3, 3, size=64)
+    rows = rows_for(spec, "v.mp4", ground_turns=6, object_turns=True)
+    asked = [q for row in rows for q in bench._questions(row)]
+    assert [(t, f["answer"], q) for t, f, q in asked[:5]] == [(q.qa_type, q.answer, q.question) for q in make_questions(spec)]
+    expected = [("ground", t) for t in make_grounding(spec, 6)] + [("objects", t) for t in make_object_turns(spec)]
+    assert [(t, q) for t, _, q in asked[5:]] == [(f"{kind}:{t.qa_type}", t.question) for kind, t in expected]
+    for (_, fields, _), (_, turn) in zip(asked[5:], expected, strict=True):
+        assert check_answer(fields, turn.answer)
+        wrong = "7" if turn.qa_type == "count" else "59:59" if turn.qa_type == "when" else "nothing"
+        assert not check_answer(fields, wrong)
+    assert all("<image>" not in q for _, _, q in asked)

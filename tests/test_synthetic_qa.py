@@ -244,3 +244,82 @@ def test_identification_turns_name_the_object_on_screen_at_a_time(tmp_path):
 
     samples, bad = load_dataset([tmp_path / "validation.json"], media_root=tmp_path)
     assert len(samples) == 6 and not bad
+
+
+def test_grounding_turns_name_what_is_on_screen_at_distinct_times(tmp_path):
+    spec = _spec(3, minutes=4)
+    turns = qa.make_grounding(spec, 24)
+    assert turns == qa.make_grounding(_spec(3, minutes=4), 24)  # deterministic
+    assert turns != qa.make_grounding(spec, 24, index=1)  # each conversation its own times
+    assert {t.qa_type for t in turns} == {"scene", "identify"} and len(turns) == 24
+    times = spec.frame_times()
+    asked = []
+    for turn in turns:
+        seconds = qa.parse_time(re.search(r"\d+:\d{2}", turn.question).group(0))
+        asked.append(seconds)
+        first = int(seconds) // qa.FRAMES_PER_GROUP * qa.FRAMES_PER_GROUP  # its frame group (1 fps)
+        group = times[first : first + qa.FRAMES_PER_GROUP]
+        if turn.qa_type == "scene":
+            assert {spec.scene_at(float(t)) for t in group} == {turn.answer}, turn
+            assert qa.check_answer(turn, turn.answer)
+        else:
+            (event,) = [e for e in spec.events if e.name == turn.answer and e.visible(np.array([seconds]))[0]]
+            assert event.visible(group).sum() >= 2, (turn, group)  # on screen for half its group at least
+    assert len(set(asked)) == len(asked)
+    # More turns than seconds: every second once, then it stops.
+    short = _spec(4, minutes=1)
+    assert len(qa.make_grounding(short, 10_000)) == short.num_frames
+    with pytest.raises(ValueError, match="at least one turn"):
+        qa.make_grounding(spec, 0)
+
+    # --ground-turns T --ground-conversations K: K conversations of T turns per video, after the questions.
+    assert main(["make-qa-data", "--split", "validation", "--count", "1", "--minutes", "2", "--size", "48", "--out",
+                 str(tmp_path), "--ground-turns", "5", "--ground-conversations", "2", "--no-progress"]) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "validation.json").read_text())
+    assert [r["qa"]["qa_type"] for r in rows] == [*qa.QA_TYPES, "ground", "ground"]
+    video_spec = next(qa.iter_specs(tmp_path / "validation.videos.jsonl"))
+    for index, row in enumerate(rows[-2:]):
+        expected = qa.make_grounding(video_spec, 5, index)
+        conversation = row["conversations"]
+        assert [c["value"] for c in conversation[1::2]] == row["qa"]["answers"] == [t.answer for t in expected]
+        assert [c["value"] for c in conversation[0::2]] == ["<image>\n" + expected[0].question] + [t.question for t in expected[1:]]
+        assert row["qa"]["types"] == [t.qa_type for t in expected]
+    from recot.train.data import load_dataset
+
+    samples, bad = load_dataset([tmp_path / "validation.json"], media_root=tmp_path)
+    assert len(samples) == 7 and not bad
+
+
+def test_object_turns_ask_every_object_question_without_giving_answers_away(tmp_path):
+    spec = _spec(5, minutes=4)
+    turns = qa.make_object_turns(spec)
+    assert turns == qa.make_object_turns(_spec(5, minutes=4)) and turns != qa.make_object_turns(spec, index=1)
+    names = {e.name for e in spec.events}
+    assert len(names) == 4 and len(turns) == 10
+    kinds = [t.qa_type for t in turns]
+    assert kinds[:4] == ["attribute"] * 4 and sorted(kinds[4:]) == ["count"] * 4 + ["order", "when"]
+    for turn in turns[:4]:  # one attribute per object, answered from the events
+        (name,) = {e.name for e in spec.events if re.search(rf"\b({e.shape}|{e.color})\b", turn.question)}
+        assert turn.answer in name.split() and turn.answer not in turn.question
+    counts = {t.question: int(t.answer) for t in turns if t.qa_type == "count"}
+    assert sorted(counts.values()) == sorted(sum(e.name == n for e in spec.events) for n in names)
+    for question, n in counts.items():
+        (name,) = [m for m in names if m in question]
+        assert n == sum(e.name == name for e in spec.events)
+    (when,) = [t for t in turns if t.qa_type == "when"]
+    needle = next(e for e in spec.events if e.role == "needle")
+    assert needle.name in when.question and when.answer == qa.format_time(needle.start)
+    (order,) = [t for t in turns if t.qa_type == "order"]
+    first = next(e for e in spec.events if e.role == "first")
+    assert order.answer == first.name and qa.check_answer(order, f"the {first.name}")
+    # An attribute's answer is named by no turn before it (the other turns, which name objects in full, come after).
+    for i, turn in enumerate(turns[:4]):
+        assert all(not re.search(rf"\b{turn.answer}\b", t.question) for t in turns[:i])
+
+    assert main(["make-qa-data", "--split", "validation", "--count", "1", "--minutes", "2", "--size", "48", "--out",
+                 str(tmp_path), "--object-turns", "--no-progress"]) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "validation.json").read_text())
+    assert [r["qa"]["qa_type"] for r in rows] == [*qa.QA_TYPES, "objects"]
+    expected = qa.make_object_turns(next(qa.iter_specs(tmp_path / "validation.videos.jsonl")))
+    assert rows[-1]["qa"]["answers"] == [c["value"] for c in rows[-1]["conversations"][1::2]] == [t.answer for t in expected]
+

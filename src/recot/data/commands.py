@@ -38,6 +38,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ground", action="store_true",
                    help="also write, per video, a conversation asking which object is on screen at each object's "
                    "time (\"Which object is on screen at 00:12?\" -> \"red circle\"): training rows")  # fmt: skip
+    p.add_argument("--ground-turns", type=at_least(1), default=0, metavar="T",
+                   help="also write, per video, conversations of T turns that each name a time and ask what is on "
+                   "screen then (its scene, or the object shown): training rows")  # fmt: skip
+    p.add_argument("--ground-conversations", type=at_least(1), default=1, metavar="K",
+                   help="with --ground-turns: K such conversations per video, each with its own times (default 1)")
+    p.add_argument("--object-turns", action="store_true",
+                   help="also write, per video, one conversation asking every question of the four object types "
+                   "it has an exact answer to (colour or shape, count and the needle's time per object; the pair's "
+                   "order): training rows")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_make_qa_data)
 
@@ -57,6 +66,7 @@ def run_make_qa_data(args: argparse.Namespace) -> int:
         summary = write_dataset(
             args.out, args.split, args.count, first=args.seed, min_minutes=low, max_minutes=high, fps=args.fps,
             size=args.size, progress=not args.no_progress, describe=args.describe, ground=args.ground,
+            ground_turns=args.ground_turns, ground_conversations=args.ground_conversations, object_turns=args.object_turns,
         )  # fmt: skip
     except ValueError as exc:
         return report_error("make-qa-data", str(exc), EXIT_USAGE)

@@ -394,6 +394,95 @@ def make_identification(spec: VideoSpec) -> list[Question]:
     return [turns[i] for i in rng.permutation(len(turns))]
 
 
+def make_grounding(spec: VideoSpec, turns: int, index: int = 0) -> list[Question]:
+    """Training turns of ``spec`` that each name a time: ``turns`` of them, drawn from its seed and ``index``.
+
+    Each turn is, with even odds, a ``scene`` question at a second whose whole
+    frame group shows one scene ("What is on screen at 01:34?" -> "forest") or an
+    ``identify`` question at a second an object is on screen, in a frame group
+    that shows it at least half the time ("Which object is on screen at 02:07?"
+    -> "red circle"; events drawn alike), at distinct seconds. Many such turns
+    in one conversation (``make-qa-data --ground-turns``) give a model trained
+    from scratch many time lookups for one pass over the video's tokens;
+    ``index`` tells a video's conversations apart. Training data: every turn
+    asks a time in and a name out, so no turn's answer gives away another's
+    (the test types ask the other way round, and stay in rows of their own).
+    """
+    if turns < 1:
+        raise ValueError(f"a grounding conversation needs at least one turn, got {turns}")
+    rng = np.random.default_rng([spec.seed, 0x6D, index])
+    times = spec.frame_times()
+    group = FRAMES_PER_GROUP
+    # Seconds of groups that show one scene throughout (a group across a cut has no single answer).
+    scene_seconds = [
+        float(t)
+        for g in range(0, len(times), group)
+        if len({spec.scene_at(float(t)) for t in times[g : g + group]}) == 1
+        for t in times[g : g + group]
+    ]
+    # Per event, the seconds it is on screen in a group that shows it at least half the time.
+    object_seconds = {
+        e: [float(t) for i, t in enumerate(times) if e.visible(t) and e.visible(times[i - i % group : i - i % group + group]).sum() * 2 >= group]
+        for e in spec.events
+    }  # fmt: skip
+    events = [e for e in spec.events if object_seconds[e]]
+    available = len(set(scene_seconds).union(*object_seconds.values()))
+    used: set[float] = set()
+    out = []
+    while len(out) < turns and len(used) < available:
+        if events and (not scene_seconds or rng.random() < 0.5):
+            event = events[int(rng.integers(len(events)))]  # each event alike, however long it is shown
+            t = object_seconds[event][int(rng.integers(len(object_seconds[event])))]
+            kind, answer = "identify", event.name
+        else:
+            t = scene_seconds[int(rng.integers(len(scene_seconds)))]
+            kind, answer = "scene", spec.scene_at(t)
+        if t in used:
+            continue
+        used.add(t)
+        out.append(Question(kind, str(rng.choice(TEMPLATES[kind])).format(time=format_time(t)), answer))
+    return out
+
+
+def make_object_turns(spec: VideoSpec, index: int = 0) -> list[Question]:
+    """Training turns of ``spec`` that name an object: every question of the four object types it answers.
+
+    Per object, its ``attribute`` (colour from shape, or shape from colour) and
+    its ``count``; the needle's ``when``; the ordered pair's ``order``: ten
+    turns, phrasings drawn from its seed and ``index``. The attribute turns come
+    first, because every other turn names its objects in full and would give
+    their answers away; the rest are shuffled, and none gives away another's
+    answer (the pair's times are not asked). One conversation
+    (``make-qa-data --object-turns``) trains a pass over the video's tokens on
+    ten answers instead of one.
+    """
+    rng = np.random.default_rng([spec.seed, 0x0B, index])
+    shown: dict[str, list[ObjectEvent]] = {}
+    for event in sorted(spec.events, key=lambda e: e.start):
+        shown.setdefault(event.name, []).append(event)
+
+    def pick(kind: str) -> str:
+        return str(rng.choice(TEMPLATES[kind]))
+
+    attributes = []
+    for name in sorted(shown):
+        event = shown[name][0]
+        if rng.random() < 0.5:
+            attributes.append(Question("attribute", pick("attribute_color").format(shape=event.shape), event.color))
+        else:
+            attributes.append(Question("attribute", pick("attribute_shape").format(color=event.color), event.shape))
+    needle = next(e for e in spec.events if e.role == "needle")
+    first = next(e for e in spec.events if e.role == "first")
+    second = next(e for e in spec.events if e.role == "second")
+    a, b = (first, second) if rng.random() < 0.5 else (second, first)
+    rest = [
+        Question("when", pick("when").format(obj=needle.name), format_time(needle.start), tolerance=FRAMES_PER_GROUP / spec.fps),
+        Question("order", pick("order").format(a=a.name, b=b.name), first.name, options=(a.name, b.name)),
+        *(Question("count", pick("count").format(obj=name), str(len(events))) for name, events in sorted(shown.items())),
+    ]  # fmt: skip
+    return [attributes[i] for i in rng.permutation(len(attributes))] + [rest[i] for i in rng.permutation(len(rest))]
+
+
 _NUMBER_WORDS = {w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])}
 
 
@@ -613,9 +702,19 @@ def _fps_fraction(fps: float) -> Any:
 
 
 # ----- dataset -----------------------------------------------------------------------------------------------------
-def rows_for(spec: VideoSpec, video_path: str, describe: bool = False, ground: bool = False) -> list[dict[str, Any]]:
+def rows_for(
+    spec: VideoSpec,
+    video_path: str,
+    describe: bool = False,
+    ground: bool = False,
+    ground_turns: int = 0,
+    ground_conversations: int = 1,
+    object_turns: bool = False,
+) -> list[dict[str, Any]]:
     """LLaVA-Video rows, one per question (and the video's description first, with ``describe``; its
-    identification conversation last, with ``ground``), with the checker's fields under ``qa``."""
+    identification conversation after them, with ``ground``; then, with ``ground_turns``, its
+    ``ground_conversations`` :func:`make_grounding` conversations of that many turns; then, with
+    ``object_turns``, its :func:`make_object_turns` conversation), with the checker's fields under ``qa``."""
     rows = []
     for q in [make_description(spec)] * describe + make_questions(spec):
         rows.append({
@@ -628,18 +727,35 @@ def rows_for(spec: VideoSpec, video_path: str, describe: bool = False, ground: b
         })  # fmt: skip
     if ground:
         turns = make_identification(spec)
-        conversation = []
-        for i, q in enumerate(turns):
-            conversation += [{"from": "human", "value": ("<image>\n" if i == 0 else "") + q.question},
-                             {"from": "gpt", "value": q.answer}]  # fmt: skip
         rows.append({
             "id": f"{spec.id}-identify",
             "video": video_path,
-            "conversations": conversation,
+            "conversations": _conversation(turns),
             "duration": spec.duration,
             "qa": {"qa_type": "identify", "answers": [q.answer for q in turns], "split": spec.split, "seed": spec.seed},
         })  # fmt: skip
+    conversations = [(f"ground{i}", "ground", make_grounding(spec, ground_turns, i)) for i in range(ground_conversations if ground_turns else 0)]
+    if object_turns:
+        conversations.append(("objects", "objects", make_object_turns(spec)))
+    for suffix, kind, turns in conversations:
+        rows.append({
+            "id": f"{spec.id}-{suffix}",
+            "video": video_path,
+            "conversations": _conversation(turns),
+            "duration": spec.duration,
+            "qa": {"qa_type": kind, "types": [q.qa_type for q in turns], "answers": [q.answer for q in turns],
+                   "options": [list(q.options) for q in turns], "tolerances": [q.tolerance for q in turns],
+                   "split": spec.split, "seed": spec.seed},
+        })  # fmt: skip
     return rows
+
+
+def _conversation(turns: list[Question]) -> list[dict[str, str]]:
+    """LLaVA turns of ``turns``, the video marker on the first question only."""
+    out = []
+    for i, q in enumerate(turns):
+        out += [{"from": "human", "value": ("<image>\n" if i == 0 else "") + q.question}, {"from": "gpt", "value": q.answer}]
+    return out
 
 
 @dataclass
@@ -667,6 +783,9 @@ def write_dataset(
     progress: bool = True,
     describe: bool = False,
     ground: bool = False,
+    ground_turns: int = 0,
+    ground_conversations: int = 1,
+    object_turns: bool = False,
 ) -> DatasetSummary:
     """Write ``count`` videos of ``split`` (its videos ``first ..``) and their questions under ``out``.
 
@@ -675,8 +794,9 @@ def write_dataset(
     spec: scenes and events). A video already there is kept (reruns resume;
     its content depends only on the seed and these settings, which are recorded
     in the manifest). Every file is written atomically. ``describe`` adds each
-    video's :func:`make_description` row and ``ground`` its :func:`make_identification`
-    conversation (training data).
+    video's :func:`make_description` row, ``ground`` its :func:`make_identification`
+    conversation, ``ground_turns`` its ``ground_conversations`` :func:`make_grounding` conversations and
+    ``object_turns`` its :func:`make_object_turns` conversation (training data).
     """
     from tqdm import tqdm
 
@@ -690,7 +810,13 @@ def write_dataset(
         for spec in todo:
             write_video(spec, root / _video_rel(spec), on_frames=bar.update)
             written += spec.num_frames
-    rows = [row for spec in specs for row in rows_for(spec, _video_rel(spec), describe, ground)]
+    if ground_turns < 0 or ground_conversations < 1:
+        raise ValueError(f"ground_turns must be >= 0 and ground_conversations >= 1, got {ground_turns}, {ground_conversations}")
+    rows = [
+        row
+        for spec in specs
+        for row in rows_for(spec, _video_rel(spec), describe, ground, ground_turns, ground_conversations, object_turns)
+    ]
     rows_file = root / f"{split}.json"
     manifest = root / f"{split}.videos.jsonl"
     atomic_write_text(rows_file, json.dumps(rows, indent=1) + "\n")
