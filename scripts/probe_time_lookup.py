@@ -72,7 +72,7 @@ from recot.data.atomic import atomic_write_text
 from recot.data.synthetic_qa import TEMPLATES
 from recot.engine.default_model import UNTRAINED_PRESETS
 from recot.model.processor import VideoXLProProcessor, clock_time
-from recot.model.time_vectors import time_vectors, window_times
+from recot.model.time_vectors import add_time_vectors, window_times
 from recot.model.tokenizer import build_byte_tokenizer
 from recot.model.videoxl_pro import layout_from_ids
 
@@ -169,7 +169,7 @@ def forward(llm: torch.nn.Module, batch: tuple[torch.Tensor, ...], time_vector: 
     ids, mask, labels, times = (t.to(device) for t in batch)
     embeds = llm.get_input_embeddings()(ids)
     if time_vector:
-        embeds = embeds + time_vectors(times, embeds.shape[-1]).to(embeds.dtype)
+        embeds = add_time_vectors(embeds, times)
     return llm(inputs_embeds=embeds, attention_mask=mask, labels=labels if with_labels else None)
 
 

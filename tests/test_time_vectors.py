@@ -64,7 +64,8 @@ def _encoded(model, groups: int, seed: int = 0) -> EncodedVideo:
 
 
 def test_model_adds_the_vectors_to_each_window_and_to_the_prompts_clocks():
-    """embed_inputs of a time_vector model = the plain model's + time_vectors, computed here independently."""
+    """embed_inputs of a time_vector model = the plain model's + time_vectors, computed here independently, each as
+    long as the token it marks (at least 1: the random visual tokens here are longer, the text embeddings shorter)."""
     timed, processor = tiny_model_and_processor(seed=2, time_vector=True, keep_ratio=1.0, time_format="clock")
     plain, _ = tiny_model_and_processor(seed=2, time_vector=False, keep_ratio=1.0, time_format="clock")
     assert all(torch.equal(a, b) for a, b in zip(timed.state_dict().values(), plain.state_dict().values(), strict=True))
@@ -81,15 +82,20 @@ def test_model_adds_the_vectors_to_each_window_and_to_the_prompts_clocks():
     row = 0
     for g in range(5):
         width = len(processor.tokenizer(processor.time_text(4.0 * g), add_special_tokens=False).input_ids) + timed.config.tokens_per_group
-        expected_sequence[row : row + width] = time_vectors(torch.tensor([4.0 * g + 1.5]), d)
+        lengths = b.time_sequence[row : row + width].norm(dim=-1, keepdim=True).clamp(min=1.0)
+        expected_sequence[row : row + width] = time_vectors(torch.tensor([4.0 * g + 1.5]), d) * lengths
         row += width
     assert row == len(time_ids)
+    visual = b.time_sequence.norm(dim=-1) > 1
+    assert int(visual.sum()) == 5 * timed.config.tokens_per_group  # the visual tokens, and only they, are longer
     torch.testing.assert_close(a.time_sequence - b.time_sequence, expected_sequence, atol=1e-6, rtol=0)
     pos = ids.tolist().index(timed.config.image_token_index)
     prompt_delta = torch.cat([a.inputs_embeds[0, :pos], a.inputs_embeds[0, pos + len(time_ids) :]]) - torch.cat(
         [b.inputs_embeds[0, :pos], b.inputs_embeds[0, pos + len(time_ids) :]]
     )
-    expected_prompt = time_vectors(torch.cat([times[:pos], times[pos + 1 :]]), d)
+    expected_prompt = time_vectors(torch.cat([times[:pos], times[pos + 1 :]]), d)  # text: shorter than 1
+    text_ids = torch.cat([ids[:pos], ids[pos + 1 :]])
+    assert float(timed.language_model.get_input_embeddings()(text_ids).norm(dim=-1).max()) < 1
     torch.testing.assert_close(prompt_delta, expected_prompt, atol=1e-6, rtol=0)
     assert int((expected_prompt.abs().sum(-1) > 0).sum()) == 5  # the five bytes of "00:09"
     torch.testing.assert_close(c.time_sequence, a.time_sequence)

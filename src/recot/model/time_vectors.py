@@ -27,8 +27,8 @@ LONGEST_PERIOD = 7200.0  # seconds: two hours, the longest videos the default mo
 def time_vectors(times: torch.Tensor, dim: int) -> torch.Tensor:
     """(..., dim) float32: sines and cosines of ``times`` at dim/2 periods from 8 s to 2 h (geometric); 0 where NaN.
 
-    Root-mean-square length 1 (the sines and cosines of each period sum to 1 in square; divided by the square root
-    of their count), so it outweighs a freshly initialised token embedding (std 0.02); an odd ``dim`` is zero-padded.
+    Euclidean length 1 (the sines and cosines of each period sum to 1 in square; divided by the square root of
+    their count); an odd ``dim`` is zero-padded. :func:`add_time_vectors` scales them to the tokens they mark.
     """
     half = dim // 2
     steps = torch.arange(half, dtype=torch.float64, device=times.device) / max(1, half - 1)
@@ -37,6 +37,20 @@ def time_vectors(times: torch.Tensor, dim: int) -> torch.Tensor:
     vectors = torch.cat([angles.sin(), angles.cos()], dim=-1) / math.sqrt(max(1, half))
     vectors = torch.nn.functional.pad(vectors, (0, dim - 2 * half))
     return torch.where(times.isnan()[..., None], 0.0, vectors).float()
+
+
+def add_time_vectors(embeddings: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    """``embeddings`` (..., D) plus the time vectors of ``times`` (...,), each as long as its token (at least 1).
+
+    A vector of fixed length would vanish on the visual tokens: the projector's outputs grow to a length of
+    about 100 in training (the default model's, at hidden size 128), against about 0.7 for a text token's
+    embedding. Scaled to the token's own length (detached: a statistic, not a path for gradients), the time
+    is an equal part of every marked token after the LLM's RMSNorm; text tokens, shorter than 1, get length 1.
+    Positions whose time is NaN are unchanged.
+    """
+    vectors = time_vectors(times.to(embeddings.device), embeddings.shape[-1]).to(embeddings.dtype)
+    length = embeddings.detach().norm(dim=-1, keepdim=True).clamp(min=1.0)
+    return embeddings + length * vectors
 
 
 def group_middle_times(group_timestamps: torch.Tensor, frames_per_group: int) -> torch.Tensor:

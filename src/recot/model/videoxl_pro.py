@@ -33,7 +33,7 @@ from recot.model import checkpoint
 from recot.model.compressor import ReCoTCompressor
 from recot.model.encoder import EncodedVideo, EncoderStages, StreamingEncoder
 from recot.model.selector import QueryAwareSelector, Selection, TimeSequenceLayout
-from recot.model.time_vectors import time_vectors, window_times
+from recot.model.time_vectors import add_time_vectors, window_times
 from recot.model.vision import build_vision_tower, resize_to_grid
 
 
@@ -205,7 +205,7 @@ class VideoXLPro(nn.Module):
         sequence[mask] = encoded.tokens.reshape(g * p, -1).to(sequence.dtype)
         if self.config.time_vector:
             times = window_times(layout, encoded.timestamps, self.config.frames_per_group)
-            sequence = sequence + time_vectors(times.to(self.device), sequence.shape[-1]).to(sequence.dtype)
+            sequence = add_time_vectors(sequence, times)
         return sequence, layout
 
     def embed_inputs(
@@ -231,19 +231,18 @@ class VideoXLPro(nn.Module):
         labels = None if labels is None else _as_1d(labels).to(self.device)
         image_positions = (input_ids == self.config.image_token_index).nonzero().flatten().tolist()
         token_embed = self.language_model.get_input_embeddings()
-        vectors = None
+        times = None
         if self.config.time_vector and input_times is not None:
             times = _as_1d(input_times).to(self.device, torch.float64)
             if times.shape != input_ids.shape:
                 raise ValueError(f"input_times has shape {tuple(times.shape)}; input_ids has {tuple(input_ids.shape)}")
             if labels is not None:
                 times = times.masked_fill(labels != -100, float("nan"))
-            vectors = time_vectors(times, self.config.hidden_size)
 
         def embed(start: int, stop: int | None = None) -> torch.Tensor:
             """The embeddings of ``input_ids[start:stop]``, with the clocks' time vectors if there are any."""
             out = token_embed(input_ids[start:stop])
-            return out if vectors is None else out + vectors[start:stop].to(out.dtype)
+            return out if times is None else add_time_vectors(out, times[start:stop])
 
         if not image_positions:
             if encoded is not None:
