@@ -6,6 +6,11 @@ Part ``accuracy``: every question of the held-out synthetic QA sets that
 the model (greedy, one encoding per video, 1 fps) and scored with
 ``recot.data.synthetic_qa.check_answer``. ``--videos N=K`` caps the videos
 of length N (the first K seeds); chance levels are listed next to the scores.
+Rows of training conversations (``--ground-turns``, ``--object-turns``) are asked
+turn by turn (``ground:scene``...). ``scene:elsewhere`` rescores the scene
+questions (both kinds) whose answer is not the video's longest scene: a model that
+names the video's main scene whatever time is asked scores high on ``scene`` and
+near 0 there.
 
 Part ``demo``: ``recot demo`` (its 1-hour sample video, 3,600 frames) in a fresh
 process with an empty encode cache (the video itself written beforehand: its
@@ -39,7 +44,7 @@ RESULTS = Path(__file__).parent / "results"
 #: side of the truth (~9 of the video's seconds), 1 of 8 colours or 6 shapes, a count 1-5, one of two objects,
 #: one of 10 scenes.
 CHANCE = {"attribute": "1/8 or 1/6", "count": "1/5", "order": "1/2", "scene": "1/10", "when": "~9 s / duration",
-          "ground:scene": "1/10", "ground:identify": "1/36"}
+          "ground:scene": "1/10", "ground:identify": "1/36", "scene:elsewhere": "1/10"}
 
 
 def check_dependencies() -> None:
@@ -72,6 +77,21 @@ def _questions(row: dict) -> list[tuple[str, dict, str]]:
     return [(f"{qa['qa_type']}:{t}", {"qa_type": t, "answer": a, "options": o, "tolerance": tol}, q) for t, a, o, tol, q in turns]
 
 
+def _longest_scenes(manifest: Path) -> dict[str, str]:
+    """Each video's longest scene (the answer a model that ignores the asked time would give), by video path."""
+    from recot.data.synthetic_qa import iter_specs, video_relpath
+
+    if not manifest.is_file():
+        return {}
+    out = {}
+    for spec in iter_specs(manifest):
+        seconds: dict[str, float] = defaultdict(float)
+        for seg in spec.segments:
+            seconds[seg.scene] += seg.end - seg.start
+        out[video_relpath(spec)] = max(seconds, key=seconds.__getitem__)
+    return out
+
+
 def run_accuracy(model: str, data: Path, lengths: list[int], caps: dict[int, int]) -> dict:
     """Answer every question of the held-out sets; per-question records and the table by (split, type, length)."""
     import torch
@@ -87,6 +107,7 @@ def run_accuracy(model: str, data: Path, lengths: list[int], caps: dict[int, int
     records = []
     for split, frames, rows_file in _sets(data, lengths):
         rows = json.loads(rows_file.read_text())
+        longest = _longest_scenes(rows_file.with_suffix(".videos.jsonl"))
         by_video: dict[str, list[dict]] = defaultdict(list)
         for row in rows:
             by_video[row["video"]].append(row)
@@ -101,6 +122,8 @@ def run_accuracy(model: str, data: Path, lengths: list[int], caps: dict[int, int
                         "question": question, "truth": truth["answer"], "answer": answer.answer,
                         "correct": check_answer(truth, answer.answer),
                     })  # fmt: skip
+                    if qa_type.endswith("scene") and video in longest and truth["answer"] != longest[video]:
+                        records.append({**records[-1], "qa_type": "scene:elsewhere"})
     table: dict[str, dict[str, dict[str, list[int]]]] = {}
     for r in records:
         cell = table.setdefault(r["split"], {}).setdefault(r["qa_type"], {}).setdefault(str(r["frames"]), [0, 0])

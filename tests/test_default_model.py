@@ -65,6 +65,9 @@ def test_recipe_configs_load():
     sft2 = load_train_config(ROOT / "configs" / "default" / "sft2.yaml")  # continues from step 3's model, on every row
     assert sft2.model.path.endswith("runs/default/sft/model") and sft2.data.train[0].endswith("data/train/train.json")
     assert sorted(sft2.trainable_modules()) == ["language_model", "projector", "selector"]
+    dense = load_train_config(ROOT / "configs" / "default" / "sft_dense.yaml")  # the dense-turns experiment
+    assert dense.data.train[0].endswith("data/train/train.dense.json") and dense.model.preset == "lite48"
+    assert sorted(dense.trainable_modules()) == ["language_model", "projector", "selector"]
 
 
 @needs_weights
@@ -205,3 +208,21 @@ def test_benchmark_asks_each_turn_of_a_training_conversation_on_its_own():
         wrong = "7" if turn.qa_type == "count" else "59:59" if turn.qa_type == "when" else "nothing"
         assert not check_answer(fields, wrong)
     assert all("<image>" not in q for _, _, q in asked)
+
+
+def test_benchmark_knows_each_videos_longest_scene(tmp_path):
+    """scene:elsewhere rescores scene answers that are not the video's longest scene: that scene, from the manifest."""
+    from recot.data.synthetic_qa import video_relpath
+
+    bench = load_file_module(ROOT / "benchmarks" / "default_model.py", "default_model_bench")
+    specs = [make_video_spec(s, 4, 4, size=64) for s in split_seeds("test", 3, 0)]
+    manifest = tmp_path / "test.videos.jsonl"
+    manifest.write_text("".join(json.dumps(s.to_json()) + "\n" for s in specs))
+    longest = bench._longest_scenes(manifest)
+    assert sorted(longest) == sorted(video_relpath(s) for s in specs)
+    for spec in specs:
+        seconds = {}
+        for seg in spec.segments:
+            seconds[seg.scene] = seconds.get(seg.scene, 0.0) + seg.end - seg.start
+        assert seconds[longest[video_relpath(spec)]] == max(seconds.values())
+    assert bench._longest_scenes(tmp_path / "missing.jsonl") == {}

@@ -803,19 +803,19 @@ def write_dataset(
     root = Path(out)
     seeds = split_seeds(split, count, first)
     specs = [make_video_spec(s, min_minutes, max_minutes, fps, size) for s in seeds]
-    todo = [s for s in specs if not (root / _video_rel(s)).is_file()]
+    todo = [s for s in specs if not (root / video_relpath(s)).is_file()]
     total = sum(s.num_frames for s in todo)
     written = 0
     with tqdm(total=total, desc=f"{split} videos", unit="frame", disable=not progress) as bar:
         for spec in todo:
-            write_video(spec, root / _video_rel(spec), on_frames=bar.update)
+            write_video(spec, root / video_relpath(spec), on_frames=bar.update)
             written += spec.num_frames
     if ground_turns < 0 or ground_conversations < 1:
         raise ValueError(f"ground_turns must be >= 0 and ground_conversations >= 1, got {ground_turns}, {ground_conversations}")
     rows = [
         row
         for spec in specs
-        for row in rows_for(spec, _video_rel(spec), describe, ground, ground_turns, ground_conversations, object_turns)
+        for row in rows_for(spec, video_relpath(spec), describe, ground, ground_turns, ground_conversations, object_turns)
     ]
     rows_file = root / f"{split}.json"
     manifest = root / f"{split}.videos.jsonl"
@@ -824,7 +824,8 @@ def write_dataset(
     return DatasetSummary(split, len(todo), len(specs) - len(todo), len(rows), rows_file, manifest, written)
 
 
-def _video_rel(spec: VideoSpec) -> str:
+def video_relpath(spec: VideoSpec) -> str:
+    """Where :func:`write_dataset` puts ``spec``'s video, relative to its ``out``: the rows' ``video`` field."""
     # Settings in the name: a rerun with other settings writes new files instead of reusing mismatched ones.
     minutes = int(spec.duration) // 60
     return f"videos/{spec.split}/{spec.id}-{minutes}m-{spec.size}px-{spec.fps:g}fps.mp4"
