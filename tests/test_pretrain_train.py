@@ -123,7 +123,9 @@ def test_two_processes_match_one_process(tmp_path):
     one = load_file(tmp_path / "one" / COMPRESSOR_FILE)
     two = load_file(tmp_path / "two" / COMPRESSOR_FILE)
     for k in one:
-        torch.testing.assert_close(one[k], two[k], rtol=1e-3, atol=1e-5)
+        # Adam turns the all-reduce's rounding noise on near-zero gradients into steps of up to lr (2e-3, warming
+        # up): 1.2e-5 was measured on one CPU, so the weights are compared to a tenth of one warm-up step.
+        torch.testing.assert_close(one[k], two[k], rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -266,7 +266,10 @@ def test_accumulation_padding_and_checkpointing_do_not_change_the_run(tmp_path):
     )
     assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=1e-5)
     assert [r["llm_tokens"] for r in b] == [r["llm_tokens"] for r in a]
-    same_outputs(tmp_path / "a" / MODEL_DIR, tmp_path / "b" / MODEL_DIR, data.parent / "v0.mp4")
+    # The losses are the tight check. Padding and recomputation reorder float sums, and Adam turns that noise on
+    # near-zero gradients into lr-sized steps (same_outputs): on one CPU, projector weights ended 0.015 apart
+    # (its lr is 1e-2) and logits 0.03 apart, on another within 1e-3.
+    same_outputs(tmp_path / "a" / MODEL_DIR, tmp_path / "b" / MODEL_DIR, data.parent / "v0.mp4", atol=0.1)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "a" / "tensorboard")).Reload()
