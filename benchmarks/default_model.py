@@ -72,8 +72,7 @@ def _questions(row: dict) -> list[tuple[str, dict, str]]:
     asked = [t["value"].replace("<image>\n", "") for t in row["conversations"][0::2]]
     if "types" not in qa:
         return [(qa["qa_type"], qa, asked[0])]
-    n = len(asked)
-    turns = zip(qa["types"], qa["answers"], qa.get("options", [[]] * n), qa.get("tolerances", [0.0] * n), asked, strict=True)
+    turns = zip(qa["types"], qa["answers"], qa["options"], qa["tolerances"], asked, strict=True)
     return [(f"{qa['qa_type']}:{t}", {"qa_type": t, "answer": a, "options": o, "tolerance": tol}, q) for t, a, o, tol, q in turns]
 
 

@@ -412,19 +412,14 @@ def make_grounding(spec: VideoSpec, turns: int, index: int = 0) -> list[Question
         raise ValueError(f"a grounding conversation needs at least one turn, got {turns}")
     rng = np.random.default_rng([spec.seed, 0x6D, index])
     times = spec.frame_times()
-    group = FRAMES_PER_GROUP
+    groups = [times[g : g + FRAMES_PER_GROUP] for g in range(0, len(times), FRAMES_PER_GROUP)]  # each group's seconds
     # Seconds of groups that show one scene throughout (a group across a cut has no single answer).
-    scene_seconds = [
-        float(t)
-        for g in range(0, len(times), group)
-        if len({spec.scene_at(float(t)) for t in times[g : g + group]}) == 1
-        for t in times[g : g + group]
-    ]
+    scene_seconds = [float(t) for g in groups if len({spec.scene_at(float(t)) for t in g}) == 1 for t in g]
     # Per event, the seconds it is on screen in a group that shows it at least half the time.
     object_seconds = {
-        e: [float(t) for i, t in enumerate(times) if e.visible(t) and e.visible(times[i - i % group : i - i % group + group]).sum() * 2 >= group]
+        e: [float(t) for g in groups if e.visible(g).sum() * 2 >= FRAMES_PER_GROUP for t in g[e.visible(g)]]
         for e in spec.events
-    }  # fmt: skip
+    }
     events = [e for e in spec.events if object_seconds[e]]
     available = len(set(scene_seconds).union(*object_seconds.values()))
     used: set[float] = set()
@@ -800,6 +795,8 @@ def write_dataset(
     """
     from tqdm import tqdm
 
+    if ground_turns < 0 or ground_conversations < 1:  # before any video is written
+        raise ValueError(f"ground_turns must be >= 0 and ground_conversations >= 1, got {ground_turns}, {ground_conversations}")
     root = Path(out)
     seeds = split_seeds(split, count, first)
     specs = [make_video_spec(s, min_minutes, max_minutes, fps, size) for s in seeds]
@@ -810,8 +807,6 @@ def write_dataset(
         for spec in todo:
             write_video(spec, root / video_relpath(spec), on_frames=bar.update)
             written += spec.num_frames
-    if ground_turns < 0 or ground_conversations < 1:
-        raise ValueError(f"ground_turns must be >= 0 and ground_conversations >= 1, got {ground_turns}, {ground_conversations}")
     rows = [
         row
         for spec in specs
