@@ -102,7 +102,8 @@ def encode_frames(
     if grouped is not None:
         if train_vision:
             raise ValueError("cached vision features cannot train the vision tower")
-        chunks = list(grouped.split(config.compressor_batch_size))
+        # The cache is read on the CPU; the compressor runs where the model is.
+        chunks = list(grouped.to(model.device).split(config.compressor_batch_size))
         stages, trained = [compress, head], [train_compressor, train_head]
         group_times = timestamps.to(torch.float64)
     else:
