@@ -287,6 +287,25 @@ def test_half_precision_runs_close_to_float32(dtype):
     assert (low.float() - ref32).abs().max() < 0.15 * ref32.abs().max()
 
 
+def test_window_attention_with_windows_of_several_shapes_matches_each_window_alone():
+    """Windows of different time-text lengths (a clock past one hour) are attended in batches by shape; the rows
+    come back in window order, equal to attending each window by itself."""
+    from recot.model.selector import WindowTimeToTokenAttention
+
+    torch.manual_seed(0)
+    attention = WindowTimeToTokenAttention(8, 2, official_compat=False)
+    windows, start = [], 0
+    for n_time, n_visual in ((5, 3), (7, 3), (5, 3), (7, 2), (5, 3)):
+        windows.append((start, n_time, n_visual))
+        start += n_time + n_visual
+    sequence = torch.randn(start, 8)
+    with torch.no_grad():
+        together = attention(sequence, windows)
+        alone = torch.cat([attention(sequence[s : s + t + v], [(0, t, v)]) for s, t, v in windows])
+    assert together.shape == (14, 8)
+    torch.testing.assert_close(together, alone, rtol=1e-6, atol=1e-6)
+
+
 def test_selector_scores_do_not_depend_on_window_chunking():
     selector, sequence, layout = _selector()
     text = torch.randn(5, sequence.shape[1])

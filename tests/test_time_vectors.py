@@ -156,7 +156,7 @@ def test_training_samples_carry_the_clock_times_and_the_loss_uses_them():
     """recot.train: a time_vector model's sample has the conversation's clock times, and the forward adds them."""
     from recot.train.config import TrainConfig
     from recot.train.data import Sample, tokenize_conversation
-    from recot.train.forward import TrainingForward
+    from recot.train.forward import embed_micro_batch
     from recot.train.trainer import model_input
 
     cfg = TrainConfig.model_validate({"model": {"preset": "tiny"}})
@@ -174,7 +174,8 @@ def test_training_samples_carry_the_clock_times_and_the_loss_uses_them():
         else:
             assert item.input_times is None
         with torch.no_grad():
-            embeds, labels, _ = TrainingForward(model, model, False, None).embed(item)
+            inputs, labels, lengths = embed_micro_batch(model, [item], [None])
+            embeds = inputs[0, : lengths[0]]
             direct = model.embed_inputs(item.input_ids, labels=item.labels, input_times=item.input_times)
         torch.testing.assert_close(embeds, direct.inputs_embeds[0])
         losses.append(embeds)

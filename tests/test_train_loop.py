@@ -7,13 +7,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from engine_fixtures import tiny_model_and_processor
 from recot.cli import main
 from recot.model.checkpoint import CheckpointError
 from recot.model.videoxl_pro import VideoXLPro
 from recot.train.data import Sample, load_dataset, tokenize_conversation
-from recot.train.forward import encode_frames, visual_similarity
+from recot.train.forward import (
+    ModelInput,
+    embed_micro_batch,
+    encode_frames,
+    encode_grouped,
+    vision_features,
+    visual_similarities,
+    visual_similarity,
+)
 from recot.train.stages import load_base_model, merge_lora, parameter_groups, prepare_stage
 from recot.train.trainer import MODEL_DIR, global_batch, keep_ratio_for, latest_checkpoint, train
 from test_train_fixtures import make_config, make_dataset, one_thread, same_outputs, write_yaml  # noqa: F401 (autouse fixture)
@@ -38,6 +47,79 @@ def test_training_encoder_matches_inference():
     encoded.tokens.sum().backward()
     assert model.compressor.encoder[0].q.weight.grad.abs().sum() > 0
     assert model.vision_tower.siglip.embeddings.patch_embedding.weight.grad is None
+
+
+def test_cached_features_of_several_videos_encode_together_as_each_alone():
+    """encode_grouped runs the groups of a micro-batch's videos through the compressor in shared chunks (one
+    pass of 7 groups, then chunks of 2 that straddle the videos): each video's tokens are those it gets alone,
+    and the compressor gets gradients."""
+    model, processor = tiny_model_and_processor()
+    rng = np.random.default_rng(3)
+    videos = [torch.from_numpy(rng.integers(0, 256, (n, 98, 98, 3), dtype=np.uint8)) for n in (8, 4, 16)]
+    grouped = [vision_features(model, frames) for frames in videos]
+    assert [len(g) for g in grouped] == [2, 1, 4]
+    alone = [model.encode_video(processor.normalize(f), torch.arange(len(f), dtype=torch.float64)).tokens for f in videos]
+    model.requires_grad_(False)
+    model.compressor.requires_grad_(True)
+    for chunk in (None, 2):
+        tokens = encode_grouped(model, grouped, checkpointing=chunk == 2, chunk_groups=chunk)
+        assert [t.shape for t in tokens] == [a.shape for a in alone]
+        for t, a in zip(tokens, alone, strict=True):
+            torch.testing.assert_close(t, a, rtol=0, atol=1e-6)
+    sum(t.sum() for t in tokens).backward()
+    assert model.compressor.encoder[0].q.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot train the vision tower"):
+        model.vision_tower.requires_grad_(True)
+        encode_grouped(model, grouped, checkpointing=False)
+
+
+def test_visual_similarities_of_several_videos_equal_each_alone():
+    rng = torch.Generator().manual_seed(0)
+    videos = [torch.randn(g, p, 8, generator=rng) + shift for g, p, shift in ((3, 4, 0.0), (1, 4, 5.0), (6, 2, 1.0))]
+    together = visual_similarities(videos)
+    alone = torch.stack([visual_similarity(v) for v in videos])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+    assert len(set(together.tolist())) == 3  # three different videos, three different values
+
+
+@pytest.mark.parametrize("keep_ratio", [1.0, 0.6])
+def test_micro_batch_embedding_equals_embed_inputs_per_sample(keep_ratio):
+    """embed_micro_batch (the training path) gives every sample of a micro-batch what embed_inputs gives it alone:
+    videos of different lengths, a text-only sample, clocks in the questions and answers, the selector keeping
+    60% of each video's tokens; right-padded with zeros and -100. (Videos of 2 groups or more: one group's
+    visual tokens all attend to the same time text, and their scores differ by a few float32 steps, which
+    min-max normalisation magnifies whatever the order of the sums.)"""
+    from pathlib import Path
+
+    model, processor = tiny_model_and_processor(seed=2, time_vector=True, time_format="clock")
+    rng = np.random.default_rng(5)
+    items, encoded, expected = [], [], []
+    for i, (frames, question, answer) in enumerate([
+        (8, "What is on screen at 00:01?", "a red ring at 00:01"), (None, "Say hi at 00:07", "hi"),
+        (16, "Which colour is it at 00:03?", "blue"), (12, "What is it?", "a cat, 00:00 to 00:01"),
+    ]):  # fmt: skip
+        media = None if frames is None else Path("v.mp4")
+        text = question if media is None else f"<image>\n{question}"
+        sample = Sample("rows.json", i, f"s{i}", media, None if media is None else "video", None, [(text, answer)], {})
+        tokens = tokenize_conversation(sample, processor)
+        times = processor.clock_times(tokens.input_ids)
+        video = time_ids = None
+        if frames is not None:
+            pixels = torch.from_numpy(rng.integers(0, 256, (frames, 98, 98, 3), dtype=np.uint8))
+            video = encode_frames(model, pixels, torch.arange(frames, dtype=torch.float64), checkpointing=False)
+            time_ids = processor.time_sequence_ids(video.timestamps)
+        items.append(ModelInput(tokens.input_ids, tokens.labels, None, None, time_ids, keep_ratio, None, times))
+        encoded.append(video)
+        with torch.no_grad():
+            alone = model.embed_inputs(tokens.input_ids, video, time_ids, keep_ratio, None, tokens.labels, times)
+        expected.append((alone.inputs_embeds[0], alone.labels[0]))
+    with torch.no_grad():
+        inputs, labels, lengths = embed_micro_batch(model, items, encoded)
+    assert lengths == [len(e) for e, _ in expected] and inputs.shape == (4, max(lengths), model.config.hidden_size)
+    for i, (embeds, sample_labels) in enumerate(expected):
+        torch.testing.assert_close(inputs[i, : lengths[i]], embeds, rtol=1e-5, atol=1e-5)
+        assert torch.equal(labels[i, : lengths[i]], sample_labels)
+        assert not inputs[i, lengths[i] :].any() and (labels[i, lengths[i] :] == -100).all()
 
 
 def test_selector_never_sees_the_answer():
@@ -238,6 +320,19 @@ def test_vision_feature_cache_gives_the_same_run_and_skips_decoding(tmp_path, mo
     again = train(make_config(data, tmp_path / "again", steps=2, batch=3, data={"feature_cache": True,
                   "feature_cache_dir": str(tmp_path / "cached" / "features")}), progress=False)  # fmt: skip
     assert [r["loss"] for r in again] == [r["loss"] for r in cached]
+    # feature_workers: worker processes decode every video before step 1 (this process never decodes: the
+    # patch above fails here, not in them); the same files, the same run.
+    filled = train(make_config(data, tmp_path / "filled", steps=2, batch=3, data={"feature_cache": True,
+                   "feature_workers": 2}), progress=False)  # fmt: skip
+    assert [r["loss"] for r in filled] == [r["loss"] for r in cached]
+    for path in (tmp_path / "cached" / "features").glob("*.safetensors"):
+        twin = load_file(str(tmp_path / "filled" / "features" / path.name))
+        assert all(torch.equal(t, twin[k]) for k, t in load_file(str(path)).items())
+    model = load_base_model(cached_cfg)[0]
+    fps, max_frames = cached_cfg.data.fps, cached_cfg.data.max_frames
+    cache = features.VisionFeatureCache(tmp_path / "filled" / "features", model, fps, max_frames)
+    samples, _ = load_dataset(cached_cfg.data.train, cached_cfg.data.media_root)
+    assert cache.fill(samples, workers=2, progress=False) == 0  # everything there already
     with pytest.raises(ValueError, match="frozen vision tower"):
         make_config(data, tmp_path / "x", train_vision_tower=True, data={"feature_cache": True})
 

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,11 +36,11 @@ class TimeSequenceLayout:
 
     @property
     def visual_mask(self) -> torch.Tensor:
-        """Bool (length,), True at visual positions."""
-        mask = torch.zeros(self.length, dtype=torch.bool)
+        """Bool (length,) on the CPU, True at visual positions."""
+        mask = np.zeros(self.length, dtype=bool)  # filled in NumPy: one torch op per window costs more than the work
         for start, n_time, n_visual in self.windows:
             mask[start + n_time : start + n_time + n_visual] = True
-        return mask
+        return torch.from_numpy(mask)
 
 
 def visual_rotary(sequence: torch.Tensor, base: float, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -96,7 +97,7 @@ class WindowTimeToTokenAttention(nn.Module):
         by_shape: dict[tuple[int, int], list[int]] = {}
         for g, (_, n_time, n_visual) in enumerate(windows):
             by_shape.setdefault((n_time, n_visual), []).append(g)
-        results: dict[int, torch.Tensor] = {}
+        results, order = [], []
         for (n_time, n_visual), groups in by_shape.items():
             starts = torch.tensor([windows[g][0] for g in groups], device=sequence.device)
             time_idx = starts[:, None] + torch.arange(n_time, device=sequence.device)
@@ -110,8 +111,14 @@ class WindowTimeToTokenAttention(nn.Module):
                 heads(query_proj(visual_tokens)), heads(key_proj(time_tokens)), heads(value_proj(time_tokens))
             )
             attended = self.out_proj(attn.transpose(1, 2).flatten(2))  # (W, V, D)
-            results.update(zip(groups, attended.unbind(0), strict=False))
-        return torch.cat([results[g] for g in range(len(windows))])
+            results.append(attended.flatten(0, 1))
+            order += [(g, v) for g in groups for v in range(n_visual)]
+        out = torch.cat(results)
+        if len(results) == 1:  # one shape: the windows are already in order
+            return out
+        # Rows back into window order: sort the (window, token) of each row.
+        rows = sorted(range(len(order)), key=order.__getitem__)
+        return out[torch.tensor(rows, device=out.device)]
 
 
 @dataclass
@@ -241,10 +248,10 @@ class QueryAwareSelector(nn.Module):
             self.window_attention(sequence, layout.windows[i : i + self.windows_per_chunk]).to(wide) @ query
             for i in range(0, len(layout.windows), self.windows_per_chunk)
         ])
-        low, high = raw.min(), raw.max()
-        if high == low:
-            return torch.zeros_like(raw)
-        return (raw - low) / (high - low)
+        low, span = raw.min(), raw.max() - raw.min()
+        # torch.where rather than an if: comparing on the host would wait for the device.
+        flat = span == 0
+        return torch.where(flat, torch.zeros_like(raw), (raw - low) / torch.where(flat, torch.ones_like(span), span))
 
     def forward(
         self,
@@ -255,14 +262,15 @@ class QueryAwareSelector(nn.Module):
         max_visual_tokens: int | None = None,
     ) -> Selection:
         scores = self.score(sequence, layout, text_embeds)
-        visual_mask = layout.visual_mask.to(sequence.device)
-        visual_positions = visual_mask.nonzero().squeeze(1)
+        # Positions come from the layout on the CPU, so that nothing is read back from the device here.
+        mask = layout.visual_mask
+        visual_positions = mask.nonzero().squeeze(1).to(sequence.device)
+        text_positions = (~mask).nonzero().squeeze(1).to(sequence.device)
         k = num_kept(self.config, len(visual_positions), keep_ratio, max_visual_tokens)
         kept_visual = scores.topk(k).indices.sort().values
-        keep = ~visual_mask
-        keep[visual_positions[kept_visual]] = True
-        kept_positions = keep.nonzero().squeeze(1)
-        # Rotate (at the original positions), then add each kept visual token's score.
+        kept_positions = torch.cat([text_positions, visual_positions[kept_visual]]).sort().values
+        # Rotate (at the original positions), then add each kept visual token's score (0 to the time tokens).
         kept = visual_rotary(sequence[kept_positions], self.rotary_base, kept_positions)
-        kept[visual_mask[kept_positions]] += scores[kept_visual].to(kept.dtype)[:, None]
+        position_scores = scores.new_zeros(layout.length).index_copy(0, visual_positions, scores)
+        kept = kept + position_scores[kept_positions].to(kept.dtype)[:, None]
         return Selection(kept, kept_positions, kept_visual, scores)

@@ -59,6 +59,10 @@ class DataSection(_Section):
     check_media: bool = True
     feature_cache: bool = Field(False, description="cache the frozen vision tower's output per video (skips decoding)")
     feature_cache_dir: str | None = Field(None, description="default: <output_dir>/features")
+    feature_workers: int = Field(
+        0, ge=0, description="with feature_cache: processes that decode the videos to fill the cache before step 1 "
+        "(0: each video is computed when a step first needs it)"
+    )
 
 
 class LoraSection(_Section):
@@ -115,6 +119,12 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU that has it")
     keep_ratio_range: tuple[float, float] = Field((0.7, 0.99), description="selector keep ratio drawn per sample")
     max_visual_tokens: int | None = None
+    encode_chunk_groups: int | None = Field(
+        None,
+        ge=1,
+        description="cached features: groups per compressor pass, across a micro-batch's videos (default: the "
+        "model's compressor_batch_size); larger means fewer, bigger passes (what a GPU step's time goes to)",
+    )
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(1, ge=1)
     log_every: int = Field(1, ge=1)

@@ -5,11 +5,15 @@ Shapes for one sample with N frames (G groups, P tokens per group, D LLM width):
     frames uint8 (N, S, S, 3) -> group order (4G frames) -> chunks of ``compressor_batch_size`` groups:
         [frozen part, no graph] vision tower -> resize -> group            (g, C, 4, h, h)
         [trained part, checkpointed] compressor -> projector -> 2x2 pool    (g, P, D)
-    -> EncodedVideo (G, P, D) -> ``VideoXLPro.embed_inputs`` with labels: the selector
-       scores only tokens whose label is -100 (prompt, never answers), keep ratio drawn per sample
-    -> inputs_embeds (1, L_i, D), labels (1, L_i); a micro-batch is right-padded to (B, L, D)
+    -> EncodedVideo (G, P, D) -> :func:`embed_micro_batch` (``VideoXLPro.embed_inputs`` with labels, for the
+       whole micro-batch at once): the selector scores only tokens whose label is -100 (prompt, never
+       answers), keep ratio drawn per sample
+    -> inputs_embeds (B, L, D), labels (B, L), right-padded
     -> Qwen2 decoder -> hidden (B, L, D) -> lm_head at labelled positions only -> cross-entropy, summed
     (and, logged beside the loss, how alike each video's tokens are: :func:`visual_similarity`)
+
+With cached vision features (G_i, C, 4, g, g) instead of frames, the groups of all the micro-batch's videos go
+through the compressor and head together (:func:`encode_grouped`), ``encode_chunk_groups`` at a time.
 
 The part of the encoder that learns runs under activation checkpointing, one
 chunk at a time, so its stored activations are one chunk's, whatever the
@@ -22,15 +26,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.checkpoint import checkpoint
 
 from recot.model.encoder import EncodedVideo
 from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
-from recot.model.videoxl_pro import VideoXLPro
+from recot.model.numerics import upcast
+from recot.model.selector import num_kept, visual_rotary
+from recot.model.time_vectors import add_time_vectors, window_times
+from recot.model.videoxl_pro import VideoXLPro, layout_from_ids
 from recot.model.vision import resize_to_grid
 from recot.train.data import IGNORE_INDEX
 
@@ -74,21 +83,8 @@ def _vision(model: VideoXLPro, frames_uint8: torch.Tensor) -> torch.Tensor:
     return model.group_features(resize_to_grid(model.vision_tower(pixels), config.grid_size))
 
 
-def encode_frames(
-    model: VideoXLPro,
-    frames: torch.Tensor | None,
-    timestamps: torch.Tensor,
-    checkpointing: bool,
-    grouped: torch.Tensor | None = None,
-) -> EncodedVideo:
-    """Frames (or cached grouped vision features) -> :class:`EncodedVideo`, with a graph where parameters learn.
-
-    ``frames`` uint8 (N, S, S, 3) with ``timestamps`` (N,); or ``grouped`` (G, C, 4, g, g)
-    from :func:`vision_features` with ``timestamps`` (G,) of the groups. Same chunks and
-    same result as :meth:`VideoXLPro.encode_video`; only the trained stages keep a graph,
-    under activation checkpointing per chunk when ``checkpointing`` is on.
-    """
-    config = model.config
+def _encoder_stages(model: VideoXLPro):
+    """The compressor and head stages of the encoder, and which of them learn (vision tower, compressor, head)."""
     train_vision = _requires_grad(model.vision_tower)
     train_compressor = train_vision or _requires_grad(model.compressor)
     train_head = train_compressor or _requires_grad(model.projector)
@@ -99,19 +95,12 @@ def encode_frames(
     def head(compressed: torch.Tensor) -> torch.Tensor:
         return model.pool(model.projector(compressed))
 
-    if grouped is not None:
-        if train_vision:
-            raise ValueError("cached vision features cannot train the vision tower")
-        # The cache is read on the CPU; the compressor runs where the model is.
-        chunks = list(grouped.to(model.device).split(config.compressor_batch_size))
-        stages, trained = [compress, head], [train_compressor, train_head]
-        group_times = timestamps.to(torch.float64)
-    else:
-        plan = GroupPlan.for_config(frames.shape[0], config)
-        chunks = [frames[idx] for idx in plan.chunks]
-        stages, trained = [lambda x: _vision(model, x), compress, head], [train_vision, train_compressor, train_head]
-        group_times = plan.group_timestamps(timestamps)
-    # The frozen prefix runs without a graph; the rest, from the first trained stage on, with one.
+    return compress, head, (train_vision, train_compressor, train_head)
+
+
+def _run_chunks(stages: list, trained: list[bool], chunks: list[torch.Tensor], checkpointing: bool) -> torch.Tensor:
+    """Each chunk through the stages: the frozen prefix without a graph, the rest, from the first trained stage on,
+    with one (under activation checkpointing per chunk when asked); the chunks' outputs concatenated."""
     first = trained.index(True) if any(trained) else len(stages)
     rest = stages[first:]
 
@@ -128,7 +117,43 @@ def encode_frames(
         if rest:
             x = checkpoint(run, x, use_reentrant=False) if checkpointing else run(x)
         parts.append(x)
-    return EncodedVideo(torch.cat(parts), group_times)
+    return torch.cat(parts)
+
+
+def encode_frames(
+    model: VideoXLPro, frames: torch.Tensor, timestamps: torch.Tensor, checkpointing: bool
+) -> EncodedVideo:
+    """uint8 frames (N, S, S, 3) with ``timestamps`` (N,) -> :class:`EncodedVideo`, with a graph where parameters
+    learn: the same result as :meth:`VideoXLPro.encode_video`; only the trained stages keep a graph, under
+    activation checkpointing per chunk of ``compressor_batch_size`` groups when ``checkpointing`` is on.
+    """
+    compress, head, (train_vision, train_compressor, train_head) = _encoder_stages(model)
+    plan = GroupPlan.for_config(frames.shape[0], model.config)
+    stages = [lambda x: _vision(model, x), compress, head]
+    tokens = _run_chunks(
+        stages, [train_vision, train_compressor, train_head], [frames[i] for i in plan.chunks], checkpointing
+    )
+    return EncodedVideo(tokens, plan.group_timestamps(timestamps))
+
+
+def encode_grouped(
+    model: VideoXLPro, grouped: list[torch.Tensor], checkpointing: bool, chunk_groups: int | None = None
+) -> list[torch.Tensor]:
+    """Cached vision features of several videos, [(G_i, C, 4, g, g)] -> their tokens [(G_i, P, D)].
+
+    The videos' groups go through the compressor and head together, ``chunk_groups`` at a time (default: the
+    model's ``compressor_batch_size``): a micro-batch of 64 short videos is then a few passes instead of 64,
+    which on a GPU is what a training step's time goes to (each pass is hundreds of small kernels). Each group is
+    compressed on its own, so the tokens do not depend on the chunking.
+    """
+    compress, head, (train_vision, train_compressor, train_head) = _encoder_stages(model)
+    if train_vision:
+        raise ValueError("cached vision features cannot train the vision tower")
+    # The cache is read on the CPU; the compressor runs where the model is.
+    everything = torch.cat(grouped).to(model.device)
+    chunks = list(everything.split(chunk_groups or model.config.compressor_batch_size))
+    tokens = _run_chunks([compress, head], [train_compressor, train_head], chunks, checkpointing)
+    return list(tokens.split([len(g) for g in grouped]))
 
 
 class TrainingForward(nn.Module):
@@ -139,62 +164,57 @@ class TrainingForward(nn.Module):
     """
 
     def __init__(
-        self, module: nn.Module, model: VideoXLPro, encoder_checkpointing: bool, max_visual_tokens: int | None
+        self,
+        module: nn.Module,
+        model: VideoXLPro,
+        encoder_checkpointing: bool,
+        max_visual_tokens: int | None,
+        encode_chunk_groups: int | None = None,
     ) -> None:
         super().__init__()
         self.module = module
         self._model = [model]  # a list: not registered twice
         self.encoder_checkpointing = encoder_checkpointing
         self.max_visual_tokens = max_visual_tokens
+        self.encode_chunk_groups = encode_chunk_groups
 
     @property
     def model(self) -> VideoXLPro:
         return self._model[0]
 
-    def embed(self, sample: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """inputs_embeds (L', D) and labels (L',) of one sample, the video's tokens selected, and the
-        :func:`visual_similarity` of its visual tokens (None without a video)."""
+    def encode(self, samples: list[ModelInput]) -> list[EncodedVideo | None]:
+        """Each sample's video as an :class:`EncodedVideo` (None for a text-only sample): the cached features of
+        all samples through the compressor together (:func:`encode_grouped`), frames one video at a time."""
         model = self.model
-        encoded = None
-        similarity = None
-        if sample.frames is not None or sample.grouped is not None:
-            encoded = encode_frames(model, sample.frames, sample.timestamps, self.encoder_checkpointing, sample.grouped)
-            similarity = visual_similarity(encoded.tokens)
-        inputs = model.embed_inputs(
-            sample.input_ids,
-            encoded,
-            sample.time_sequence_ids,
-            keep_ratio=sample.keep_ratio,
-            max_visual_tokens=self.max_visual_tokens,
-            labels=sample.labels,
-            input_times=sample.input_times,
-        )
-        return inputs.inputs_embeds[0], inputs.labels[0], similarity
+        encoded: list[EncodedVideo | None] = [None] * len(samples)
+        cached = [i for i, s in enumerate(samples) if s.grouped is not None]
+        if cached:
+            grouped = [samples[i].grouped for i in cached]
+            tokens = encode_grouped(model, grouped, self.encoder_checkpointing, self.encode_chunk_groups)
+            for i, t in zip(cached, tokens, strict=True):
+                encoded[i] = EncodedVideo(t, samples[i].timestamps.to(torch.float64))
+        for i, s in enumerate(samples):
+            if s.grouped is None and s.frames is not None:
+                encoded[i] = encode_frames(model, s.frames, s.timestamps, self.encoder_checkpointing)
+        return encoded
 
     def forward(self, samples: list[ModelInput]) -> tuple[torch.Tensor, torch.Tensor, int, float, int]:
         """(summed loss, answer tokens, LLM input tokens, summed visual similarity, samples with a video)."""
-        embedded = [self.embed(s) for s in samples]
-        similarities = [float(sim) for _, _, sim in embedded if sim is not None]
-        length = max(e.shape[0] for e, _, _ in embedded)
-        dim = embedded[0][0].shape[1]
-        device = embedded[0][0].device
-        inputs = embedded[0][0].new_zeros(len(samples), length, dim)
-        labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long, device=device)
-        attention = torch.zeros(len(samples), length, dtype=torch.long, device=device)
-        for i, (e, y, _) in enumerate(embedded):
-            inputs[i, : len(e)] = e
-            labels[i, : len(y)] = y
-            attention[i, : len(e)] = 1
+        encoded = self.encode(samples)
+        videos = [e.tokens for e in encoded if e is not None]
+        similarity = float(visual_similarities(videos).sum()) if videos else 0.0
+        inputs, labels, lengths = embed_micro_batch(self.model, samples, encoded, self.max_visual_tokens)
+        attention = None
+        if min(lengths) < max(lengths):  # from the lengths: no mask has to be read back from the device
+            attention = (torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]).long().to(inputs.device)
         lm = self.model.language_model
-        hidden = lm.model(
-            inputs_embeds=inputs, attention_mask=None if bool(attention.all()) else attention, use_cache=False
-        ).last_hidden_state
+        hidden = lm.model(inputs_embeds=inputs, attention_mask=attention, use_cache=False).last_hidden_state
         # Position t predicts token t+1; the vocabulary projection only where there is a label.
         targets = labels[:, 1:]
         picked = targets != IGNORE_INDEX
         logits = lm.lm_head(hidden[:, :-1][picked]).float()
         loss_sum = F.cross_entropy(logits, targets[picked], reduction="sum")
-        return loss_sum, picked.sum(), int(attention.sum()), sum(similarities), len(similarities)
+        return loss_sum, picked.sum(), sum(lengths), similarity, len(videos)
 
 
 @torch.no_grad()
@@ -209,3 +229,162 @@ def visual_similarity(tokens: torch.Tensor) -> torch.Tensor:
     """
     flat = tokens.detach().float().reshape(-1, tokens.shape[-1])
     return F.cosine_similarity(flat, flat.mean(0, keepdim=True)).mean()
+
+
+@torch.no_grad()
+def visual_similarities(videos: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`visual_similarity` of several videos' tokens [(G_i, P, D)] -> (n,), computed together."""
+    flat = torch.cat([v.detach().float().reshape(-1, v.shape[-1]) for v in videos])
+    counts = torch.tensor([v.shape[0] * v.shape[1] for v in videos], device=flat.device)
+    video = torch.repeat_interleave(torch.arange(len(videos), device=flat.device), counts)
+    means = flat.new_zeros(len(videos), flat.shape[1]).index_add_(0, video, flat) / counts[:, None]
+    cosines = F.cosine_similarity(flat, means[video])
+    return cosines.new_zeros(len(videos)).index_add_(0, video, cosines) / counts
+
+
+def embed_micro_batch(
+    model: VideoXLPro,
+    samples: list[ModelInput],
+    encoded: list[EncodedVideo | None],
+    max_visual_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """:meth:`VideoXLPro.embed_inputs` for a whole micro-batch at once: inputs_embeds (B, L, D) right-padded with
+    zeros, labels (B, L) padded with -100, and each sample's length.
+
+    The same computation as calling ``embed_inputs`` per sample (tested to 1e-5), rearranged so that the operator
+    calls do not grow with the number of samples: one embedding lookup for every prompt and time-sequence id,
+    one placement of every video's tokens, one time-vector addition, the selector's window attention over the
+    windows of every video, per-video min-max scores by scatter, the top-k of every video from one sort (ties
+    may be broken differently from ``topk``), one rotary, one gather into the padded batch. Every index is
+    computed on the CPU, so nothing is read back from the device. Training only: inference keeps the per-sample
+    path whose numbers match the released model.
+    """
+    config, selector = model.config, model.selector
+    device = model.device
+    token_embed = model.language_model.get_input_embeddings()
+    image = config.image_token_index
+
+    # ----- bookkeeping on the CPU: where each sample's rows sit -------------------------------------------
+    prompt_ids, prompt_times, query_rows = [], [], []
+    seq_ids, seq_times, visual_rows, text_seq_rows, windows, video_tokens = [], [], [], [], [], []
+    per_sample = []  # (prompt start, prompt length, image position or None, video index or None)
+    video_counts, kept_counts, seq_starts, visual_starts = [], [], [], []
+    prompt_offset = seq_offset = visual_offset = 0
+    for sample, video in zip(samples, encoded, strict=True):
+        ids, labels = _as_cpu_1d(sample.input_ids), _as_cpu_1d(sample.labels)
+        marks = (ids == image).nonzero().flatten().tolist()
+        if len(marks) != (0 if video is None else 1):
+            raise ValueError(f"a sample has {len(marks)} image tokens and {'a' if video is not None else 'no'} video")
+        times = torch.full(ids.shape, float("nan"), dtype=torch.float64)
+        if config.time_vector and sample.input_times is not None:
+            times = _as_cpu_1d(sample.input_times).to(torch.float64).masked_fill(labels != IGNORE_INDEX, float("nan"))
+        prompt_ids.append(ids.masked_fill(ids == image, 0))
+        prompt_times.append(times)
+        position = marks[0] if marks else None
+        if video is not None:
+            text = (ids != image) & (labels == IGNORE_INDEX)
+            query_rows.append(prompt_offset + text.nonzero().flatten())
+            time_ids = _as_cpu_1d(sample.time_sequence_ids)
+            layout = layout_from_ids(time_ids, config.placeholder_token_id)
+            g, p, _ = video.tokens.shape
+            if [n for _, _, n in layout.windows] != [p] * g:
+                raise ValueError(f"a time sequence has {len(layout.windows)} windows; its video has {g} groups of {p}")
+            mask = layout.visual_mask
+            seq_ids.append(time_ids.masked_fill(mask, 0))
+            seq_times.append(
+                window_times(layout, video.timestamps.cpu(), config.frames_per_group)
+                if config.time_vector
+                else torch.full((layout.length,), float("nan"), dtype=torch.float64)
+            )
+            visual_rows.append(seq_offset + mask.nonzero().flatten())
+            text_seq_rows.append(seq_offset + (~mask).nonzero().flatten())
+            windows += [(seq_offset + start, n_time, n_visual) for start, n_time, n_visual in layout.windows]
+            video_tokens.append(video.tokens.reshape(g * p, -1))
+            keep = num_kept(config, g * p, sample.keep_ratio, max_visual_tokens)
+            video_counts.append(g * p)
+            kept_counts.append(layout.length - g * p + keep)
+            seq_starts.append(seq_offset)
+            visual_starts.append((visual_offset, keep))
+            per_sample.append((prompt_offset, len(ids), position, len(video_counts) - 1))
+            seq_offset += layout.length
+            visual_offset += g * p
+        else:
+            per_sample.append((prompt_offset, len(ids), None, None))
+        prompt_offset += len(ids)
+
+    # ----- the prompts: one lookup, their clocks' time vectors -------------------------------------------
+    all_ids = torch.cat(prompt_ids + seq_ids).to(device)
+    embedded = token_embed(all_ids)
+    prompts = embedded[:prompt_offset]
+    if config.time_vector:
+        prompts = add_time_vectors(prompts, torch.cat(prompt_times))
+    rows = [prompts]
+    if video_counts:
+        # ----- the time sequences: visual tokens placed, time vectors added -----------------------------
+        visual = torch.cat(visual_rows)
+        sequence = embedded[prompt_offset:].index_put((visual.to(device),), torch.cat(video_tokens).to(embedded.dtype))
+        if config.time_vector:
+            sequence = add_time_vectors(sequence, torch.cat(seq_times))
+        # ----- the selector: each video's query, its window attention, its scores min-max normalised -----
+        wide = upcast(sequence.dtype)
+        video_of_query = torch.repeat_interleave(
+            torch.arange(len(query_rows)), torch.tensor([len(q) for q in query_rows])
+        )
+        queries = selector.text_mlp(embedded[torch.cat(query_rows).to(device)]).to(wide)
+        counts = torch.tensor([len(q) for q in query_rows], device=device, dtype=wide)[:, None]
+        queries = (
+            queries.new_zeros(len(query_rows), queries.shape[1]).index_add_(0, video_of_query.to(device), queries)
+            / counts
+        )
+        step = selector.windows_per_chunk
+        attended = torch.cat(
+            [selector.window_attention(sequence, windows[i : i + step]) for i in range(0, len(windows), step)]
+        )
+        video_of_visual = torch.repeat_interleave(torch.arange(len(video_counts)), torch.tensor(video_counts)).to(
+            device
+        )
+        raw = (attended.to(wide) * queries[video_of_visual]).sum(-1)
+        low = raw.new_full((len(video_counts),), float("inf")).scatter_reduce(0, video_of_visual, raw, "amin")
+        high = raw.new_full((len(video_counts),), float("-inf")).scatter_reduce(0, video_of_visual, raw, "amax")
+        span = (high - low)[video_of_visual]
+        flat = span == 0
+        scores = torch.where(
+            flat, torch.zeros_like(raw), (raw - low[video_of_visual]) / torch.where(flat, torch.ones_like(span), span)
+        )
+        # ----- each video's best tokens: one sort by (video, score descending); the first k of each video ---
+        order = torch.argsort(video_of_visual.to(torch.float64) * 2 + (1 - scores.to(torch.float64)), stable=True)
+        chosen = order[torch.cat([torch.arange(start, start + keep) for start, keep in visual_starts]).to(device)]
+        kept = torch.cat([torch.cat(text_seq_rows).to(device), visual.to(device)[chosen]]).sort().values
+        # ----- rotary at each row's position within its own sequence, then each kept visual token's score --
+        offsets = torch.repeat_interleave(torch.tensor(seq_starts), torch.tensor(kept_counts)).to(device)
+        selected = visual_rotary(sequence[kept], selector.rotary_base, kept - offsets)
+        position_scores = scores.new_zeros(len(sequence)).index_copy(0, visual.to(device), scores)
+        rows.append(selected + position_scores[kept].to(selected.dtype)[:, None])
+    rows.append(prompts.new_zeros(1, prompts.shape[1]))
+    table = torch.cat(rows)
+    padding = len(table) - 1
+
+    # ----- one gather into the padded batch; the labels built on the CPU ---------------------------------
+    kept_starts = [prompt_offset + s for s in np.cumsum([0] + kept_counts[:-1]).tolist()] if kept_counts else []
+    index, labels = [], []
+    for sample, (start, length, position, video) in zip(samples, per_sample, strict=True):
+        sample_labels = _as_cpu_1d(sample.labels)
+        if position is None:
+            index.append(torch.arange(start, start + length))
+            labels.append(sample_labels)
+            continue
+        n = kept_counts[video]
+        index.append(torch.cat([torch.arange(start, start + position), torch.arange(kept_starts[video], kept_starts[video] + n),
+                                torch.arange(start + position + 1, start + length)]))  # fmt: skip
+        labels.append(
+            torch.cat([sample_labels[:position], torch.full((n,), IGNORE_INDEX), sample_labels[position + 1 :]])
+        )
+    lengths = [len(i) for i in index]
+    gather = pad_sequence(index, batch_first=True, padding_value=padding)
+    inputs = table[gather.to(device)]
+    return inputs, pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX).to(device), lengths
+
+
+def _as_cpu_1d(t: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t).cpu()
+    return t[0] if t.dim() == 2 else t

@@ -278,7 +278,9 @@ def train(
     optimizer = torch.optim.AdamW(groups, betas=cfg.optim.betas)
     o = cfg.optim
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, o.steps, o.min_lr_ratio))
-    wrapper = TrainingForward(staged.module, staged.model, cfg.gradient_checkpointing, cfg.max_visual_tokens)
+    wrapper = TrainingForward(
+        staged.module, staged.model, cfg.gradient_checkpointing, cfg.max_visual_tokens, cfg.encode_chunk_groups
+    )
     wrapper.train()
     if accelerator.state.deepspeed_plugin is not None:  # no data loader is prepared, so DeepSpeed is told directly
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = o.micro_batch_size
@@ -310,6 +312,9 @@ def train(
         features = VisionFeatureCache(
             cfg.data.feature_cache_dir or out / "features", staged.model, cfg.data.fps, cfg.data.max_frames
         )
+        if cfg.data.feature_workers and accelerator.is_main_process:
+            features.fill(data.samples, cfg.data.feature_workers, progress)
+        accelerator.wait_for_everyone()
     rows: list[dict[str, float]] = []
     bar = tqdm(
         total=o.steps,
