@@ -3,15 +3,17 @@
 #   1. the 400 training videos in 8 parallel shards (make-qa-data --seed), merged into runs/default/data/train:
 #      train.ground.json (questions, description, six 16-turn grounding conversations, the object turns) and
 #      train.dense.json (its rows that configs/default/sft_dense.yaml trains on: the first two conversations);
-#   2. the compressor pre-training (configs/default/pretrain.yaml) unless runs/default/pretrain has its weights;
-#   3. the three GPU configs side by side (configs/default/sft_{dense,ground,ground_compressor}_gpu.yaml), each
-#      for START steps (inside their 100-step warm-up, where the schedule does not depend on the total), then
+#   2. the compressor pre-training (configs/default/pretrain.yaml, pretrain_passthrough.yaml) unless
+#      runs/default/pretrain*/ has its weights;
+#   3. the four GPU configs side by side (configs/default/sft_{dense,ground,ground_compressor,
+#      ground_passthrough}_gpu.yaml), each for START steps (inside their 100-step warm-up, where the schedule does not depend on the total), then
 #      resumed with --steps set so that each ends by the budget at its measured step time. A run resumed that
 #      way equals one started with those steps. A run still going at the budget is stopped: its last checkpoint
 #      (every 100 steps) is what comes back.
 # Each run leaves OUT/NAME.tar: its metrics.csv, log and trained weights (model/ when it finished, else the last
 # checkpoint's model.safetensors and meta.json); OUT/driver.log says what happened when.
-# The tiny LLM leaves the GPU mostly idle, so the three share it; ~4 CPU cores each.
+# The tiny LLM leaves the GPU mostly idle, so the four share it, with 4 CPU threads each. OUT holds 5 files (the
+# device tool brings back 8 at most): the logs are inside the tars.
 # Usage: scripts/default_gpu.sh OUT SECONDS [PYTHON] [VIDEOS] [START]   (PYTHON: default python; an interpreter
 # that imports recot; VIDEOS: 400; START: 60)
 set -uo pipefail
@@ -24,9 +26,10 @@ VIDEOS=${4:-400}
 START=${5:-60}
 R="$PY -m recot.cli"
 D=runs/default/data
-RUNS=(sft_dense_gpu sft_ground_gpu sft_ground_compressor_gpu)
+RUNS=(sft_dense_gpu sft_ground_gpu sft_ground_compressor_gpu sft_ground_passthrough_gpu)
 T0=$SECONDS
-mkdir -p "$OUT" "$D"
+LOGS=runs/default/logs
+mkdir -p "$OUT" "$D" "$LOGS"
 OUT=$(cd "$OUT" && pwd)
 log() { echo "[$((SECONDS - T0)) s] $*" | tee -a "$OUT/driver.log"; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} PYTHONUNBUFFERED=1
@@ -66,20 +69,22 @@ sys.exit(0 if len(manifest) == int(sys.argv[2]) else f"{len(manifest)} videos ma
 EOF
 log "data: $(ls "$D/train/videos/train" | wc -l) videos; $(grep -h written "$D"/shards/*.log | head -1)"
 
-# 2. The pre-trained compressor.
-if [[ ! -f runs/default/pretrain/compressor.safetensors ]]; then
-  (cd "$D" && ls train/videos/train/*.mp4 | sort | head -40) > "$D/pretrain.txt"
-  $R pretrain-compressor --config configs/default/pretrain.yaml --no-progress > "$OUT/pretrain.log" 2>&1 ||
-    { log "pretrain: failed"; tail -20 "$OUT/pretrain.log"; exit 1; }
-fi
-log "compressor: $(tail -1 runs/default/pretrain/metrics.csv 2>/dev/null || echo carried)"
+# 2. The pre-trained compressors (the recipe's, and the one with the hue bins passed around it).
+(cd "$D" && ls train/videos/train/*.mp4 | sort | head -40) > "$D/pretrain.txt"
+for name in pretrain pretrain_passthrough; do
+  if [[ ! -f runs/default/$name/compressor.safetensors ]]; then
+    $R pretrain-compressor --config "configs/default/$name.yaml" --no-progress > "$LOGS/$name.log" 2>&1 ||
+      { log "$name: failed"; tail -20 "$LOGS/$name.log"; exit 1; }
+  fi
+  log "$name: $(tail -1 "runs/default/$name/metrics.csv" 2>/dev/null || echo carried)"
+done
 
 # 3. The runs: START steps each, side by side.
 for name in "${RUNS[@]}"; do
-  $R train --config "configs/default/$name.yaml" --steps "$START" --no-progress > "$OUT/$name.log" 2>&1 &
+  $R train --config "configs/default/$name.yaml" --steps "$START" --no-progress > "$LOGS/$name.log" 2>&1 &
 done
 wait
-log "started: $(for n in "${RUNS[@]}"; do tail -1 "$OUT/$n.log"; done | tr '\n' ' ')"
+log "started: $(for n in "${RUNS[@]}"; do tail -1 "$LOGS/$n.log"; done | tr '\n' ' ')"
 
 # The step time of each (median of its last three logged steps), then the steps that fit the budget: the resume
 # itself costs some 20 s, the export some 10 (45 s kept, and 20% of slack).
@@ -87,7 +92,7 @@ left=$((BUDGET - (SECONDS - T0) - 45))
 pids=()
 for name in "${RUNS[@]}"; do
   if [[ ! -f runs/default/$name/checkpoints/latest ]]; then
-    log "$name: failed to start: $(tail -3 "$OUT/$name.log")"
+    log "$name: failed to start: $(tail -3 "$LOGS/$name.log")"
     continue
   fi
   steps=$($PY - "runs/default/$name/metrics.csv" "$left" "$START" <<'EOF'
@@ -99,7 +104,7 @@ EOF
 )
   log "$name: $(tail -1 "runs/default/$name/metrics.csv" | cut -d, -f1,2,10) (step, loss, seconds); resuming to step $steps"
   rm -rf "runs/default/$name/model"  # the START-step model: only a finished run's stays
-  $R train --config "configs/default/$name.yaml" --resume --steps "$steps" --no-progress >> "$OUT/$name.log" 2>&1 &
+  $R train --config "configs/default/$name.yaml" --resume --steps "$steps" --no-progress >> "$LOGS/$name.log" 2>&1 &
   pids+=($!)
 done
 deadline=$((T0 + BUDGET - 10))
@@ -128,7 +133,7 @@ for name in "${RUNS[@]}"; do
     latest=$run/checkpoints/$(cat "$run/checkpoints/latest" 2>/dev/null)
     files+=("$latest/model.safetensors" "$latest/meta.json")
   fi
-  cp "$OUT/$name.log" "$run/train.log"
+  cp "$LOGS/$name.log" "$run/train.log" 2> /dev/null
   tar -cf "$OUT/.$name.tar" "${files[@]}" "$run/train.log" && mv "$OUT/.$name.tar" "$OUT/$name.tar"
   log "$name: $(tail -1 "$run/metrics.csv" | cut -d, -f1,2,10) -> $(du -h "$OUT/$name.tar" | cut -f1)"
 done

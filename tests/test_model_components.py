@@ -1,5 +1,6 @@
 """Unit tests of the model's components on tiny configs."""
 
+import json
 import math
 
 import pytest
@@ -330,6 +331,28 @@ def test_replicate_pad_equals_torch_replicate_padding():
     half = x.to(torch.bfloat16)
     assert replicate_pad(half).dtype == torch.bfloat16
     assert torch.equal(replicate_pad(half).float(), torch.nn.functional.pad(half.float(), (1, 1, 1, 1, 1, 0), mode="replicate"))
+
+
+def test_passthrough_channels_are_the_mean_input_and_the_rest_unchanged():
+    """compressor_passthrough_channels: the last N output channels are each step's mean input, exactly; the
+    others are what the residual compressor gives; the config checks N and keeps it through config.json."""
+    torch.manual_seed(0)
+    residual = ReCoTCompressor(64, frames=4, stages=2, norm_groups=32, official_compat=False, residual=True)
+    passthrough = ReCoTCompressor(64, frames=4, stages=2, norm_groups=32, official_compat=False, residual=True,
+                                  passthrough_channels=16)  # fmt: skip
+    passthrough.load_state_dict(residual.state_dict())  # no parameters of its own
+    x = torch.randn(3, 64, 4, 5, 6)
+    with torch.no_grad():
+        out, reference = passthrough(x), residual(x)
+    assert torch.equal(out[:, 48:], x[:, 48:].mean(dim=2, keepdim=True))
+    assert torch.equal(out[:, :48], reference[:, :48])
+    with pytest.raises(ValueError, match="passthrough_channels=65 must be in"):
+        ReCoTCompressor(64, passthrough_channels=65)
+    with pytest.raises(ValueError, match="compressor_passthrough_channels=99 must be in"):
+        VideoXLProConfig.from_preset("lite48", compressor_passthrough_channels=99)
+    config = VideoXLProConfig.from_preset("lite48", compressor_passthrough_channels=16)
+    assert VideoXLProConfig.from_json_dict(config.to_json_dict()).compressor_passthrough_channels == 16
+    assert "compressor_passthrough_channels" not in json.dumps(VideoXLProConfig.from_preset("lite48").to_json_dict())
 
 
 def test_residual_compressor_adds_each_steps_mean_input():

@@ -271,6 +271,16 @@ def test_pretrained_compressor_loads_into_full_model(tmp_path):
     residual.load_compressor(tmp_path / "residual" / COMPRESSOR_FILE)
     with pytest.raises(CheckpointError, match="trained with residual=true, but the model's compressor_residual is False"):
         model.load_compressor(tmp_path / "residual" / COMPRESSOR_FILE)
+    # Likewise the channels passed around the learned path: the file records them, a model with others refuses it.
+    cfg.compressor.passthrough_channels, cfg.output_dir = 4, str(tmp_path / "passthrough")
+    train(cfg, store=store, progress=False)
+    passthrough = VideoXLProConfig.from_preset("tiny", official_compat=False, compressor_residual=True,
+                                               compressor_passthrough_channels=4)  # fmt: skip
+    VideoXLPro(passthrough).load_compressor(tmp_path / "passthrough" / COMPRESSOR_FILE)
+    with pytest.raises(CheckpointError, match="trained with passthrough_channels=4, but the model's compressor_passthrough"):
+        residual.load_compressor(tmp_path / "passthrough" / COMPRESSOR_FILE)
+    with pytest.raises(CheckpointError, match="trained with passthrough_channels=0, but the model's compressor_passthrough"):
+        VideoXLPro(passthrough).load_compressor(tmp_path / "residual" / COMPRESSOR_FILE)
 
 
 def test_bad_config_files_are_named(tmp_path, capsys):

@@ -389,3 +389,19 @@ def test_starts_from_a_pretrained_compressor_and_reports_bad_models(tmp_path, ca
                         tmp_path / "c.yaml")  # fmt: skip
     assert main(["train", "--config", str(config), "--no-progress"]) == 1
     assert "recot train: error: model: model directory" in capsys.readouterr().err
+
+
+def test_model_config_overrides_the_presets_fields(tmp_path):
+    """model.config: VideoXLProConfig fields replacing the preset's, for presets only; an unknown field is named."""
+    from recot.train.config import TrainConfig
+
+    cfg = TrainConfig.model_validate({"model": {"preset": "tiny", "config": {"compressor_residual": True,
+                                                                              "compressor_passthrough_channels": 8}}})  # fmt: skip
+    model, _ = load_base_model(cfg)
+    assert (model.config.compressor_passthrough_channels, model.compressor.passthrough_channels) == (8, 8)
+    assert model.compressor.residual
+    unknown = TrainConfig.model_validate({"model": {"preset": "tiny", "config": {"no_such_field": 1}}})
+    with pytest.raises(ValueError, match="model.config: .*no_such_field"):
+        load_base_model(unknown)
+    with pytest.raises(ValueError, match="model.config overrides a preset's fields"):
+        TrainConfig.model_validate({"model": {"path": str(tmp_path), "config": {"keep_ratio": 0.5}}})

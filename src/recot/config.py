@@ -85,6 +85,9 @@ class VideoXLProConfig:
     compressor_batch_size: int = 24  # groups per compressor forward
     # Add each group's mean input to the compressor's output (not in the released model; see ReCoTCompressor).
     compressor_residual: bool = False
+    # The last N channels skip the compressor's learned path: its output there is their mean over each step's
+    # frames (lite48's 16 hue bins: pre-training otherwise hides a small object's colour; see ReCoTCompressor).
+    compressor_passthrough_channels: int = 0
 
     # Projector ("mlp2x_gelu") and spatial average pooling of the projected grid.
     projector_type: str = "mlp2x_gelu"
@@ -170,6 +173,11 @@ class VideoXLProConfig:
         if self.vision_colour_bins < 0 or (self.vision_colour_bins and self.vision_tower != "efficientnet-lite0"):
             problems.append(f"vision_colour_bins={self.vision_colour_bins} needs vision_tower='efficientnet-lite0' "
                             "and must not be negative")  # fmt: skip
+        if not 0 <= self.compressor_passthrough_channels <= self.vision_hidden_size:
+            problems.append(
+                f"compressor_passthrough_channels={self.compressor_passthrough_channels} must be in "
+                f"[0, vision_hidden_size={self.vision_hidden_size}]"
+            )
         if self.frames_per_group != 2**self.compressor_stages:
             problems.append(
                 f"frames_per_group={self.frames_per_group} must equal 2**compressor_stages "
@@ -243,7 +251,7 @@ class VideoXLProConfig:
             # Written only when it is not the default, so that SigLIP configs stay byte for byte what
             # they were before the field existed (engine cache keys hash them).
             del fields["vision_tower"]
-        for name in ("vision_colour_bins", "compressor_residual", "time_vector"):  # likewise: unset, old bytes kept
+        for name in ("vision_colour_bins", "compressor_residual", "compressor_passthrough_channels", "time_vector"):  # likewise: unset, old bytes kept
             if not fields[name]:
                 del fields[name]
         return {

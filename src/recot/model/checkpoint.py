@@ -228,7 +228,11 @@ def save_compressor(compressor: torch.nn.Module, path: str | Path) -> None:
 
     state = {to_released_key("compressor." + k): v.detach().contiguous().cpu() for k, v in compressor.state_dict().items()}
     # The residual path has no weights: the file says whether the weights were trained with it.
-    metadata = {"format": "pt", "residual": str(bool(getattr(compressor, "residual", False))).lower()}
+    metadata = {
+        "format": "pt",
+        "residual": str(bool(getattr(compressor, "residual", False))).lower(),
+        "passthrough_channels": str(int(getattr(compressor, "passthrough_channels", 0))),
+    }
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 
@@ -245,7 +249,9 @@ def load_compressor(model: nn.Module, path: str | Path) -> None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             state = {key: handle.get_tensor(key) for key in handle.keys()}
-            trained_residual = (handle.metadata() or {}).get("residual", "false") == "true"
+            metadata = handle.metadata() or {}
+            trained_residual = metadata.get("residual", "false") == "true"
+            trained_passthrough = int(metadata.get("passthrough_channels", "0"))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     residual = bool(getattr(model.compressor, "residual", False))
@@ -253,6 +259,13 @@ def load_compressor(model: nn.Module, path: str | Path) -> None:
         raise CheckpointError(
             f"compressor weights {path} were trained with residual={str(trained_residual).lower()}, but the model's "
             f"compressor_residual is {residual}: pre-train with compressor.residual: {str(residual).lower()}"
+        )
+    passthrough = int(getattr(model.compressor, "passthrough_channels", 0))
+    if trained_passthrough != passthrough:
+        raise CheckpointError(
+            f"compressor weights {path} were trained with passthrough_channels={trained_passthrough}, but the "
+            f"model's compressor_passthrough_channels is {passthrough}: pre-train with "
+            f"compressor.passthrough_channels: {passthrough}"
         )
     expected = {to_released_key("compressor." + k): v for k, v in model.compressor.state_dict().items()}
     _check_keys(

@@ -138,7 +138,10 @@ class ReCoTCompressor(nn.Module):
     ``residual`` (off in the released model) the mean of the input over each
     output step's frames is added to the output, so that what the input carries
     (e.g. a small object's colour) reaches the output even where the learned path
-    drops it; the learned path then models what the mean misses.
+    drops it; the learned path then models what the mean misses. The last
+    ``passthrough_channels`` channels skip the learned path altogether: the output there
+    is that mean alone (hand-made features such as hue histograms, which the learned
+    path would otherwise mix with everything else).
     """
 
     def __init__(
@@ -150,10 +153,14 @@ class ReCoTCompressor(nn.Module):
         max_relative_position: int = 64,
         official_compat: bool = True,
         residual: bool = False,
+        passthrough_channels: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 <= passthrough_channels <= channels:
+            raise ValueError(f"passthrough_channels={passthrough_channels} must be in [0, {channels}]")
         self.frames = frames
         self.residual = residual
+        self.passthrough_channels = passthrough_channels
         self.temporal_encoding = nn.Parameter(torch.randn(frames, channels) * 0.02)
         blocks: list[nn.Module] = []
         for _ in range(stages):
@@ -174,12 +181,19 @@ class ReCoTCompressor(nn.Module):
             max_relative_position=config.compressor_max_relative_position,
             official_compat=config.official_compat,
             residual=config.compressor_residual,
+            passthrough_channels=config.compressor_passthrough_channels,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[2] != self.frames:
             raise ValueError(f"compressor expects (B, C, {self.frames}, H, W), got {tuple(x.shape)}")
         out = self.encoder(x + self.temporal_encoding.t().to(x.dtype)[None, :, :, None, None])
-        if self.residual:  # (B, C, T, H, W) -> (B, C, T_out, T / T_out, H, W) -> mean over each step's frames
-            out = out + x.unflatten(2, (out.shape[2], -1)).mean(3)
+        if not (self.residual or self.passthrough_channels):
+            return out
+        mean = x.unflatten(2, (out.shape[2], -1)).mean(3)  # (B, C, T, H, W) -> (B, C, T_out, T / T_out, H, W) -> mean
+        if self.residual:
+            out = out + mean
+        if self.passthrough_channels:
+            kept = out.shape[1] - self.passthrough_channels
+            out = torch.cat([out[:, :kept], mean[:, kept:]], dim=1)
         return out

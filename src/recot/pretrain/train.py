@@ -81,6 +81,7 @@ class CompressorConfig(_Section):
     max_relative_position: int = 64
     official_compat: bool = False
     residual: bool = False  # the model config's compressor_residual: must match the model that loads the result
+    passthrough_channels: int = 0  # likewise compressor_passthrough_channels
     visible_weight: float = 0.1
 
 
@@ -148,7 +149,8 @@ class PretrainModules(torch.nn.Module):
         super().__init__()
         c = cfg.compressor
         compressor = ReCoTCompressor(
-            channels, c.frames, c.stages, c.norm_groups, c.max_relative_position, c.official_compat, c.residual
+            channels, c.frames, c.stages, c.norm_groups, c.max_relative_position, c.official_compat, c.residual,
+            c.passthrough_channels,
         )
         decoder = ReCoTDecoder(channels, c.stages, c.norm_groups, c.max_relative_position)
         self.recon = MaskedReconstructionModel(compressor, decoder, channels, c.visible_weight)

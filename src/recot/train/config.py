@@ -8,7 +8,7 @@ top-level run settings (``stage``, ``output_dir``, ``seed``...). Example files:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,6 +34,11 @@ class ModelSection(_Section):
     preset: str | None = Field(None, description="VideoXLProConfig preset (tiny, small...) with the byte tokenizer")
     seed: int = 0
     official_compat: bool | None = Field(None, description="preset only: the released quirks (default: preset's)")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="preset only: VideoXLProConfig fields that replace the preset's "
+        "(e.g. compressor_passthrough_channels)",
+    )
     compressor: str | None = Field(None, description="compressor.safetensors from `recot pretrain-compressor`")
     language_model: str | None = Field(
         None, description="a Qwen2 directory (save_pretrained) whose weights replace the LLM's, e.g. from "
@@ -45,6 +50,8 @@ class ModelSection(_Section):
     def _one_source(self) -> ModelSection:
         if (self.path is None) == (self.preset is None):
             raise ValueError("give exactly one of model.path (a checkpoint directory) and model.preset")
+        if self.config and self.path is not None:
+            raise ValueError("model.config overrides a preset's fields; a checkpoint (model.path) has its own config")
         return self
 
 

@@ -53,13 +53,15 @@ def load_base_model(cfg: TrainConfig) -> tuple[VideoXLPro, VideoXLProProcessor]:
     else:
         from recot.model.tokenizer import build_byte_tokenizer
 
-        overrides: dict[str, Any] = {"extra": {"seed": m.seed}}
+        overrides: dict[str, Any] = {**m.config, "extra": {"seed": m.seed}}
         if m.official_compat is not None:
             overrides["official_compat"] = m.official_compat
         try:
             config = VideoXLProConfig.from_preset(m.preset or "", **overrides)
         except KeyError as exc:
             raise ValueError(f"model.preset: {exc.args[0]}") from exc
+        except TypeError as exc:  # a field VideoXLProConfig does not have
+            raise ValueError(f"model.config: {exc}") from exc
         # Seeded weights; an EfficientNet tower gets its ImageNet weights.
         model = VideoXLPro.from_config(config, m.seed).to(dtype)
         processor = VideoXLProProcessor(build_byte_tokenizer(), config)
