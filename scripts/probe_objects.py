@@ -13,6 +13,9 @@ out of three stages of the model that a ``recot train`` config builds:
 
 * ``tower``: the frozen vision tower's map (C, g, g), averaged over the group's 4 frames;
 * ``compressor``: the ReCoT compressor's output map (C, g, g);
+* ``linear1``: the projector's first linear layer applied to the compressor's output, pooled: a control. It
+  is a full-rank linear map of the ``compressor`` stage (D >= C), so everything a linear classifier reads there
+  is still there, and only the probe's reach differs (standardised mixed features, a few hundred examples);
 * ``tokens``: what the LLM sees, the projected and pooled tokens (P, D).
 
 The two maps are average-pooled with the model's ``pool_stride``, as the tokens
@@ -108,7 +111,7 @@ def probe(args: argparse.Namespace) -> None:
         samples, _ = load_dataset([str(rows_file)], cfg.data.media_root, False, False)
     cache = VisionFeatureCache(cfg.data.feature_cache_dir, model, cfg.data.fps, cfg.data.max_frames)
     stride = model.config.pool_stride
-    stages: dict[str, list[np.ndarray]] = {"tower": [], "compressor": [], "tokens": []}
+    stages: dict[str, list[np.ndarray]] = {"tower": [], "compressor": [], "linear1": [], "tokens": []}
     colours: list[str | None] = []
     shapes: list[str | None] = []
     with torch.no_grad():
@@ -117,6 +120,9 @@ def probe(args: argparse.Namespace) -> None:
             grouped, group_times = cache.get(sample)  # (G, C, 4, g, g), (G,)
             compressed = model.compressor(grouped)[:, :, 0]  # (G, C, g, g)
             tokens = model.pool(model.projector(compressed.flatten(2).transpose(1, 2)))  # (G, P, D)
+            grid = model.config.grid_size
+            linear = model.projector[0](compressed.flatten(2).transpose(1, 2))  # (G, g*g, D)
+            linear = F.avg_pool2d(linear.transpose(1, 2).unflatten(2, (grid, grid)), stride).flatten(1)
             tower = F.avg_pool2d(grouped.mean(2), stride).flatten(1)
             compressed = F.avg_pool2d(compressed, stride).flatten(1)
             for k, start in enumerate(group_times.tolist()):
@@ -127,6 +133,7 @@ def probe(args: argparse.Namespace) -> None:
                 stages["tower"].append(tower[k].numpy())
                 stages["compressor"].append(compressed[k].numpy())
                 stages["tokens"].append(tokens[k].flatten().numpy())
+                stages["linear1"].append(linear[k].numpy())
     present = np.array([c is not None for c in colours])
     with_object = np.flatnonzero(present)
     print(f"{args.config}: {len(samples)} videos ({skipped} longer than max_frames skipped), {len(present)} groups, "
