@@ -174,8 +174,9 @@ def test_object_probe_runs_on_a_recipe_config(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((tmp_path / "p.json").read_text())
-    # 4 pooled cells x 56 channels (40 EfficientNet + 16 hue bins); 4 tokens x 128
-    assert [(r["stage"], r["features"]) for r in table] == [("tower", 224), ("compressor", 224), ("tokens", 512)]
+    # 4 pooled cells x 56 channels (40 EfficientNet + 16 hue bins); 4 cells or tokens x 128
+    stages = [(r["stage"], r["features"]) for r in table]
+    assert stages == [("tower", 224), ("compressor", 224), ("linear1", 512), ("tokens", 512)]
     for row in table:
         for key in ("presence", "colour", "shape"):
             accuracy, chance = row[key]
