@@ -251,7 +251,8 @@ class VideoXLProConfig:
             # Written only when it is not the default, so that SigLIP configs stay byte for byte what
             # they were before the field existed (engine cache keys hash them).
             del fields["vision_tower"]
-        for name in ("vision_colour_bins", "compressor_residual", "compressor_passthrough_channels", "time_vector"):  # likewise: unset, old bytes kept
+        # Likewise: left out while unset, so that older configs keep their bytes.
+        for name in ("vision_colour_bins", "compressor_residual", "compressor_passthrough_channels", "time_vector"):
             if not fields[name]:
                 del fields[name]
         return {

@@ -97,8 +97,12 @@ class WindowTimeToTokenAttention(nn.Module):
         by_shape: dict[tuple[int, int], list[int]] = {}
         for g, (_, n_time, n_visual) in enumerate(windows):
             by_shape.setdefault((n_time, n_visual), []).append(g)
-        results, order = [], []
+        results = []
+        offsets = np.zeros(len(windows), dtype=np.int64)  # each window's first row in the concatenated results
+        rows = 0
         for (n_time, n_visual), groups in by_shape.items():
+            offsets[groups] = rows + n_visual * np.arange(len(groups))
+            rows += n_visual * len(groups)
             starts = torch.tensor([windows[g][0] for g in groups], device=sequence.device)
             time_idx = starts[:, None] + torch.arange(n_time, device=sequence.device)
             vis_idx = starts[:, None] + n_time + torch.arange(n_visual, device=sequence.device)
@@ -112,13 +116,24 @@ class WindowTimeToTokenAttention(nn.Module):
             )
             attended = self.out_proj(attn.transpose(1, 2).flatten(2))  # (W, V, D)
             results.append(attended.flatten(0, 1))
-            order += [(g, v) for g in groups for v in range(n_visual)]
         out = torch.cat(results)
         if len(results) == 1:  # one shape: the windows are already in order
             return out
-        # Rows back into window order: sort the (window, token) of each row.
-        rows = sorted(range(len(order)), key=order.__getitem__)
-        return out[torch.tensor(rows, device=out.device)]
+        # Rows back into window order: each window's rows, from its offset.
+        sizes = np.array([n_visual for _, _, n_visual in windows])
+        index = np.repeat(offsets - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+        return out[torch.from_numpy(index).to(out.device)]
+
+
+def min_max_scores(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``(raw - low) / (high - low)``, 0 where ``high == low`` (where the released code divides by zero).
+
+    ``low`` and ``high`` are scalars or broadcast against ``raw`` (one video's, per row). torch.where rather
+    than an if: comparing on the host would wait for the device.
+    """
+    span = high - low
+    flat = span == 0
+    return torch.where(flat, torch.zeros_like(raw), (raw - low) / torch.where(flat, torch.ones_like(span), span))
 
 
 @dataclass
@@ -248,10 +263,7 @@ class QueryAwareSelector(nn.Module):
             self.window_attention(sequence, layout.windows[i : i + self.windows_per_chunk]).to(wide) @ query
             for i in range(0, len(layout.windows), self.windows_per_chunk)
         ])
-        low, span = raw.min(), raw.max() - raw.min()
-        # torch.where rather than an if: comparing on the host would wait for the device.
-        flat = span == 0
-        return torch.where(flat, torch.zeros_like(raw), (raw - low) / torch.where(flat, torch.ones_like(span), span))
+        return min_max_scores(raw, raw.min(), raw.max())
 
     def forward(
         self,

@@ -227,13 +227,13 @@ class VideoXLPro(nn.Module):
         the prompt's clocks get their time vectors (never the answer's tokens,
         which at inference are generated without them).
         """
-        input_ids = _as_1d(input_ids).to(self.device)
-        labels = None if labels is None else _as_1d(labels).to(self.device)
+        input_ids = as_1d(input_ids).to(self.device)
+        labels = None if labels is None else as_1d(labels).to(self.device)
         image_positions = (input_ids == self.config.image_token_index).nonzero().flatten().tolist()
         token_embed = self.language_model.get_input_embeddings()
         times = None
         if self.config.time_vector and input_times is not None:
-            times = _as_1d(input_times).to(self.device, torch.float64)
+            times = as_1d(input_times).to(self.device, torch.float64)
             if times.shape != input_ids.shape:
                 raise ValueError(f"input_times has shape {tuple(times.shape)}; input_ids has {tuple(input_ids.shape)}")
             if labels is not None:
@@ -259,7 +259,7 @@ class VideoXLPro(nn.Module):
             text_mask &= labels == -100
         text_embeds = token_embed(input_ids[text_mask])
 
-        sequence, layout = self.build_time_sequence(encoded, _as_1d(time_sequence_ids))
+        sequence, layout = self.build_time_sequence(encoded, as_1d(time_sequence_ids))
         ratio = self.config.keep_ratio if keep_ratio is None else keep_ratio
         selection: Selection = self.selector(sequence, layout, text_embeds, ratio, max_visual_tokens)
         inputs_embeds = torch.cat([embed(0, pos), selection.sequence, embed(pos + 1)])
@@ -377,7 +377,8 @@ class VideoXLPro(nn.Module):
         checkpoint.save_pretrained(self, path, tokenizer=tokenizer, max_shard_size=max_shard_size)
 
 
-def _as_1d(ids: torch.Tensor) -> torch.Tensor:
+def as_1d(ids: torch.Tensor) -> torch.Tensor:
+    """One sample's ids (L,) from (L,) or (1, L); ``ValueError`` for a batch or another shape."""
     ids = torch.as_tensor(ids)
     if ids.dim() == 2:
         if ids.shape[0] != 1:

@@ -82,10 +82,11 @@ class VisionFeatureCache:
         """
         from tqdm.auto import tqdm
 
-        todo: dict[Path, Sample] = {}
-        for sample in samples:
-            if sample.media is not None and sample.media not in todo and not self.path(sample.media).is_file():
-                todo[sample.media] = sample
+        todo: dict[Path, Sample] = {}  # cache file -> a sample of its media
+        for media, sample in {s.media: s for s in reversed(samples) if s.media is not None}.items():
+            path = self.path(media)
+            if not path.is_file():
+                todo.setdefault(path, sample)
         if not todo:
             return 0
         size = self.model.config.image_size
@@ -94,10 +95,10 @@ class VisionFeatureCache:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             decoded = pool.map(_decode, jobs)
-            for media, (frames, times) in tqdm(
+            for path, (frames, times) in tqdm(
                 zip(todo, decoded, strict=True), total=len(todo), desc="vision features", disable=not progress
             ):
-                self._store(self.path(media), frames, times)
+                self._store(path, frames, times)
         return len(todo)
 
 

@@ -37,9 +37,9 @@ from recot.model.encoder import EncodedVideo
 from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
 from recot.model.numerics import upcast
-from recot.model.selector import num_kept, visual_rotary
+from recot.model.selector import min_max_scores, num_kept, visual_rotary
 from recot.model.time_vectors import add_time_vectors, window_times
-from recot.model.videoxl_pro import VideoXLPro, layout_from_ids
+from recot.model.videoxl_pro import VideoXLPro, as_1d, layout_from_ids
 from recot.model.vision import resize_to_grid
 from recot.train.data import IGNORE_INDEX
 
@@ -271,20 +271,20 @@ def embed_micro_batch(
     video_counts, kept_counts, seq_starts, visual_starts = [], [], [], []
     prompt_offset = seq_offset = visual_offset = 0
     for sample, video in zip(samples, encoded, strict=True):
-        ids, labels = _as_cpu_1d(sample.input_ids), _as_cpu_1d(sample.labels)
+        ids, labels = as_1d(sample.input_ids).cpu(), as_1d(sample.labels).cpu()
         marks = (ids == image).nonzero().flatten().tolist()
         if len(marks) != (0 if video is None else 1):
             raise ValueError(f"a sample has {len(marks)} image tokens and {'a' if video is not None else 'no'} video")
         times = torch.full(ids.shape, float("nan"), dtype=torch.float64)
         if config.time_vector and sample.input_times is not None:
-            times = _as_cpu_1d(sample.input_times).to(torch.float64).masked_fill(labels != IGNORE_INDEX, float("nan"))
+            times = as_1d(sample.input_times).cpu().to(torch.float64).masked_fill(labels != IGNORE_INDEX, float("nan"))
         prompt_ids.append(ids.masked_fill(ids == image, 0))
         prompt_times.append(times)
         position = marks[0] if marks else None
         if video is not None:
             text = (ids != image) & (labels == IGNORE_INDEX)
             query_rows.append(prompt_offset + text.nonzero().flatten())
-            time_ids = _as_cpu_1d(sample.time_sequence_ids)
+            time_ids = as_1d(sample.time_sequence_ids).cpu()
             layout = layout_from_ids(time_ids, config.placeholder_token_id)
             g, p, _ = video.tokens.shape
             if [n for _, _, n in layout.windows] != [p] * g:
@@ -321,21 +321,17 @@ def embed_micro_batch(
     rows = [prompts]
     if video_counts:
         # ----- the time sequences: visual tokens placed, time vectors added -----------------------------
-        visual = torch.cat(visual_rows)
-        sequence = embedded[prompt_offset:].index_put((visual.to(device),), torch.cat(video_tokens).to(embedded.dtype))
+        visual = torch.cat(visual_rows).to(device)
+        sequence = embedded[prompt_offset:].index_put((visual,), torch.cat(video_tokens).to(embedded.dtype))
         if config.time_vector:
             sequence = add_time_vectors(sequence, torch.cat(seq_times))
         # ----- the selector: each video's query, its window attention, its scores min-max normalised -----
         wide = upcast(sequence.dtype)
-        video_of_query = torch.repeat_interleave(
-            torch.arange(len(query_rows)), torch.tensor([len(q) for q in query_rows])
-        )
+        query_counts = torch.tensor([len(q) for q in query_rows])
+        video_of_query = torch.repeat_interleave(torch.arange(len(query_rows)), query_counts).to(device)
         queries = selector.text_mlp(embedded[torch.cat(query_rows).to(device)]).to(wide)
-        counts = torch.tensor([len(q) for q in query_rows], device=device, dtype=wide)[:, None]
-        queries = (
-            queries.new_zeros(len(query_rows), queries.shape[1]).index_add_(0, video_of_query.to(device), queries)
-            / counts
-        )
+        queries = queries.new_zeros(len(query_rows), queries.shape[1]).index_add_(0, video_of_query, queries)
+        queries = queries / query_counts.to(device, wide)[:, None]
         step = selector.windows_per_chunk
         attended = torch.cat(
             [selector.window_attention(sequence, windows[i : i + step]) for i in range(0, len(windows), step)]
@@ -346,19 +342,15 @@ def embed_micro_batch(
         raw = (attended.to(wide) * queries[video_of_visual]).sum(-1)
         low = raw.new_full((len(video_counts),), float("inf")).scatter_reduce(0, video_of_visual, raw, "amin")
         high = raw.new_full((len(video_counts),), float("-inf")).scatter_reduce(0, video_of_visual, raw, "amax")
-        span = (high - low)[video_of_visual]
-        flat = span == 0
-        scores = torch.where(
-            flat, torch.zeros_like(raw), (raw - low[video_of_visual]) / torch.where(flat, torch.ones_like(span), span)
-        )
+        scores = min_max_scores(raw, low[video_of_visual], high[video_of_visual])
         # ----- each video's best tokens: one sort by (video, score descending); the first k of each video ---
         order = torch.argsort(video_of_visual.to(torch.float64) * 2 + (1 - scores.to(torch.float64)), stable=True)
         chosen = order[torch.cat([torch.arange(start, start + keep) for start, keep in visual_starts]).to(device)]
-        kept = torch.cat([torch.cat(text_seq_rows).to(device), visual.to(device)[chosen]]).sort().values
+        kept = torch.cat([torch.cat(text_seq_rows).to(device), visual[chosen]]).sort().values
         # ----- rotary at each row's position within its own sequence, then each kept visual token's score --
         offsets = torch.repeat_interleave(torch.tensor(seq_starts), torch.tensor(kept_counts)).to(device)
         selected = visual_rotary(sequence[kept], selector.rotary_base, kept - offsets)
-        position_scores = scores.new_zeros(len(sequence)).index_copy(0, visual.to(device), scores)
+        position_scores = scores.new_zeros(len(sequence)).index_copy(0, visual, scores)
         rows.append(selected + position_scores[kept].to(selected.dtype)[:, None])
     rows.append(prompts.new_zeros(1, prompts.shape[1]))
     table = torch.cat(rows)
@@ -368,7 +360,7 @@ def embed_micro_batch(
     kept_starts = [prompt_offset + s for s in np.cumsum([0] + kept_counts[:-1]).tolist()] if kept_counts else []
     index, labels = [], []
     for sample, (start, length, position, video) in zip(samples, per_sample, strict=True):
-        sample_labels = _as_cpu_1d(sample.labels)
+        sample_labels = as_1d(sample.labels).cpu()
         if position is None:
             index.append(torch.arange(start, start + length))
             labels.append(sample_labels)
@@ -383,8 +375,3 @@ def embed_micro_batch(
     gather = pad_sequence(index, batch_first=True, padding_value=padding)
     inputs = table[gather.to(device)]
     return inputs, pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX).to(device), lengths
-
-
-def _as_cpu_1d(t: torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(t).cpu()
-    return t[0] if t.dim() == 2 else t
