@@ -14,7 +14,7 @@ from recot import VideoXLProConfig
 from recot.engine import VideoChat
 from recot.model.encoder import EncodedVideo
 from recot.model.processor import VideoXLProProcessor
-from recot.model.time_vectors import group_middle_times, time_vectors
+from recot.model.time_vectors import covering_groups, group_middle_times, time_vectors
 from recot.model.tokenizer import build_byte_tokenizer
 
 
@@ -122,19 +122,63 @@ def test_answers_get_no_vectors_and_shapes_are_checked():
         timed.embed_inputs(full, input_times=times[:3])
 
 
+def test_covering_groups_finds_the_group_each_time_falls_in():
+    starts = torch.tensor([2.0, 6.0, 10.0, 14.0])
+    times = torch.tensor([float("nan"), 0.0, 2.0, 5.9, 6.0, 13.99, 14.0, 500.0, float("nan")], dtype=torch.float64)
+    positions, groups = covering_groups(starts, times)
+    assert positions.tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert groups.tolist() == [0, 0, 0, 1, 2, 3, 3]  # before the video: the first group; after it: the last
+
+
+def test_clock_grounding_adds_the_covering_groups_mean_token_to_the_prompts_clocks():
+    """With clock_grounding, each clock of the prompt gets the mean visual token of the group covering its time
+    (computed here from the encoding), the answer's clock gets nothing, and the time sequence is unchanged. (The
+    training path is compared with this one in test_micro_batch_embedding_equals_embed_inputs_per_sample.)"""
+    grounded, processor = tiny_model_and_processor(seed=3, clock_grounding=True, keep_ratio=1.0, time_format="clock")
+    plain, _ = tiny_model_and_processor(seed=3, keep_ratio=1.0, time_format="clock")
+    assert grounded.config.uses_clock_times and not plain.config.uses_clock_times
+    g = torch.Generator().manual_seed(1)
+    p, d = grounded.config.tokens_per_group, grounded.config.hidden_size
+    encoded = EncodedVideo(torch.randn(5, p, d, generator=g), torch.tensor([2.0, 6.0, 10.0, 14.0, 18.0]))
+    ids = processor.tokenize_prompt("What is on screen at 00:09, at 00:01 and at 01:00?")
+    answer = torch.tensor(processor.tokenizer("00:10", add_special_tokens=False).input_ids)
+    full, labels = torch.cat([ids, answer]), torch.cat([torch.full_like(ids, -100), answer])
+    time_ids = processor.time_sequence_ids(encoded.timestamps)
+    times = processor.clock_times(full)
+    with torch.no_grad():
+        a = grounded.embed_inputs(full, encoded, time_ids, labels=labels, input_times=times)
+        b = plain.embed_inputs(full, encoded, time_ids, labels=labels, input_times=times)
+    torch.testing.assert_close(a.time_sequence, b.time_sequence)
+    pos = ids.tolist().index(grounded.config.image_token_index)
+    width = len(time_ids)
+    delta = torch.cat([a.inputs_embeds[0, :pos], a.inputs_embeds[0, pos + width :]]) - torch.cat(
+        [b.inputs_embeds[0, :pos], b.inputs_embeds[0, pos + width :]]
+    )
+    text_times = torch.cat([times[:pos], times[pos + 1 :]])
+    expected = torch.zeros_like(delta)
+    for seconds, group in ((9.0, 1), (1.0, 0), (60.0, 4)):
+        expected[text_times == seconds] = encoded.tokens[group].mean(0)
+    assert int((expected.abs().sum(-1) > 0).sum()) == 15  # three clocks of five bytes; not the answer's "00:10"
+    torch.testing.assert_close(delta, expected, atol=1e-6, rtol=0)
+
+
 def test_config_keeps_the_field_and_old_configs_keep_their_bytes():
     assert VideoXLProConfig.from_preset("lite48").time_vector is True
     assert VideoXLProConfig.from_preset("small").time_vector is False
     assert "time_vector" not in json.dumps(VideoXLProConfig.from_preset("small").to_json_dict())
     timed = VideoXLProConfig.from_preset("tiny", time_vector=True)
     assert VideoXLProConfig.from_json_dict(json.loads(json.dumps(timed.to_json_dict()))).time_vector is True
+    assert "clock_grounding" not in json.dumps(VideoXLProConfig.from_preset("small").to_json_dict())
+    grounded = VideoXLProConfig.from_preset("tiny", clock_grounding=True)
+    assert VideoXLProConfig.from_json_dict(json.loads(json.dumps(grounded.to_json_dict()))).clock_grounding is True
 
 
 def test_engine_passes_the_questions_clock_times(tmp_path, monkeypatch):
-    """VideoChat.ask gives generate the prompt's clock times for a time_vector model (and none otherwise)."""
+    """VideoChat.ask gives generate the prompt's clock times for a time_vector or clock_grounding model (and none
+    otherwise)."""
     video = write_video(tmp_path / "v.mp4", num_frames=30)
-    for flag in (True, False):
-        model, processor = tiny_model_and_processor(time_vector=flag, time_format="clock")
+    for flag, kind in ((True, "time_vector"), (True, "clock_grounding"), (False, "time_vector")):
+        model, processor = tiny_model_and_processor(**{kind: flag}, time_format="clock")
         seen = {}
         original = model.generate
 

@@ -82,16 +82,18 @@ def test_visual_similarities_of_several_videos_equal_each_alone():
     assert len(set(together.tolist())) == 3  # three different videos, three different values
 
 
-@pytest.mark.parametrize("keep_ratio", [1.0, 0.6])
-def test_micro_batch_embedding_equals_embed_inputs_per_sample(keep_ratio):
+@pytest.mark.parametrize(("keep_ratio", "clock_grounding"), [(1.0, False), (0.6, False), (0.6, True)])
+def test_micro_batch_embedding_equals_embed_inputs_per_sample(keep_ratio, clock_grounding):
     """embed_micro_batch (the training path) gives every sample of a micro-batch what embed_inputs gives it alone:
     videos of different lengths, a text-only sample, clocks in the questions and answers, the selector keeping
-    60% of each video's tokens; right-padded with zeros and -100. (Videos of 2 groups or more: one group's
+    60% of each video's tokens, with and without clock grounding; right-padded with zeros and -100. (Videos of 2 groups or more: one group's
     visual tokens all attend to the same time text, and their scores differ by a few float32 steps, which
     min-max normalisation magnifies whatever the order of the sums.)"""
     from pathlib import Path
 
-    model, processor = tiny_model_and_processor(seed=2, time_vector=True, time_format="clock")
+    model, processor = tiny_model_and_processor(
+        seed=2, time_vector=True, time_format="clock", clock_grounding=clock_grounding
+    )
     rng = np.random.default_rng(5)
     items, encoded, expected = [], [], []
     for i, (frames, question, answer) in enumerate([

@@ -119,6 +119,9 @@ class VideoXLProConfig:
     # Add a fixed absolute-time vector (recot.model.time_vectors) to each group's timestamp text and visual tokens
     # and to every clock in the prompt, so a question's time and the group covering it look alike (not released).
     time_vector: bool = False
+    # Add to every clock in the prompt the mean visual token of the group that covers its time, so "what is on
+    # screen at 01:34?" carries what was on screen then (recot.model.time_vectors.covering_groups; not released).
+    clock_grounding: bool = False
     system_prompt: str = "You are a helpful assistant."
 
     official_compat: bool = True
@@ -146,6 +149,11 @@ class VideoXLProConfig:
     def tokens_per_group(self) -> int:
         """Visual tokens the LLM sees per group of frames (144 for the released model)."""
         return self.pooled_side**2
+
+    @property
+    def uses_clock_times(self) -> bool:
+        """Whether the model reads the prompt's clock times (``processor.clock_times``): time vectors or grounding."""
+        return self.time_vector or self.clock_grounding
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when sizes do not fit together."""
@@ -252,7 +260,8 @@ class VideoXLProConfig:
             # they were before the field existed (engine cache keys hash them).
             del fields["vision_tower"]
         # Likewise: left out while unset, so that older configs keep their bytes.
-        for name in ("vision_colour_bins", "compressor_residual", "compressor_passthrough_channels", "time_vector"):
+        for name in ("vision_colour_bins", "compressor_residual", "compressor_passthrough_channels", "time_vector",
+                     "clock_grounding"):
             if not fields[name]:
                 del fields[name]
         return {

@@ -433,7 +433,7 @@ class VideoChat:
                 time_sequence_ids=time_ids,
                 keep_ratio=keep_ratio,
                 max_visual_tokens=budget,
-                input_times=self.processor.clock_times(input_ids) if self.model.config.time_vector else None,
+                input_times=self.processor.clock_times(input_ids) if self.model.config.uses_clock_times else None,
                 **generate_kwargs,
             )
         text = self.processor.decode(new_ids)

@@ -9,6 +9,10 @@ both sides (each group's timestamp text and visual tokens at the group's middle
 second, the question's clock at the asked second), the lookup is learned within
 1,000 steps (README, "Where the time lookup fails").
 
+Clock grounding (``VideoXLProConfig.clock_grounding``, also not released) goes one step further: each clock of
+the prompt gets the mean visual token of the group that covers its time (:func:`covering_groups`), so the
+question "what is on screen at 01:34?" carries what is on screen then, and no lookup is left to learn.
+
 Shapes: ``times`` (...,) seconds (NaN: no time) -> vectors (..., D).
 """
 
@@ -80,3 +84,14 @@ def window_times(layout: TimeSequenceLayout, group_timestamps: torch.Tensor, fra
     for (start, n_text, n_visual), middle in zip(layout.windows, middles, strict=True):
         times[start : start + n_text + n_visual] = middle
     return torch.from_numpy(times)
+
+
+def covering_groups(group_timestamps: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions of ``times`` (L,) that hold a time (not NaN), and for each the group that covers it: the
+    last of ``group_timestamps`` (G,) (the groups' first-frame times, ascending) that starts at or before it;
+    the first group for a time before the video. Two (n,) int64 tensors on the CPU: positions, group indices."""
+    marked = times.detach().cpu().to(torch.float64)
+    positions = (~marked.isnan()).nonzero().flatten()
+    starts = group_timestamps.detach().cpu().to(torch.float64)
+    groups = torch.searchsorted(starts, marked[positions], right=True) - 1
+    return positions, groups.clamp(min=0)

@@ -33,7 +33,7 @@ from recot.model import checkpoint
 from recot.model.compressor import ReCoTCompressor
 from recot.model.encoder import EncodedVideo, EncoderStages, StreamingEncoder
 from recot.model.selector import QueryAwareSelector, Selection, TimeSequenceLayout
-from recot.model.time_vectors import add_time_vectors, window_times
+from recot.model.time_vectors import add_time_vectors, covering_groups, window_times
 from recot.model.vision import build_vision_tower, resize_to_grid
 
 
@@ -223,26 +223,33 @@ class VideoXLPro(nn.Module):
         The selector scores the video against every prompt token except the
         image marker (with ``labels``, only tokens whose label is -100: the answer
         is never scored against). Labels come back aligned with the embeddings.
-        ``input_times`` (L,) (``processor.clock_times``): with ``config.time_vector``,
-        the prompt's clocks get their time vectors (never the answer's tokens,
-        which at inference are generated without them).
+        ``input_times`` (L,) (``processor.clock_times``): the prompt's clocks get, with
+        ``config.clock_grounding``, the mean visual token of the group covering their
+        time, then, with ``config.time_vector``, their time vectors (never the
+        answer's tokens, which at inference are generated without them).
         """
         input_ids = as_1d(input_ids).to(self.device)
         labels = None if labels is None else as_1d(labels).to(self.device)
         image_positions = (input_ids == self.config.image_token_index).nonzero().flatten().tolist()
         token_embed = self.language_model.get_input_embeddings()
-        times = None
-        if self.config.time_vector and input_times is not None:
+        times = grounding = None
+        if self.config.uses_clock_times and input_times is not None:
             times = as_1d(input_times).to(self.device, torch.float64)
             if times.shape != input_ids.shape:
                 raise ValueError(f"input_times has shape {tuple(times.shape)}; input_ids has {tuple(input_ids.shape)}")
             if labels is not None:
                 times = times.masked_fill(labels != -100, float("nan"))
+            if self.config.clock_grounding and encoded is not None:
+                positions, groups = covering_groups(encoded.timestamps, times)
+                means = encoded.tokens.mean(1)[groups.to(self.device)]
+                grounding = means.new_zeros(len(times), means.shape[-1]).index_add_(0, positions.to(self.device), means)
 
         def embed(start: int, stop: int | None = None) -> torch.Tensor:
-            """The embeddings of ``input_ids[start:stop]``, with the clocks' time vectors if there are any."""
+            """The embeddings of ``input_ids[start:stop]``, with the clocks' grounding and time vectors if any."""
             out = token_embed(input_ids[start:stop])
-            return out if times is None else add_time_vectors(out, times[start:stop])
+            if grounding is not None:
+                out = out + grounding[start:stop].to(out.dtype)
+            return add_time_vectors(out, times[start:stop]) if self.config.time_vector and times is not None else out
 
         if not image_positions:
             if encoded is not None:

@@ -38,7 +38,7 @@ from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
 from recot.model.numerics import upcast
 from recot.model.selector import min_max_scores, num_kept, visual_rotary
-from recot.model.time_vectors import add_time_vectors, window_times
+from recot.model.time_vectors import add_time_vectors, covering_groups, window_times
 from recot.model.videoxl_pro import VideoXLPro, as_1d, layout_from_ids
 from recot.model.vision import resize_to_grid
 from recot.train.data import IGNORE_INDEX
@@ -265,18 +265,18 @@ def embed_micro_batch(
     image = config.image_token_index
 
     # ----- bookkeeping on the CPU: where each sample's rows sit -------------------------------------------
-    prompt_ids, prompt_times, query_rows = [], [], []
+    prompt_ids, prompt_times, query_rows, grounded_rows, grounding_groups = [], [], [], [], []
     seq_ids, seq_times, visual_rows, text_seq_rows, windows, video_tokens = [], [], [], [], [], []
     per_sample = []  # (prompt start, prompt length, image position or None, video index or None)
     video_counts, kept_counts, seq_starts, visual_starts = [], [], [], []
-    prompt_offset = seq_offset = visual_offset = 0
+    prompt_offset = seq_offset = visual_offset = group_offset = 0
     for sample, video in zip(samples, encoded, strict=True):
         ids, labels = as_1d(sample.input_ids).cpu(), as_1d(sample.labels).cpu()
         marks = (ids == image).nonzero().flatten().tolist()
         if len(marks) != (0 if video is None else 1):
             raise ValueError(f"a sample has {len(marks)} image tokens and {'a' if video is not None else 'no'} video")
         times = torch.full(ids.shape, float("nan"), dtype=torch.float64)
-        if config.time_vector and sample.input_times is not None:
+        if config.uses_clock_times and sample.input_times is not None:
             times = as_1d(sample.input_times).cpu().to(torch.float64).masked_fill(labels != IGNORE_INDEX, float("nan"))
         prompt_ids.append(ids.masked_fill(ids == image, 0))
         prompt_times.append(times)
@@ -300,6 +300,10 @@ def embed_micro_batch(
             text_seq_rows.append(seq_offset + (~mask).nonzero().flatten())
             windows += [(seq_offset + start, n_time, n_visual) for start, n_time, n_visual in layout.windows]
             video_tokens.append(video.tokens.reshape(g * p, -1))
+            if config.clock_grounding:
+                positions, groups = covering_groups(video.timestamps, times)
+                grounded_rows.append(prompt_offset + positions)
+                grounding_groups.append(group_offset + groups)
             keep = num_kept(config, g * p, sample.keep_ratio, max_visual_tokens)
             video_counts.append(g * p)
             kept_counts.append(layout.length - g * p + keep)
@@ -308,21 +312,28 @@ def embed_micro_batch(
             per_sample.append((prompt_offset, len(ids), position, len(video_counts) - 1))
             seq_offset += layout.length
             visual_offset += g * p
+            group_offset += g
         else:
             per_sample.append((prompt_offset, len(ids), None, None))
         prompt_offset += len(ids)
 
-    # ----- the prompts: one lookup, their clocks' time vectors -------------------------------------------
+    # ----- the prompts: one lookup, their clocks' grounding and time vectors ------------------------------
     all_ids = torch.cat(prompt_ids + seq_ids).to(device)
     embedded = token_embed(all_ids)
     prompts = embedded[:prompt_offset]
+    visual_tokens = torch.cat(video_tokens).to(embedded.dtype) if video_tokens else None
+    if grounded_rows:
+        # each prompt clock + the mean token of the group covering its time (as embed_inputs does)
+        means = visual_tokens.view(group_offset, config.tokens_per_group, -1).mean(1)
+        groups = torch.cat(grounding_groups).to(device)
+        prompts = prompts.index_add(0, torch.cat(grounded_rows).to(device), means[groups])
     if config.time_vector:
         prompts = add_time_vectors(prompts, torch.cat(prompt_times))
     rows = [prompts]
     if video_counts:
         # ----- the time sequences: visual tokens placed, time vectors added -----------------------------
         visual = torch.cat(visual_rows).to(device)
-        sequence = embedded[prompt_offset:].index_put((visual,), torch.cat(video_tokens).to(embedded.dtype))
+        sequence = embedded[prompt_offset:].index_put((visual,), visual_tokens)
         if config.time_vector:
             sequence = add_time_vectors(sequence, torch.cat(seq_times))
         # ----- the selector: each video's query, its window attention, its scores min-max normalised -----

@@ -91,10 +91,11 @@ def model_input(
 ) -> ModelInput:
     """Tokens, video (decoded frames, or cached vision features) and timestamp ids of one sample.
 
-    Frames are sampled as at inference (``data.fps``, ``data.max_frames``); a ``time_vector`` model also gets the
-    clock times of the conversation's text (the model adds them to the prompt's clocks only, not the answers').
+    Frames are sampled as at inference (``data.fps``, ``data.max_frames``); a ``time_vector`` or
+    ``clock_grounding`` model also gets the clock times of the conversation's text (the model uses them at the
+    prompt's clocks only, not the answers').
     """
-    times = processor.clock_times(tokens.input_ids) if processor.config.time_vector else None
+    times = processor.clock_times(tokens.input_ids) if processor.config.uses_clock_times else None
     if features is not None and sample.media is not None:
         grouped, group_times = features.get(sample)
         time_ids = processor.time_sequence_ids(group_times)
