@@ -68,6 +68,10 @@ def test_recipe_configs_load():
     dense = load_train_config(ROOT / "configs" / "default" / "sft_dense.yaml")  # the dense-turns experiment
     assert dense.data.train[0].endswith("data/train/train.dense.json") and dense.model.preset == "lite48"
     assert sorted(dense.trainable_modules()) == ["language_model", "projector", "selector"]
+    passthrough = load_train_config(ROOT / "configs" / "default" / "sft_dense_passthrough.yaml")  # dense + hue bins
+    assert passthrough.model.config == {"compressor_passthrough_channels": 16}
+    assert passthrough.model.compressor.endswith("runs/default/pretrain_passthrough/compressor.safetensors")
+    assert passthrough.data.train == dense.data.train and passthrough.optim == dense.optim
 
 
 @needs_weights

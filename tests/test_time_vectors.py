@@ -164,6 +164,7 @@ def test_clock_grounding_adds_the_covering_groups_mean_token_to_the_prompts_cloc
 
 def test_config_keeps_the_field_and_old_configs_keep_their_bytes():
     assert VideoXLProConfig.from_preset("lite48").time_vector is True
+    assert VideoXLProConfig.from_preset("lite48").clock_grounding is True
     assert VideoXLProConfig.from_preset("small").time_vector is False
     assert "time_vector" not in json.dumps(VideoXLProConfig.from_preset("small").to_json_dict())
     timed = VideoXLProConfig.from_preset("tiny", time_vector=True)

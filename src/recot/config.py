@@ -430,6 +430,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "placeholder_token_id": 259,
         "time_format": "clock",
         "time_vector": True,  # the LLM from scratch learns the time lookup with it, not without (time_vectors.py)
+        "clock_grounding": True,  # "what is on screen at mm:ss?": 40% -> 100% on held-out videos (README)
         "official_compat": False,
     },
     "small": {

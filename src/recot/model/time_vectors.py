@@ -90,8 +90,9 @@ def covering_groups(group_timestamps: torch.Tensor, times: torch.Tensor) -> tupl
     """The positions of ``times`` (L,) that hold a time (not NaN), and for each the group that covers it: the
     last of ``group_timestamps`` (G,) (the groups' first-frame times, ascending) that starts at or before it;
     the first group for a time before the video. Two (n,) int64 tensors on the CPU: positions, group indices."""
-    marked = times.detach().cpu().to(torch.float64)
-    positions = (~marked.isnan()).nonzero().flatten()
-    starts = group_timestamps.detach().cpu().to(torch.float64)
-    groups = torch.searchsorted(starts, marked[positions], right=True) - 1
-    return positions, groups.clamp(min=0)
+    # NumPy: in training this runs per sample, and each small torch call would be one more dispatched operator.
+    marked = np.asarray(times.detach().cpu(), dtype=np.float64)
+    positions = np.flatnonzero(~np.isnan(marked))
+    starts = np.asarray(group_timestamps.detach().cpu(), dtype=np.float64)
+    groups = np.maximum(np.searchsorted(starts, marked[positions], side="right") - 1, 0)
+    return torch.from_numpy(positions.astype(np.int64)), torch.from_numpy(groups.astype(np.int64))
