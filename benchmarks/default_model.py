@@ -21,6 +21,7 @@ own timings, and the peak RSS. Part ``memory``: the model's parameter bytes.
     python benchmarks/default_model.py                      # writes benchmarks/results/default_model.{json,md}
     python benchmarks/default_model.py --part accuracy --videos 256=20 1024=12 3600=8
     python benchmarks/default_model.py --model runs/default/sft/model --out benchmarks/results/sft
+    python benchmarks/default_model.py --part accuracy --lengths 1024 --max-visual-tokens 64   # a capped budget
 """
 
 from __future__ import annotations
@@ -91,8 +92,12 @@ def _longest_scenes(manifest: Path) -> dict[str, str]:
     return out
 
 
-def run_accuracy(model: str, data: Path, lengths: list[int], caps: dict[int, int]) -> dict:
-    """Answer every question of the held-out sets; per-question records and the table by (split, type, length)."""
+def run_accuracy(
+    model: str, data: Path, lengths: list[int], caps: dict[int, int], max_visual_tokens: int | None = None
+) -> dict:
+    """Answer every question of the held-out sets; per-question records and the table by (split, type, length).
+
+    ``max_visual_tokens`` caps the visual tokens the LLM sees (the selector's budget; default: what fits)."""
     import torch
     from tqdm import tqdm
 
@@ -102,7 +107,7 @@ def run_accuracy(model: str, data: Path, lengths: list[int], caps: dict[int, int
     torch.manual_seed(0)
     chat = VideoChat.from_pretrained(model, cache=False)
     sampling = FrameSampling(fps=1.0, max_frames=8192)
-    options = GenerationOptions(max_new_tokens=16)
+    options = GenerationOptions(max_new_tokens=16, max_visual_tokens=max_visual_tokens)
     records = []
     for split, frames, rows_file in _sets(data, lengths):
         rows = json.loads(rows_file.read_text())
@@ -128,7 +133,7 @@ def run_accuracy(model: str, data: Path, lengths: list[int], caps: dict[int, int
         cell = table.setdefault(r["split"], {}).setdefault(r["qa_type"], {}).setdefault(str(r["frames"]), [0, 0])
         cell[0] += int(r["correct"])
         cell[1] += 1
-    return {"model_id": chat.model_id, "table": table, "records": records}
+    return {"model_id": chat.model_id, "max_visual_tokens": max_visual_tokens, "table": table, "records": records}
 
 
 def run_demo(model: str | None) -> dict:
@@ -196,6 +201,8 @@ def write_report(results: dict, out: Path) -> None:
     atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     lines = ["# Default model", "", f"- model: {results.get('model')}", f"- machine: {results.get('machine')}", ""]
     acc = results.get("accuracy")
+    if acc and acc.get("max_visual_tokens"):
+        lines[-1:] = [f"- visual tokens per question: at most {acc['max_visual_tokens']} (--max-visual-tokens)", ""]
     if acc:
         for split, types in sorted(acc["table"].items()):
             lengths = sorted({int(n) for cells in types.values() for n in cells})
@@ -233,8 +240,12 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 3600], help="video lengths in frames")
     parser.add_argument("--videos", nargs="*", default=[], metavar="N=K", help="at most K videos of N frames")
     parser.add_argument("--part", choices=["all", "accuracy", "demo", "memory"], default="all")
+    parser.add_argument("--max-visual-tokens", type=int, default=None, metavar="K",
+                        help="at most K visual tokens per question (the selector's budget); default: what fits")
     parser.add_argument("--out", type=Path, default=RESULTS / "default_model", help="results path without suffix")
     args = parser.parse_args()
+    if args.max_visual_tokens is not None and args.max_visual_tokens < 1:
+        parser.error(f"--max-visual-tokens must be at least 1, got {args.max_visual_tokens}")
     check_dependencies()
     sys.path.insert(0, str(SRC))
     import torch
@@ -249,7 +260,7 @@ def main() -> None:
         results["memory"] = run_memory(args.model)
         write_report(results, args.out)
     if args.part in ("all", "accuracy"):
-        results["accuracy"] = run_accuracy(args.model, args.data, args.lengths, caps)
+        results["accuracy"] = run_accuracy(args.model, args.data, args.lengths, caps, args.max_visual_tokens)
         write_report(results, args.out)
     if args.part in ("all", "demo"):
         results["demo"] = run_demo(None if args.model == "default" else args.model)

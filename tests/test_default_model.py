@@ -8,6 +8,8 @@ without them; the shipped checkpoint stores the tower's weights itself.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +233,13 @@ def test_benchmark_knows_each_videos_longest_scene(tmp_path):
             seconds[seg.scene] = seconds.get(seg.scene, 0.0) + seg.end - seg.start
         assert seconds[longest[video_relpath(spec)]] == max(seconds.values())
     assert bench._longest_scenes(tmp_path / "missing.jsonl") == {}
+
+
+def test_benchmark_refuses_an_empty_visual_token_budget():
+    """--max-visual-tokens below 1 is a usage error (exit 2, one line naming the flag), before any work."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "default_model.py"), "--max-visual-tokens", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "default_model.py: error: --max-visual-tokens must be at least 1, got 0"
