@@ -199,10 +199,11 @@ def write_report(results: dict, out: Path) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
-    lines = ["# Default model", "", f"- model: {results.get('model')}", f"- machine: {results.get('machine')}", ""]
+    lines = ["# Default model", "", f"- model: {results.get('model')}", f"- machine: {results.get('machine')}"]
     acc = results.get("accuracy")
     if acc and acc.get("max_visual_tokens"):
-        lines[-1:] = [f"- visual tokens per question: at most {acc['max_visual_tokens']} (--max-visual-tokens)", ""]
+        lines.append(f"- visual tokens per question: at most {acc['max_visual_tokens']} (--max-visual-tokens)")
+    lines.append("")
     if acc:
         for split, types in sorted(acc["table"].items()):
             lengths = sorted({int(n) for cells in types.values() for n in cells})

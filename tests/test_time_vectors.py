@@ -123,8 +123,8 @@ def test_answers_get_no_vectors_and_shapes_are_checked():
 
 
 def test_covering_groups_finds_the_group_each_time_falls_in():
-    starts = torch.tensor([2.0, 6.0, 10.0, 14.0])
-    times = torch.tensor([float("nan"), 0.0, 2.0, 5.9, 6.0, 13.99, 14.0, 500.0, float("nan")], dtype=torch.float64)
+    starts = np.array([2.0, 6.0, 10.0, 14.0])
+    times = np.array([np.nan, 0.0, 2.0, 5.9, 6.0, 13.99, 14.0, 500.0, np.nan])
     positions, groups = covering_groups(starts, times)
     assert positions.tolist() == [1, 2, 3, 4, 5, 6, 7]
     assert groups.tolist() == [0, 0, 0, 1, 2, 3, 3]  # before the video: the first group; after it: the last

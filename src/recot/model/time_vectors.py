@@ -86,13 +86,14 @@ def window_times(layout: TimeSequenceLayout, group_timestamps: torch.Tensor, fra
     return torch.from_numpy(times)
 
 
-def covering_groups(group_timestamps: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def covering_groups(group_timestamps: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The positions of ``times`` (L,) that hold a time (not NaN), and for each the group that covers it: the
     last of ``group_timestamps`` (G,) (the groups' first-frame times, ascending) that starts at or before it;
-    the first group for a time before the video. Two (n,) int64 tensors on the CPU: positions, group indices."""
-    # NumPy: in training this runs per sample, and each small torch call would be one more dispatched operator.
-    marked = np.asarray(times.detach().cpu(), dtype=np.float64)
-    positions = np.flatnonzero(~np.isnan(marked))
-    starts = np.asarray(group_timestamps.detach().cpu(), dtype=np.float64)
-    groups = np.maximum(np.searchsorted(starts, marked[positions], side="right") - 1, 0)
-    return torch.from_numpy(positions.astype(np.int64)), torch.from_numpy(groups.astype(np.int64))
+    the first group for a time before the video. Two (n,) int64 arrays: positions, group indices.
+
+    NumPy in and out: the training path calls it per sample, where each small torch call would be one more
+    dispatched operator; its callers turn the indices into tensors once.
+    """
+    positions = np.flatnonzero(~np.isnan(times))
+    groups = np.maximum(np.searchsorted(group_timestamps, times[positions], side="right") - 1, 0)
+    return positions, groups

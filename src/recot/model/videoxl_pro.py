@@ -240,9 +240,10 @@ class VideoXLPro(nn.Module):
             if labels is not None:
                 times = times.masked_fill(labels != -100, float("nan"))
             if self.config.clock_grounding and encoded is not None:
-                positions, groups = covering_groups(encoded.timestamps, times)
-                means = encoded.tokens.mean(1)[groups.to(self.device)]
-                grounding = means.new_zeros(len(times), means.shape[-1]).index_add_(0, positions.to(self.device), means)
+                positions, groups = covering_groups(encoded.timestamps.numpy(force=True), times.numpy(force=True))
+                means = encoded.tokens.mean(1)[torch.from_numpy(groups).to(self.device)]
+                rows = torch.from_numpy(positions).to(self.device)
+                grounding = means.new_zeros(len(times), means.shape[-1]).index_add_(0, rows, means)
 
         def embed(start: int, stop: int | None = None) -> torch.Tensor:
             """The embeddings of ``input_ids[start:stop]``, with the clocks' grounding and time vectors if any."""

@@ -291,8 +291,9 @@ def embed_micro_batch(
                 raise ValueError(f"a time sequence has {len(layout.windows)} windows; its video has {g} groups of {p}")
             mask = layout.visual_mask
             seq_ids.append(time_ids.masked_fill(mask, 0))
+            group_times = video.timestamps.cpu()
             seq_times.append(
-                window_times(layout, video.timestamps.cpu(), config.frames_per_group)
+                window_times(layout, group_times, config.frames_per_group)
                 if config.time_vector
                 else torch.full((layout.length,), float("nan"), dtype=torch.float64)
             )
@@ -301,7 +302,7 @@ def embed_micro_batch(
             windows += [(seq_offset + start, n_time, n_visual) for start, n_time, n_visual in layout.windows]
             video_tokens.append(video.tokens.reshape(g * p, -1))
             if config.clock_grounding:
-                positions, groups = covering_groups(video.timestamps, times)
+                positions, groups = covering_groups(group_times.numpy(), times.numpy())
                 grounded_rows.append(prompt_offset + positions)
                 grounding_groups.append(group_offset + groups)
             keep = num_kept(config, g * p, sample.keep_ratio, max_visual_tokens)
@@ -325,8 +326,9 @@ def embed_micro_batch(
     if grounded_rows:
         # each prompt clock + the mean token of the group covering its time (as embed_inputs does)
         means = visual_tokens.view(group_offset, config.tokens_per_group, -1).mean(1)
-        groups = torch.cat(grounding_groups).to(device)
-        prompts = prompts.index_add(0, torch.cat(grounded_rows).to(device), means[groups])
+        groups = torch.from_numpy(np.concatenate(grounding_groups)).to(device)
+        clock_rows = torch.from_numpy(np.concatenate(grounded_rows)).to(device)
+        prompts = prompts.index_add(0, clock_rows, means[groups])
     if config.time_vector:
         prompts = add_time_vectors(prompts, torch.cat(prompt_times))
     rows = [prompts]
