@@ -16,7 +16,8 @@ out of three stages of the model that a ``recot train`` config builds:
 * ``linear1``: the projector's first linear layer applied to the compressor's output, pooled: a control. It
   is a full-rank linear map of the ``compressor`` stage (D >= C), so everything a linear classifier reads there
   is still there, and only the probe's reach differs (standardised mixed features, a few hundred examples);
-* ``tokens``: what the LLM sees, the projected and pooled tokens (P, D).
+* ``tokens``: what the LLM sees, the projected and pooled tokens (P, D);
+* ``grounding``: their mean (D,), what ``clock_grounding`` adds to a question's clock that names the group's time.
 
 The two maps are average-pooled with the model's ``pool_stride``, as the tokens
 are, so the stages differ only by what they compute. ``chance`` is the share of
@@ -111,7 +112,7 @@ def probe(args: argparse.Namespace) -> None:
         samples, _ = load_dataset([str(rows_file)], cfg.data.media_root, False, False)
     cache = VisionFeatureCache(cfg.data.feature_cache_dir, model, cfg.data.fps, cfg.data.max_frames)
     stride = model.config.pool_stride
-    stages: dict[str, list[np.ndarray]] = {"tower": [], "compressor": [], "linear1": [], "tokens": []}
+    stages: dict[str, list[np.ndarray]] = {"tower": [], "compressor": [], "linear1": [], "tokens": [], "grounding": []}
     colours: list[str | None] = []
     shapes: list[str | None] = []
     with torch.no_grad():
@@ -133,6 +134,7 @@ def probe(args: argparse.Namespace) -> None:
                 stages["tower"].append(tower[k].numpy())
                 stages["compressor"].append(compressed[k].numpy())
                 stages["tokens"].append(tokens[k].flatten().numpy())
+                stages["grounding"].append(tokens[k].mean(0).numpy())
                 stages["linear1"].append(linear[k].numpy())
     present = np.array([c is not None for c in colours])
     with_object = np.flatnonzero(present)

@@ -73,7 +73,8 @@ def test_recipe_configs_load():
     passthrough = load_train_config(ROOT / "configs" / "default" / "sft_dense_passthrough.yaml")  # dense + hue bins
     assert passthrough.model.config == {"compressor_passthrough_channels": 16}
     assert passthrough.model.compressor.endswith("runs/default/pretrain_passthrough/compressor.safetensors")
-    assert passthrough.data.train == dense.data.train and passthrough.optim == dense.optim
+    assert passthrough.data == dense.data and passthrough.optim == dense.optim
+    assert (dense.data.time_shift, dense.data.time_shift_share) == (8192, 0.5)  # clocks of videos up to 8,192 s
 
 
 @needs_weights
@@ -182,7 +183,7 @@ def test_object_probe_runs_on_a_recipe_config(tmp_path):
     table = json.loads((tmp_path / "p.json").read_text())
     # 4 pooled cells x 56 channels (40 EfficientNet + 16 hue bins); 4 cells or tokens x 128
     stages = [(r["stage"], r["features"]) for r in table]
-    assert stages == [("tower", 224), ("compressor", 224), ("linear1", 512), ("tokens", 512)]
+    assert stages == [("tower", 224), ("compressor", 224), ("linear1", 512), ("tokens", 512), ("grounding", 128)]
     for row in table:
         for key in ("presence", "colour", "shape"):
             accuracy, chance = row[key]

@@ -39,6 +39,22 @@ def test_visual_token_budget_is_respected(videos) -> None:
     assert ratio.visual_tokens_kept == kept[-1] == 45
 
 
+def test_models_default_budget_and_dropped_times_give_the_exact_llm_input(videos) -> None:
+    """A model with max_visual_tokens=7 keeps 7 visual tokens unless asked otherwise; with drop_empty_group_times
+    the LLM input holds the time texts (13 tokens) of the groups those 7 come from, and the answer says so."""
+    chat = tiny_chat(None, max_visual_tokens=7, drop_empty_group_times=True)
+    selections = []
+    chat.model.selector.register_forward_hook(lambda m, a, out: selections.append(out))
+    encoding = chat.encode(videos[0], FrameSampling(num_frames=40))  # 10 groups x 9 = 90 visual tokens
+    answer = chat.ask(encoding, "Describe it.", GenerationOptions(max_new_tokens=4, keep_ratio=1.0))
+    groups = {i // 9 for i in selections[-1].kept_visual.tolist()}
+    prompt = len(chat.processor.tokenize_prompt("Describe it.")) - 1
+    assert answer.visual_tokens_kept == len(selections[-1].kept_visual) == 7
+    assert answer.llm_input_tokens == prompt + 7 + 13 * len(groups) < prompt + 7 + 13 * 10
+    asked = chat.ask(encoding, "Describe it.", GenerationOptions(max_new_tokens=4, keep_ratio=1.0, max_visual_tokens=25))
+    assert asked.visual_tokens_kept == 25
+
+
 def test_budget_is_capped_by_the_context(tmp_path) -> None:
     # 16 groups: 16 x 13 time-text tokens + ~60 prompt tokens + 8 new leave 300 - 276 = 24 visual tokens.
     video = write_video(tmp_path / "long.mp4", num_frames=96)

@@ -222,6 +222,22 @@ def test_context_budget_all_is_uncapped():
         context_budget(config, 50, 1000, 8, None)
 
 
+def test_context_budget_takes_the_models_default_and_counts_only_kept_groups_times():
+    """config.max_visual_tokens is the budget when none is asked; with drop_empty_group_times, k kept tokens bring
+    at most k groups' time texts, so 1000 tokens of timestamps no longer leave no room."""
+    config = VideoXLProConfig.from_preset("tiny", max_position_embeddings=300, max_visual_tokens=40)
+    assert context_budget(config, 50, 100, 8, None) == 40
+    assert context_budget(config, 50, 100, 8, 100) == 100  # an asked budget wins, up to the room of 142
+    assert context_budget(config, 50, 100, 8, "all") is None
+    dropping = VideoXLProConfig.from_preset("tiny", max_position_embeddings=300, drop_empty_group_times=True)
+    assert context_budget(dropping, 50, 1000, 8, None, longest_group_time=13) == (300 - 50 - 8) // 14 == 17
+    assert context_budget(dropping, 50, 100, 8, None, longest_group_time=13) == 142  # all the texts fit beside more
+    with pytest.raises(ValueError, match="leave no room"):
+        context_budget(dropping, 50, 1000, 8, None)  # without the longest text, every text is counted
+    with pytest.raises(ValueError, match="max_visual_tokens=0 must be at least 1"):
+        VideoXLProConfig.from_preset("tiny", max_visual_tokens=0)
+
+
 def test_memory_plan_of_the_released_operating_point():
     config = VideoXLProConfig.from_preset("videoxl-pro-3b")
     capped = plan_memory(config, 8192, QWEN25_TIME_TEXT_TOKENS, dtype="bfloat16")

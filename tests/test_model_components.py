@@ -98,8 +98,8 @@ def test_rotary_keeps_half_precision_dtype():
     torch.testing.assert_close(out[0], seq[0])  # position 0 is not rotated
 
 
-def _selector(multiple: int = 16) -> tuple[QueryAwareSelector, torch.Tensor, TimeSequenceLayout]:
-    config = VideoXLProConfig.from_preset("tiny", selector_multiple=multiple)
+def _selector(multiple: int = 16, **overrides: object) -> tuple[QueryAwareSelector, torch.Tensor, TimeSequenceLayout]:
+    config = VideoXLProConfig.from_preset("tiny", selector_multiple=multiple, **overrides)
     torch.manual_seed(0)
     selector = QueryAwareSelector(config).eval()
     ids = []
@@ -123,6 +123,27 @@ def test_selector_keeps_multiple_of_16_in_order_with_all_time_tokens():
     # The kept visual tokens are the 96 best scores.
     assert set(sel.kept_visual.tolist()) == set(sel.scores.topk(96).indices.tolist())
     assert sel.scores.min() == 0 and sel.scores.max() == 1
+
+
+def test_selector_drops_the_times_of_groups_with_no_kept_token():
+    """drop_empty_group_times: the kept sequence is the kept visual tokens and the time texts of their groups
+    only (6 groups of 3 time + 24 visual tokens; 20 kept), in order; the released rule keeps all 6 texts."""
+    selector, sequence, layout = _selector(multiple=1, drop_empty_group_times=True)
+    text = torch.randn(5, sequence.shape[1])
+    with torch.no_grad():
+        dropping = selector(sequence, layout, text, keep_ratio=1.0, max_visual_tokens=20)
+        selector.config = VideoXLProConfig.from_preset("tiny", selector_multiple=1)
+        keeping = selector(sequence, layout, text, keep_ratio=1.0, max_visual_tokens=20)
+    assert torch.equal(dropping.kept_visual, keeping.kept_visual) and len(dropping.kept_visual) == 20
+    groups = sorted({i // 24 for i in dropping.kept_visual.tolist()})
+    assert 0 < len(groups) < 6  # the 20 best of 144 random scores leave some group with none
+    expected = [27 * g + t for g in groups for t in range(3)]
+    expected = sorted(expected + [27 * (i // 24) + 3 + i % 24 for i in dropping.kept_visual.tolist()])
+    assert dropping.kept_positions.tolist() == expected
+    assert len(keeping.kept_positions) == 18 + 20
+    # the rows kept are the released rule's rows at those positions (rotated there, scores added)
+    rows = {pos: row for pos, row in zip(keeping.kept_positions.tolist(), keeping.sequence, strict=True)}
+    torch.testing.assert_close(dropping.sequence, torch.stack([rows[pos] for pos in expected]), rtol=0, atol=0)
 
 
 def test_selector_keep_ratio_one_keeps_everything_and_budget_caps():

@@ -82,20 +82,24 @@ def test_visual_similarities_of_several_videos_equal_each_alone():
     assert len(set(together.tolist())) == 3  # three different videos, three different values
 
 
-@pytest.mark.parametrize(("keep_ratio", "clock_grounding"), [(1.0, False), (0.6, False), (0.6, True)])
-def test_micro_batch_embedding_equals_embed_inputs_per_sample(keep_ratio, clock_grounding):
+@pytest.mark.parametrize(
+    ("keep_ratio", "clock_grounding", "budget"), [(1.0, False, None), (0.6, False, None), (0.6, True, None), (1.0, True, 10)]
+)
+def test_micro_batch_embedding_equals_embed_inputs_per_sample(keep_ratio, clock_grounding, budget):
     """embed_micro_batch (the training path) gives every sample of a micro-batch what embed_inputs gives it alone:
     videos of different lengths, a text-only sample, clocks in the questions and answers, the selector keeping
-    60% of each video's tokens, with and without clock grounding; right-padded with zeros and -100. (Videos of 2 groups or more: one group's
+    60% of each video's tokens, with and without clock grounding, and 10 tokens of each video with the time
+    texts of groups without one dropped (drop_empty_group_times); right-padded with zeros and -100. (Videos of 2 groups or more: one group's
     visual tokens all attend to the same time text, and their scores differ by a few float32 steps, which
     min-max normalisation magnifies whatever the order of the sums.)"""
     from pathlib import Path
 
     model, processor = tiny_model_and_processor(
-        seed=2, time_vector=True, time_format="clock", clock_grounding=clock_grounding
-    )
+        seed=2, time_vector=True, time_format="clock", clock_grounding=clock_grounding,
+        drop_empty_group_times=budget is not None,
+    )  # fmt: skip
     rng = np.random.default_rng(5)
-    items, encoded, expected = [], [], []
+    items, encoded, expected, dropped = [], [], [], []
     for i, (frames, question, answer) in enumerate([
         (8, "What is on screen at 00:01?", "a red ring at 00:01"), (None, "Say hi at 00:07", "hi"),
         (16, "Which colour is it at 00:03?", "blue"), (12, "What is it?", "a cat, 00:00 to 00:01"),
@@ -113,10 +117,14 @@ def test_micro_batch_embedding_equals_embed_inputs_per_sample(keep_ratio, clock_
         items.append(ModelInput(tokens.input_ids, tokens.labels, None, None, time_ids, keep_ratio, None, times))
         encoded.append(video)
         with torch.no_grad():
-            alone = model.embed_inputs(tokens.input_ids, video, time_ids, keep_ratio, None, tokens.labels, times)
+            alone = model.embed_inputs(tokens.input_ids, video, time_ids, keep_ratio, budget, tokens.labels, times)
         expected.append((alone.inputs_embeds[0], alone.labels[0]))
+        if video is not None:  # whether some group kept no token, so lost its time text
+            time_texts = len(time_ids) - video.tokens.shape[0] * video.tokens.shape[1]
+            dropped.append(len(alone.selection.sequence) < time_texts + len(alone.selection.kept_visual))
+    assert any(dropped) == (budget is not None)
     with torch.no_grad():
-        inputs, labels, lengths = embed_micro_batch(model, items, encoded)
+        inputs, labels, lengths = embed_micro_batch(model, items, encoded, budget)
     assert lengths == [len(e) for e, _ in expected] and inputs.shape == (4, max(lengths), model.config.hidden_size)
     for i, (embeds, sample_labels) in enumerate(expected):
         torch.testing.assert_close(inputs[i, : lengths[i]], embeds, rtol=1e-5, atol=1e-5)

@@ -97,6 +97,12 @@ class VideoXLProConfig:
     selector_num_heads: int = 4
     keep_ratio: float = 0.85  # default share of visual tokens kept (released: U(0.7, 0.99))
     selector_multiple: int = 16  # the number kept is rounded down to a multiple of this
+    # The most visual tokens the LLM sees when a question sets no budget (None: as many as fit the context).
+    # A model trained on short videos answers long ones best with an input as long as the ones it learned on.
+    max_visual_tokens: int | None = None
+    # Also drop the timestamp text of every group none of whose visual tokens were kept, so the LLM input stays
+    # about as long as the budget at any video length (the released model keeps every group's timestamp).
+    drop_empty_group_times: bool = False
 
     # Language model (Qwen2).
     hidden_size: int = 2048
@@ -204,6 +210,8 @@ class VideoXLProConfig:
             problems.append(f"projector_type={self.projector_type!r} is not supported (only 'mlp2x_gelu')")
         if not 0.0 < self.keep_ratio <= 1.0:
             problems.append(f"keep_ratio={self.keep_ratio} must be in (0, 1]")
+        if self.max_visual_tokens is not None and self.max_visual_tokens < 1:
+            problems.append(f"max_visual_tokens={self.max_visual_tokens} must be at least 1 (or None: what fits)")
         if problems:
             raise ValueError("invalid VideoXLProConfig: " + "; ".join(problems))
 
@@ -261,7 +269,7 @@ class VideoXLProConfig:
             del fields["vision_tower"]
         # Likewise: left out while unset, so that older configs keep their bytes.
         for name in ("vision_colour_bins", "compressor_residual", "compressor_passthrough_channels", "time_vector",
-                     "clock_grounding"):
+                     "clock_grounding", "max_visual_tokens", "drop_empty_group_times"):
             if not fields[name]:
                 del fields[name]
         return {
@@ -424,7 +432,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "selector_num_heads": 4,
         "selector_multiple": 1,
         "keep_ratio": 1.0,
-        # 8,192 frames make ~23 k LLM positions (2,048 groups x (<= 7 clock-text + 4 visual tokens)).
+        # Trained on 2-5 minute videos (30-75 groups): at any length the LLM sees at most 64 visual tokens and
+        # the clocks of their groups only, an input no longer than the ones it learned on (README, default model).
+        "max_visual_tokens": 64,
+        "drop_empty_group_times": True,
+        # 8,192 frames make ~23 k time-sequence positions (2,048 groups x (<= 7 clock-text + 4 visual tokens)).
         "max_position_embeddings": 32768,
         "vocab_size": 512,
         "placeholder_token_id": 259,

@@ -37,8 +37,15 @@ from recot.model.checkpoint import CheckpointError
 from recot.model.encoder import EncodedVideo, StreamingEncoder
 from recot.model.groups import GroupPlan
 from recot.model.processor import VideoXLProProcessor
-from recot.model.selector import ALL_VISUAL_TOKENS, VisualTokenLimit, context_budget, context_overflow, num_kept
-from recot.model.videoxl_pro import VideoXLPro
+from recot.model.selector import (
+    ALL_VISUAL_TOKENS,
+    VisualTokenLimit,
+    context_budget,
+    context_overflow,
+    kept_time_tokens,
+    num_kept,
+)
+from recot.model.videoxl_pro import VideoXLPro, layout_from_ids
 from recot.video import (
     FrameBatch,
     PartialDecodeWarning,
@@ -400,12 +407,16 @@ class VideoChat:
         input_ids = self.processor.tokenize_prompt(question, system_prompt=system_prompt, answer_prefix=answer_prefix)
         time_ids = self.processor.time_sequence_ids(encoding.encoded.timestamps)
         num_visual = encoding.encoded.tokens.shape[0] * encoding.encoded.tokens.shape[1]
+        time_tokens = len(time_ids) - num_visual
+        config = self.model.config
+        longest_time = max(n for _, n, _ in layout_from_ids(time_ids, config.placeholder_token_id).windows)
         budget = context_budget(
-            self.model.config, len(input_ids) - 1, len(time_ids) - num_visual, opts.max_new_tokens, opts.max_visual_tokens
-        )
-        keep_ratio = self.model.config.keep_ratio if opts.keep_ratio is None else opts.keep_ratio
-        kept = num_kept(self.model.config, num_visual, keep_ratio, budget)
-        llm_input_tokens = len(input_ids) - 1 + len(time_ids) - num_visual + kept
+            config, len(input_ids) - 1, time_tokens, opts.max_new_tokens, opts.max_visual_tokens,
+            longest_group_time=longest_time,
+        )  # fmt: skip
+        keep_ratio = config.keep_ratio if opts.keep_ratio is None else opts.keep_ratio
+        kept = num_kept(config, num_visual, keep_ratio, budget)
+        llm_input_tokens = len(input_ids) - 1 + kept_time_tokens(config, time_tokens, kept, longest_time) + kept
         overflow = context_overflow(self.model.config, llm_input_tokens, opts.max_new_tokens)
         if overflow:
             warnings.warn(
@@ -425,7 +436,10 @@ class VideoChat:
         if opts.do_sample:
             generate_kwargs.update(temperature=opts.temperature, top_p=opts.top_p)
         devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # sampling is seeded; the caller's RNG is untouched
+        # The LLM input's length as selected: with drop_empty_group_times the timestamps kept depend on the scores.
+        selected: list[int] = []
+        hook = self.model.selector.register_forward_hook(lambda _m, _a, out: selected.append(len(out.sequence)))
+        with torch.random.fork_rng(devices=devices), hook:  # sampling is seeded; the caller's RNG is untouched
             torch.manual_seed(opts.seed)
             new_ids = self.model.generate(
                 input_ids,
@@ -437,6 +451,7 @@ class VideoChat:
                 **generate_kwargs,
             )
         text = self.processor.decode(new_ids)
+        llm_input_tokens = len(input_ids) - 1 + selected[-1]
         finished = time.perf_counter()
         return Answer(
             video=encoding.video,

@@ -40,7 +40,14 @@ import torch
 from recot.config import VideoXLProConfig
 from recot.model.checkpoint import parse_dtype
 from recot.model.groups import GroupPlan
-from recot.model.selector import QueryAwareSelector, VisualTokenLimit, context_budget, context_overflow, num_kept
+from recot.model.selector import (
+    QueryAwareSelector,
+    VisualTokenLimit,
+    context_budget,
+    context_overflow,
+    kept_time_tokens,
+    num_kept,
+)
 
 Attention = Literal["fused", "math"]
 _FLOAT32 = 4
@@ -175,10 +182,12 @@ def plan_memory(
 
     # --- answer -------------------------------------------------------------
     time_tokens = groups * time_tokens_per_group
-    budget = context_budget(config, prompt_tokens, time_tokens, max_new_tokens, max_visual_tokens)
+    budget = context_budget(
+        config, prompt_tokens, time_tokens, max_new_tokens, max_visual_tokens, longest_group_time=time_tokens_per_group
+    )
     kept = num_kept(config, visual, config.keep_ratio if keep_ratio is None else keep_ratio, budget)
     seq_len = time_tokens + visual
-    llm_len = prompt_tokens + time_tokens + kept
+    llm_len = prompt_tokens + kept_time_tokens(config, time_tokens, kept, time_tokens_per_group) + kept
     total_len = llm_len + max_new_tokens
     head_dim = d // config.num_attention_heads
     kv = 2 * config.num_hidden_layers * total_len * config.num_key_value_heads * head_dim * b

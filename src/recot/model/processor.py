@@ -199,6 +199,18 @@ def clock_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
+def shift_clocks(text: str, seconds: int) -> str:
+    """``text`` with every clock in it (``mm:ss``, ``h:mm:ss``: ``CLOCK_PATTERN``) ``seconds`` later, written
+    by :func:`clock_time` (``"59:30"`` moved 120 s is ``"1:01:30"``)."""
+
+    def later(match: re.Match[str]) -> str:
+        first, second, third = match.groups()
+        hours, minutes, secs = (0, first, second) if third is None else (first, second, third)
+        return clock_time(int(hours) * 3600 + int(minutes) * 60 + int(secs) + seconds)
+
+    return CLOCK_PATTERN.sub(later, text)
+
+
 def _as_uint8_rgb(frame: np.ndarray | torch.Tensor) -> np.ndarray:
     array = frame.cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if array.dtype != np.uint8:

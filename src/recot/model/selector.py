@@ -5,7 +5,8 @@ timestamp text and its pooled visual tokens. Each visual token gets a relevance
 score (time-aware window attention, then similarity to the prompt); S is
 rotated by a fixed sinusoidal rotary embedding, the score is added to every
 visual token, and the top-k visual tokens are kept in their original order
-together with every time-text token.
+together with every time-text token (with ``config.drop_empty_group_times``,
+only those of the groups that keep at least one visual token).
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ class TimeSequenceLayout:
         for start, n_time, n_visual in self.windows:
             mask[start + n_time : start + n_time + n_visual] = True
         return torch.from_numpy(mask)
+
+    @property
+    def window_index(self) -> torch.Tensor:
+        """Int64 (length,) on the CPU: the window (group) each position belongs to (windows tile the sequence)."""
+        sizes = [n_time + n_visual for _, n_time, n_visual in self.windows]
+        return torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes))
 
 
 def visual_rotary(sequence: torch.Tensor, base: float, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -146,6 +153,16 @@ class Selection:
     scores: torch.Tensor  # (V,) min-max normalised scores, at least float32
 
 
+def groups_seen(window_index: torch.Tensor, kept_visual_positions: torch.Tensor, text_positions: torch.Tensor) -> torch.Tensor:
+    """Bool mask over ``text_positions``: True where the position's window keeps one of ``kept_visual_positions``.
+
+    ``window_index`` (L,) maps each position of a time sequence (or of several, numbered on) to its window.
+    """
+    seen = torch.zeros(len(window_index), dtype=torch.bool, device=window_index.device)  # windows <= positions
+    seen[window_index[kept_visual_positions]] = True
+    return seen[window_index[text_positions]]
+
+
 def num_kept(config: VideoXLProConfig, num_visual: int, keep_ratio: float, max_visual_tokens: int | None = None) -> int:
     """How many of ``num_visual`` visual tokens survive selection.
 
@@ -194,21 +211,29 @@ def context_budget(
     time_tokens: int,
     max_new_tokens: int,
     max_visual_tokens: VisualTokenLimit = None,
+    *,
+    longest_group_time: int | None = None,
 ) -> int | None:
     """Most visual tokens the LLM may see: ``max_visual_tokens``, capped by what fits its context.
 
-    The context (``max_position_embeddings``) must hold the prompt, the
-    timestamp text of every group, the kept visual tokens and the answer.
-    Raises ``ValueError`` when not even one visual token fits (too many frames
-    for this model). ``max_visual_tokens="all"`` returns None: no cap at all,
-    the released model's operating point (``keep_ratio`` of every visual token,
-    past the context the LLM was trained on; see :func:`context_overflow`).
+    ``max_visual_tokens=None`` takes the model's default (``config.max_visual_tokens``), and where that is
+    None too, whatever fits. The context (``max_position_embeddings``) must hold the prompt, the timestamp
+    text of the groups (``time_tokens`` for all of them), the kept visual tokens and the answer. With
+    ``config.drop_empty_group_times`` only the groups of kept tokens keep their text, so k kept tokens bring
+    at most ``k * longest_group_time`` of it (without ``longest_group_time``, all of it is counted).
+    Raises ``ValueError`` when not even one visual token fits (too many frames for this model).
+    ``max_visual_tokens="all"`` returns None: no cap at all, the released model's operating point
+    (``keep_ratio`` of every visual token, past the context the LLM was trained on; see
+    :func:`context_overflow`).
     """
     if max_visual_tokens == ALL_VISUAL_TOKENS:
         return None
     if isinstance(max_visual_tokens, str):
         raise ValueError(f"max_visual_tokens must be a positive number or 'all', got {max_visual_tokens!r}")
-    room = config.max_position_embeddings - prompt_tokens - time_tokens - max_new_tokens
+    available = config.max_position_embeddings - prompt_tokens - max_new_tokens
+    room = available - time_tokens
+    if config.drop_empty_group_times and longest_group_time is not None:
+        room = max(room, available // (1 + longest_group_time))
     if room < 1:
         raise ValueError(
             f"the prompt ({prompt_tokens} tokens), the timestamps of the groups ({time_tokens} tokens) and "
@@ -216,10 +241,18 @@ def context_budget(
             f"{config.max_position_embeddings}; sample fewer frames"
         )
     if max_visual_tokens is None:
-        return room
+        max_visual_tokens = config.max_visual_tokens
+        if max_visual_tokens is None:
+            return room
     if max_visual_tokens < 1:
         raise ValueError(f"max_visual_tokens must be >= 1, got {max_visual_tokens}")
     return min(max_visual_tokens, room)
+
+
+def kept_time_tokens(config: VideoXLProConfig, time_tokens: int, kept: int, longest_group_time: int) -> int:
+    """Most timestamp-text tokens that stay beside ``kept`` visual tokens (all of them, unless
+    ``config.drop_empty_group_times`` drops those of groups with no kept token)."""
+    return min(time_tokens, kept * longest_group_time) if config.drop_empty_group_times else time_tokens
 
 
 def context_overflow(config: VideoXLProConfig, llm_input_tokens: int, max_new_tokens: int) -> int:
@@ -280,6 +313,9 @@ class QueryAwareSelector(nn.Module):
         text_positions = (~mask).nonzero().squeeze(1).to(sequence.device)
         k = num_kept(self.config, len(visual_positions), keep_ratio, max_visual_tokens)
         kept_visual = scores.topk(k).indices.sort().values
+        if self.config.drop_empty_group_times:
+            window_index = layout.window_index.to(sequence.device)
+            text_positions = text_positions[groups_seen(window_index, visual_positions[kept_visual], text_positions)]
         kept_positions = torch.cat([text_positions, visual_positions[kept_visual]]).sort().values
         # Rotate (at the original positions), then add each kept visual token's score (0 to the time tokens).
         kept = visual_rotary(sequence[kept_positions], self.rotary_base, kept_positions)

@@ -70,6 +70,12 @@ class DataSection(_Section):
         0, ge=0, description="with feature_cache: processes that decode the videos to fill the cache before step 1 "
         "(0: each video is computed when a step first needs it)"
     )
+    time_shift: int = Field(
+        0, ge=0, description="move a video sample's timeline (its frames' times and every clock of its text) a "
+        "seeded random 0..time_shift seconds later, as if it were a stretch of a longer video: a model trained on "
+        "short videos then knows the clocks of long ones"
+    )
+    time_shift_share: float = Field(0.5, ge=0, le=1, description="share of the video samples that get a time shift")
 
 
 class LoraSection(_Section):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recot.config import IMAGE_TOKEN
-from recot.model.processor import VideoXLProProcessor
+from recot.model.processor import VideoXLProProcessor, shift_clocks
 from recot.training_utils import validation_problems
 
 IGNORE_INDEX = -100
@@ -290,6 +290,16 @@ class TokenizedConversation:
     @property
     def num_label_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
+
+
+def shift_timeline(sample: Sample, seconds: int) -> Sample:
+    """The sample as if its video began ``seconds`` into a longer one: every clock of its text moved that much
+    later (the frames' times move with it in :func:`recot.train.trainer.model_input`). Other samples unchanged."""
+    if not seconds or sample.kind != "video":
+        return sample
+    turns = [(shift_clocks(question, seconds), shift_clocks(answer, seconds)) for question, answer in sample.turns]
+    system = None if sample.system is None else shift_clocks(sample.system, seconds)
+    return replace(sample, turns=turns, system=system)
 
 
 def chat_segments(sample: Sample, system_prompt: str) -> list[tuple[str, bool]]:

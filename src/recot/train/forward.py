@@ -37,7 +37,7 @@ from recot.model.encoder import EncodedVideo
 from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
 from recot.model.numerics import upcast
-from recot.model.selector import min_max_scores, num_kept, visual_rotary
+from recot.model.selector import groups_seen, min_max_scores, num_kept, visual_rotary
 from recot.model.time_vectors import add_time_vectors, covering_groups, window_times
 from recot.model.videoxl_pro import VideoXLPro, as_1d, layout_from_ids
 from recot.model.vision import resize_to_grid
@@ -359,7 +359,18 @@ def embed_micro_batch(
         # ----- each video's best tokens: one sort by (video, score descending); the first k of each video ---
         order = torch.argsort(video_of_visual.to(torch.float64) * 2 + (1 - scores.to(torch.float64)), stable=True)
         chosen = order[torch.cat([torch.arange(start, start + keep) for start, keep in visual_starts]).to(device)]
-        kept = torch.cat([torch.cat(text_seq_rows).to(device), visual[chosen]]).sort().values
+        text_rows = torch.cat(text_seq_rows).to(device)
+        if config.drop_empty_group_times:
+            # only the groups that keep a visual token keep their timestamp text (as the selector does); the
+            # number kept now depends on the scores, so it is read back once for the whole micro-batch
+            sizes = [n_time + n_visual for _, n_time, n_visual in windows]
+            window_index = torch.from_numpy(np.repeat(np.arange(len(windows)), sizes)).to(device)
+            seen = groups_seen(window_index, visual[chosen], text_rows)
+            text_rows = text_rows[seen]
+            video_of_text = torch.repeat_interleave(torch.tensor([len(rows) for rows in text_seq_rows]))
+            texts_kept = torch.bincount(video_of_text[seen.cpu()], minlength=len(video_counts)).tolist()
+            kept_counts = [texts + keep for texts, (_, keep) in zip(texts_kept, visual_starts, strict=True)]
+        kept = torch.cat([text_rows, visual[chosen]]).sort().values
         # ----- rotary at each row's position within its own sequence, then each kept visual token's score --
         offsets = torch.repeat_interleave(torch.tensor(seq_starts), torch.tensor(kept_counts)).to(device)
         selected = visual_rotary(sequence[kept], selector.rotary_base, kept - offsets)

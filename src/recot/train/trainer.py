@@ -46,6 +46,7 @@ from recot.train.data import (
     TokenizedConversation,
     load_dataset,
     load_frames,
+    shift_timeline,
     tokenize_conversation,
     write_bad_rows,
 )
@@ -81,6 +82,22 @@ def keep_ratio_for(seed: int, position: int, low: float, high: float) -> float:
     return float(np.random.default_rng([seed, position, 1]).uniform(low, high))
 
 
+def time_shift_for(seed: int, position: int, most: int, share: float) -> int:
+    """Seconds the sample at ``position`` of the data stream is moved later (``data.time_shift``): with
+    probability ``share`` a whole number in [0, most], else 0; seeded."""
+    if not most:
+        return 0
+    rng = np.random.default_rng([seed, position, 2])
+    return int(rng.integers(0, most + 1)) if rng.random() < share else 0
+
+
+def shifted_tokens(
+    sample: Sample, tokens: TokenizedConversation, seconds: int, processor: VideoXLProProcessor
+) -> TokenizedConversation:
+    """The tokens of ``sample`` with its clocks ``seconds`` later (:func:`shift_timeline`); as given for 0."""
+    return tokens if not seconds else tokenize_conversation(shift_timeline(sample, seconds), processor)
+
+
 def model_input(
     sample: Sample,
     tokens: TokenizedConversation,
@@ -88,23 +105,26 @@ def model_input(
     cfg: TrainConfig,
     keep_ratio: float,
     features: VisionFeatureCache | None = None,
+    time_shift: int = 0,
 ) -> ModelInput:
     """Tokens, video (decoded frames, or cached vision features) and timestamp ids of one sample.
 
     Frames are sampled as at inference (``data.fps``, ``data.max_frames``); a ``time_vector`` or
     ``clock_grounding`` model also gets the clock times of the conversation's text (the model uses them at the
-    prompt's clocks only, not the answers').
+    prompt's clocks only, not the answers'). ``time_shift`` seconds are added to the frames' times (``tokens``
+    then come from :func:`shifted_tokens` with the same shift).
     """
     times = processor.clock_times(tokens.input_ids) if processor.config.uses_clock_times else None
     if features is not None and sample.media is not None:
         grouped, group_times = features.get(sample)
+        group_times = group_times + time_shift
         time_ids = processor.time_sequence_ids(group_times)
         return ModelInput(tokens.input_ids, tokens.labels, None, group_times, time_ids, keep_ratio, grouped, times)
     loaded = load_frames(sample, processor.config.image_size, cfg.data.fps, cfg.data.max_frames)
     if loaded is None:
         return ModelInput(tokens.input_ids, tokens.labels, None, None, None, keep_ratio, input_times=times)
     frames, stamps = loaded
-    timestamps = torch.as_tensor(stamps, dtype=torch.float64)
+    timestamps = torch.as_tensor(stamps, dtype=torch.float64) + time_shift
     time_ids = processor.time_sequence_ids(processor.group_timestamps(timestamps))
     return ModelInput(
         tokens.input_ids, tokens.labels, torch.from_numpy(frames), timestamps, time_ids, keep_ratio, input_times=times
@@ -326,7 +346,13 @@ def train(
     for step in range(start, end):
         started = time.perf_counter()
         batch = global_batch(len(data.samples), cfg.seed, step, o.batch_size)
-        answer_tokens = sum(data.tokens[i].num_label_tokens for i, _ in batch)
+        shifts = {
+            pos: time_shift_for(cfg.seed, pos, cfg.data.time_shift, cfg.data.time_shift_share)
+            if data.samples[i].kind == "video" else 0
+            for i, pos in batch
+        }  # fmt: skip
+        tokens = {pos: shifted_tokens(data.samples[i], data.tokens[i], shifts[pos], processor) for i, pos in batch}
+        answer_tokens = sum(tokens[pos].num_label_tokens for _, pos in batch)
         mine = batch[rank * per_rank : (rank + 1) * per_rank]
         # loss sum, LLM tokens, keep ratios, visual similarity sum, samples with a video
         totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
@@ -334,8 +360,9 @@ def train(
         for m in range(accumulation):
             inputs = [
                 model_input(
-                    data.samples[i], data.tokens[i], processor, cfg, keep_ratio_for(cfg.seed, pos, low, high), features
-                )
+                    data.samples[i], tokens[pos], processor, cfg, keep_ratio_for(cfg.seed, pos, low, high), features,
+                    shifts[pos],
+                )  # fmt: skip
                 for i, pos in mine[m * o.micro_batch_size : (m + 1) * o.micro_batch_size]
             ]
             with accelerator.accumulate(wrapper):
