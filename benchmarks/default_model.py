@@ -16,7 +16,7 @@ Part ``demo``: ``recot demo`` (its 1-hour sample video, 3,600 frames) in a fresh
 process with an empty encode cache (the video itself written beforehand: its
 generation is not timed), then a second question in another fresh process
 that finds the encoding in the cache; wall time of each process, the chat's
-own timings, and the peak RSS. Part ``memory``: the model's parameter bytes.
+own timings, the peak RSS, and each answer against the scene the generator drew. Part ``memory``: the model's parameter bytes.
 
     python benchmarks/default_model.py                      # writes benchmarks/results/default_model.{json,md}
     python benchmarks/default_model.py --part accuracy --videos 256=20 1024=12 3600=8
@@ -97,7 +97,7 @@ def run_accuracy(
 ) -> dict:
     """Answer every question of the held-out sets; per-question records and the table by (split, type, length).
 
-    ``max_visual_tokens`` caps the visual tokens the LLM sees (the selector's budget; default: what fits)."""
+    ``max_visual_tokens`` caps the visual tokens the LLM sees (the selector's budget; default: the model's own, config.max_visual_tokens)."""
     import torch
     from tqdm import tqdm
 
@@ -138,15 +138,17 @@ def run_accuracy(
 
 def run_demo(model: str | None) -> dict:
     """``recot demo`` twice in fresh processes (empty cache, then warm): wall seconds, timings, peak RSS."""
-    from recot.data.sample_video import write_sample_video
+    from recot.data.synthetic_qa import DEMO_SEED, demo_spec, parse_time, write_video
     from recot.engine.commands import DEMO_QUESTION
 
-    second = "What shape is the red object?"  # a template the lite48 recipe trains on (docs/synthetic-qa.md)
+    second = "Which scene is shown at 58:40?"  # another template the default model is trained on
+    spec = demo_spec()
+    truths = {key: spec.scene_at(parse_time(q)) for key, q in (("first", DEMO_QUESTION), ("second", second))}
     out: dict = {"question": DEMO_QUESTION, "second_question": second}
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         # Where `recot demo` looks for its video; written here so that its generation is not timed (as the issue asks).
-        write_sample_video(cache / "samples" / "sample-1h-160x120-1fps.mp4", progress=False)
+        write_video(spec, cache / "samples" / f"qa-test-{DEMO_SEED}-1h-64px-1fps.mp4")
         for key, question in (("first", DEMO_QUESTION), ("second", second)):
             cmd = [sys.executable, "-c", _DEMO_CHILD, "--cache-dir", str(cache), "--json", "--no-progress", question]
             if model is not None:
@@ -159,7 +161,8 @@ def run_demo(model: str | None) -> dict:
             lines = proc.stdout.strip().splitlines()
             record = json.loads(lines[-2])
             rss = json.loads(lines[-1])["peak_rss_mb"]
-            out[key] = {"wall_s": round(wall, 2), "answer": record["answer"], "timings": record["timings"],
+            out[key] = {"wall_s": round(wall, 2), "answer": record["answer"], "truth": truths[key],
+                        "correct": truths[key] in record["answer"], "timings": record["timings"],
                         "cache_hit": record["cache_hit"], "frames": record["frames"], "peak_rss_mb": rss}  # fmt: skip
     return out
 
@@ -219,13 +222,13 @@ def write_report(results: dict, out: Path) -> None:
             lines.append("")
     demo = results.get("demo")
     if demo:
-        lines += ["## `recot demo` (1-hour video, 3,600 frames)", "", "| run | process wall s | encode s | answer s | peak RSS MB | answer |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["## `recot demo` (1-hour video, 3,600 frames)", "", "| run | process wall s | encode s | answer s | peak RSS MB | answer | truth |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for key, label in (("first", "first question, empty cache"), ("second", "second question, cached")):
             r = demo[key]
             t = r["timings"]
             lines.append(f"| {label} | {r['wall_s']} | {t.get('encode', 0):.2f} | {t.get('answer', 0):.2f} | "
-                         f"{r['peak_rss_mb']:.0f} | {r['answer']!r} |")  # fmt: skip
+                         f"{r['peak_rss_mb']:.0f} | {r['answer']!r} | {r.get('truth', '')} |")  # fmt: skip
         lines += ["", f"Questions: {demo['question']!r}, then {demo['second_question']!r}.", ""]
     mem = results.get("memory")
     if mem:
@@ -238,11 +241,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="'default' (the shipped model) or a checkpoint directory")
     parser.add_argument("--data", type=Path, default=ROOT / "runs" / "default" / "data", help="held-out sets' root")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 3600], help="video lengths in frames")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 3600, 8192], help="video lengths in frames")
     parser.add_argument("--videos", nargs="*", default=[], metavar="N=K", help="at most K videos of N frames")
     parser.add_argument("--part", choices=["all", "accuracy", "demo", "memory"], default="all")
     parser.add_argument("--max-visual-tokens", type=int, default=None, metavar="K",
-                        help="at most K visual tokens per question (the selector's budget); default: what fits")
+                        help="at most K visual tokens per question (the selector's budget); default: the model's")
     parser.add_argument("--out", type=Path, default=RESULTS / "default_model", help="results path without suffix")
     args = parser.parse_args()
     if args.max_visual_tokens is not None and args.max_visual_tokens < 1:

@@ -2,8 +2,8 @@
 
 The fixture is an MLVU dev file in lmms-eval's layout: 5 generated videos
 (20 minutes each at 1 fps, 160x120, the sample-video generator with its red
-disc at a different time in each) with 4 questions each. The model is the untrained default (the
-``small`` preset; weights do not change the cost); sampling is ``recot eval``'s
+disc at a different time in each) with 4 questions each. The model is the untrained
+``small`` preset (weights do not change the cost); sampling is ``recot eval``'s
 default, one frame a second (1,200 frames a video). Each run is the
 ``recot eval`` command in a fresh process (imports and model loading
 included), in this order:
@@ -114,9 +114,9 @@ def main() -> None:
         root = Path(tmp)
         data = make_fixture(root / "data")
         cache = root / "cache"
-        from recot.engine import default_model_dir
+        from recot.engine.default_model import untrained_model_dir
 
-        model = default_model_dir(cache)  # built before timing: a first use of recot does this once
+        model = untrained_model_dir("small", cache)  # built before timing: a first use of recot does this once
 
         def command(output: Path) -> list[str]:
             return ["eval", "mlvu-dev", "--data", str(data), "--model", str(model), "--output", str(output),
@@ -141,7 +141,7 @@ def main() -> None:
     meta = {
         "fixture": f"{VIDEOS} videos x {QUESTIONS_PER_VIDEO} questions, {MINUTES} min at 1 fps, 160x120",
         "sampling": results["config"]["sampling"],
-        "model": "untrained default (small preset), float32, CPU",
+        "model": "untrained small preset, float32, CPU",
         "python": platform.python_version(),
         "machine": platform.machine(),
         "goal": f"second run of the same command >= {GOAL:g}x faster than the first",

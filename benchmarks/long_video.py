@@ -227,11 +227,12 @@ def main() -> None:
     if args.video is not None and not args.video.is_file():
         sys.exit(f"benchmarks/long_video.py: --video {args.video}: no such file")
 
-    from recot.engine import default_model_dir, resolve_cache_dir
+    from recot.engine import resolve_cache_dir
+    from recot.engine.default_model import untrained_model_dir
 
     started = time.perf_counter()
     video = args.video or make_video(resolve_cache_dir() / "bench" / "long_video_300s_30fps_160x120.mp4")
-    model_dir = default_model_dir()
+    model_dir = untrained_model_dir("small")
     rows = []
     for n in args.frames:
         for mode in args.modes:

@@ -217,11 +217,10 @@ def main() -> int:
         return 2
 
     from recot.config import VideoXLProConfig
-    from recot.engine import default_model_dir
-    from recot.engine.default_model import DEFAULT_PRESET
+    from recot.engine.default_model import DEFAULT_PRESET, untrained_model_dir
     from recot.video import probe
 
-    model_dir = default_model_dir()
+    model_dir = untrained_model_dir(DEFAULT_PRESET)
     image_size = VideoXLProConfig.from_preset(DEFAULT_PRESET).image_size
     info = probe(args.video, index=False)
     sizes = {"model": image_size, "full": "full"}

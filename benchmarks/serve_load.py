@@ -390,10 +390,11 @@ def main() -> None:
         parser.error(f"--duration must be between 1 and {MAX_DURATION:g} seconds")
     check_dependencies()
 
-    from recot.engine import default_model_dir, resolve_cache_dir
+    from recot.engine import resolve_cache_dir
+    from recot.engine.default_model import untrained_model_dir
 
     load_before = os.getloadavg()
-    model = args.model or default_model_dir()
+    model = args.model or untrained_model_dir("small")
     videos = make_videos(resolve_cache_dir() / "bench" / "serve_load", clips=16)
     rows = []
     for clients in args.clients:

@@ -27,9 +27,11 @@ $R make-qa-data --split train --count 400 --out "$D/train" --minutes 2 5 --size 
 cp "$D/train/train.json" "$D/train/train.dense.json"  # step 3's rows
 for n in 256 1024 3600 8192; do
   m=$($PY -c "print($n / 60)")
-  count=$([ "$n" -le 1024 ] && echo 20 || echo 5)
-  $R make-qa-data --split test --count "$count" --out "$D/test$n" --minutes "$m" --size 64 --ground-turns 8 --no-progress
-  $R make-qa-data --split ood --count 10 --out "$D/ood$n" --minutes "$m" --size 64 --no-progress
+  long=$([ "$n" -gt 1024 ] && echo 1 || echo 0)  # 5 videos of an hour or more, else 20 test and 10 ood videos
+  $R make-qa-data --split test --count "$([ $long = 1 ] && echo 5 || echo 20)" --out "$D/test$n" --minutes "$m" \
+      --size 64 --ground-turns 8 --no-progress
+  $R make-qa-data --split ood --count "$([ $long = 1 ] && echo 5 || echo 10)" --out "$D/ood$n" --minutes "$m" \
+      --size 64 --ground-turns 8 --no-progress
 done
 # 2. ReCoT pre-training on the first 40 training videos.
 # (the list's paths are read relative to the list file's folder)

@@ -252,9 +252,12 @@ def test_model_specifications_are_the_same_everywhere(capsys, tmp_path) -> None:
 
 
 def test_resolve_model(tmp_path, setup) -> None:
-    # No trained default model ships (src/recot/weights/default is empty): "default" is the untrained small preset.
-    assert shipped_default_dir() is None
-    assert resolve_model(None).preset == "small" and resolve_model("default").preset == "small"
+    # The trained default model ships in the package (src/recot/weights/default); presets stay untrained.
+    shipped = shipped_default_dir()
+    assert shipped is not None and shipped.parts[-3:] == ("recot", "weights", "default")
+    assert resolve_model(None).directory == shipped == resolve_model("default").directory
+    assert not resolve_model("default").untrained and resolve_model("default").config().extra["training"]
+    assert resolve_model("small").preset == "small" and resolve_model("small").untrained
     assert resolve_model("tiny").preset == "tiny" and resolve_model("tiny").untrained
     source = resolve_model(setup["model"])
     assert source.directory == setup["model"] and not source.untrained
@@ -266,21 +269,25 @@ def test_resolve_model(tmp_path, setup) -> None:
         resolve_model(tmp_path / "tiny")
 
 
-def test_default_model_is_announced_and_reused(capsys, tmp_path, monkeypatch) -> None:
+def test_untrained_preset_is_announced_and_reused_and_the_default_is_not(capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RECOT_CACHE_DIR", str(tmp_path))
     video = write_video(tmp_path / "v.mp4", num_frames=8)
-    code, out, err = _run(capsys, "ask", video, "Hello?", "--frames", "4", "--max-new-tokens", "3", "--json", "--no-progress")
+    small = ["ask", video, "Hello?", "--model", "small", "--frames", "4", "--max-new-tokens", "3", "--json", "--no-progress"]
+    code, out, err = _run(capsys, *small)
     assert code == 0, err
     assert "recot ask: note: using the built-in UNTRAINED 'small' model (random weights, seed 0)" in err
     model_dir = tmp_path / "models" / "untrained-small-seed0"
     assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
     assert list(tmp_path.rglob("*.lock")) == []
     built = (model_dir / "model.safetensors").stat().st_mtime_ns
-    code, out2, _ = _run(capsys, "ask", video, "Hello?", "--frames", "4", "--max-new-tokens", "3", "--json", "--no-progress")
+    code, out2, _ = _run(capsys, *small)
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == built  # loaded, not rebuilt
     assert json.loads(out2)["token_ids"] == json.loads(out)["token_ids"] and json.loads(out2)["cache_hit"]
-    code, out3, _ = _run(capsys, "ask", video, "Hello?", "--model", "default", "--frames", "4", "--max-new-tokens", "3", "--json", "--no-progress")
-    assert json.loads(out3)["token_ids"] == json.loads(out)["token_ids"] and json.loads(out3)["cache_hit"]
+    # Without --model: the shipped default, trained, with no notice; "--model default" is the same model.
+    code, out3, err3 = _run(capsys, "ask", video, "Hello?", "--frames", "4", "--max-new-tokens", "3", "--json", "--no-progress")
+    assert code == 0 and "note:" not in err3 and not json.loads(out3)["cache_hit"]
+    code, out4, _ = _run(capsys, "ask", video, "Hello?", "--model", "default", "--frames", "4", "--max-new-tokens", "3", "--json", "--no-progress")
+    assert json.loads(out4)["token_ids"] == json.loads(out3)["token_ids"] and json.loads(out4)["cache_hit"]
 
 
 def test_plan_command(capsys) -> None:
@@ -294,14 +301,17 @@ def test_plan_command(capsys) -> None:
 
 
 def test_demo_runs_the_main_job_on_the_generated_sample(capsys, tmp_path) -> None:
-    argv = ["demo", "--frames", "8", "--max-new-tokens", "2", "--cache-dir", tmp_path, "--json", "--no-progress"]
+    """The main job as a user runs it: the default model answers the demo question about the whole hour."""
+    argv = ["demo", "--cache-dir", tmp_path, "--json", "--no-progress"]
     code, out, err = _run(capsys, *argv)
     assert code == 0, err
     record = json.loads(out)
-    assert record["video"].endswith("samples/sample-1h-160x120-1fps.mp4")
-    assert record["question"] == "When does the big red disc appear, and for how long?"
-    assert record["frames"] == 8 and record["groups"] == 2 and not record["cache_hit"]
-    assert "recot demo: note: using the built-in UNTRAINED 'small' model" in err and "llava_qwen" not in err
+    assert record["video"].endswith("samples/qa-test-1100002-1h-64px-1fps.mp4")
+    assert record["question"] == "What is on screen at 37:12?"
+    assert "the scene at 37:12 is 'cave'" in err  # the truth, drawn by the generator
+    assert record["frames"] == 3600 and record["groups"] == 900 and not record["cache_hit"]
+    assert record["answer"] == "cave"
+    assert "UNTRAINED" not in err and "llava_qwen" not in err
     assert list(tmp_path.rglob("*.lock")) == []
     code, out, err = _run(capsys, *argv)
     assert code == 0 and json.loads(out)["cache_hit"] and "writing the sample video" not in err
@@ -310,7 +320,9 @@ def test_demo_runs_the_main_job_on_the_generated_sample(capsys, tmp_path) -> Non
 def test_unusable_cache_dir_is_an_input_error(setup, capsys, tmp_path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--cache-dir", blocker / "cache", "--no-progress")
+    # an untrained preset is built in the cache directory: it cannot be
+    code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--model", "small", "--cache-dir", blocker / "cache",
+                        "--no-progress")  # fmt: skip
     assert code == 1 and err.startswith("recot ask: error: cannot load the model: ") and len(err.splitlines()) == 1
     code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--model", setup["model"], "--cache-dir", blocker / "cache")
     assert code == 1 and err.startswith(f"recot ask: error: cannot create the cache directory {blocker / 'cache'}: ")

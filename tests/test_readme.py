@@ -34,6 +34,10 @@ def test_python_api_snippets_run_as_written(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "sample.mp4").is_file()
-    assert (tmp_path / "cache" / "models" / "untrained-small-seed0" / "config.json").is_file()
+    assert not (tmp_path / "cache" / "models").exists()  # the default model ships: nothing is built
     assert len(list((tmp_path / "cache" / "encoded").glob("*.safetensors"))) == 1  # encoded once, then reused
     assert "encode=0.0" in result.stdout  # questions about an encoding pay nothing to encode
+    lines = result.stdout.splitlines()
+    answered = [line.split(" | ")[:2] for line in lines if "| truth:" in line]
+    assert len(answered) == 3 and all(answer == truth.removeprefix("truth: ") for answer, truth in answered), lines
+    assert lines[-1] == "sunset"  # the second snippet, the model called directly

@@ -162,6 +162,23 @@ def test_clock_grounding_adds_the_covering_groups_mean_token_to_the_prompts_cloc
     torch.testing.assert_close(delta, expected, atol=1e-6, rtol=0)
 
 
+def test_processor_gives_the_clock_times_to_a_model_that_reads_them():
+    """processor(question, frames, times) carries input_times for a clock model (so model.generate(**inputs) grounds
+    the question's clock as the engine does) and nothing new for the released kind."""
+    grounded, processor = tiny_model_and_processor(seed=3, clock_grounding=True, keep_ratio=1.0, time_format="clock")
+    frames = np.random.default_rng(0).integers(0, 256, (8, 98, 98, 3), dtype=np.uint8)
+    inputs = processor("What is on screen at 00:05?", frames, list(np.arange(8.0)))
+    assert torch.equal(inputs["input_times"].isnan(), processor.clock_times(inputs["input_ids"]).isnan())
+    assert sorted(set(inputs["input_times"][~inputs["input_times"].isnan()].tolist())) == [5.0]
+    with torch.no_grad():
+        with_times = grounded(**inputs).logits
+        without = grounded(**{k: v for k, v in inputs.items() if k != "input_times"}).logits
+    assert not torch.allclose(with_times, without)
+    _, released = tiny_model_and_processor()
+    assert "input_times" not in released("What is at 00:05?", frames, list(np.arange(8.0)))
+    assert "input_times" not in released("What is at 00:05?")
+
+
 def test_config_keeps_the_field_and_old_configs_keep_their_bytes():
     assert VideoXLProConfig.from_preset("lite48").time_vector is True
     assert VideoXLProConfig.from_preset("lite48").clock_grounding is True

@@ -200,6 +200,15 @@ def split_seeds(split: str, count: int, first: int = 0) -> range:
     return range(base + first, base + first + count)
 
 
+#: ``recot demo``'s video: the test split's third seed as one hour at 1 fps, 64 px (held out: never trained on).
+DEMO_SEED = 1_100_002
+
+
+def demo_spec() -> VideoSpec:
+    """The spec of ``recot demo``'s one-hour video (:data:`DEMO_SEED`; at 37:12 its scene is not its longest)."""
+    return make_video_spec(DEMO_SEED, 60.0, 60.0, 1.0, 64)
+
+
 def split_of_seed(seed: int) -> str:
     """The split whose seed range holds ``seed``."""
     for name, (base, size) in SPLIT_SEEDS.items():

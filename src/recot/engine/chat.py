@@ -223,8 +223,8 @@ class VideoChat:
     ) -> VideoChat:
         """Load a model and its tokenizer (``decode_workers``, ``compile``: see :class:`VideoChat`).
 
-        ``model``: ``"default"`` (the untrained ``small`` preset with weights from a
-        fixed seed: no trained weights ship yet, its answers are meaningless), an
+        ``model``: ``"default"`` (the trained model that ships in the package; it
+        answers "what is on screen at mm:ss?" about synthetic-QA videos), an
         untrained preset name (``"small"``, ``"tiny"``) or a checkpoint directory;
         see :func:`recot.engine.resolve_model`. ``cache``: where encoded videos are
         kept on disk. True (the default) is ``EncodingCache()``: ``$RECOT_CACHE_DIR``,

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from recot.engine.chat import Answer, FrameSampling, GenerationOptions, VideoChat
     from recot.engine.default_model import ModelSource
 
-DEMO_QUESTION = "When does the big red disc appear, and for how long?"
+#: The demo's question about its video (recot.data.synthetic_qa.demo_spec), one the default model answers.
+DEMO_QUESTION = "What is on screen at 37:12?"
+DEMO_SECONDS = 37 * 60 + 12
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -57,8 +59,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo",
         help="answer a question about a generated hour-long sample video (the main job, no downloads)",
-        description="Run `recot ask` on a generated one-hour sample video (written once into the cache directory).\n"
-        "Without --model, the model is the built-in untrained one: the run shows the machinery, not real answers.",
+        description="Run `recot ask` on a generated one-hour sample video (written once into the cache directory):\n"
+        "a held-out video of the synthetic QA generator that the default model was trained on (never this video).",
         formatter_class=HelpFormatter,
     )
     demo.add_argument("questions", nargs="*", metavar="QUESTION", default=[DEMO_QUESTION],
@@ -99,8 +101,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _ask_options(ask: argparse.ArgumentParser) -> None:
     """Model, sampling, selection, generation and cache options of ``ask`` and ``demo``."""
-    ask.add_argument("--model", help="'default' (the untrained small model), a preset (small, tiny) or a checkpoint "
-                                     "directory (default: default)")  # fmt: skip
+    ask.add_argument("--model", help="'default' (the trained model that ships with recot), an untrained preset "
+                                     "(small, tiny) or a checkpoint directory (default: default)")  # fmt: skip
     ask.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32)")
     ask.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default: cpu)")
     frames = ask.add_mutually_exclusive_group()
@@ -408,21 +410,27 @@ def _check_device(device: str | None) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """``recot demo``: ``recot ask`` on the generated sample video (written once into the cache dir)."""
+    from tqdm import tqdm
+
     from recot.data.atomic import build_once
-    from recot.data.sample_video import write_sample_video
+    from recot.data.synthetic_qa import DEMO_SEED, demo_spec, format_time, write_video
     from recot.engine.cache import resolve_cache_dir
 
-    video = resolve_cache_dir(args.cache_dir) / "samples" / "sample-1h-160x120-1fps.mp4"
+    spec = demo_spec()
+    video = resolve_cache_dir(args.cache_dir) / "samples" / f"qa-test-{DEMO_SEED}-1h-64px-1fps.mp4"
 
     def write() -> None:
         print(f"recot demo: writing the sample video (1 hour, once) to {video}", file=sys.stderr)
-        write_sample_video(video, progress=not args.no_progress)
+        with tqdm(total=spec.num_frames, unit="frame", desc="sample video", disable=args.no_progress) as bar:
+            write_video(spec, video, on_frames=bar.update)
 
     try:
         build_once(video, write)
     except OSError as exc:
         return report_error(args.command_name, f"cannot write the sample video {video}: {exc}")
-    print(f"recot demo: {video} (a red disc is on screen from 37:12 to 37:32)", file=sys.stderr)
+    scene = spec.scene_at(DEMO_SECONDS)
+    print(f"recot demo: {video} (generated, held out; the scene at {format_time(DEMO_SECONDS)} is {scene!r})",
+          file=sys.stderr)  # fmt: skip
     args.video = str(video)
     return run_ask(args)
 

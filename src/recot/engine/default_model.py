@@ -2,11 +2,11 @@
 
 A specification is one of
 
-* ``"default"`` (or None): the default model. A trained checkpoint placed in the
+* ``"default"`` (or None): the default model, the trained checkpoint in the
   package at ``recot/weights/default`` (what ``scripts/train_default.sh`` and
-  ``scripts/export_default.py`` produce) is used when present. None ships yet
-  (the recipe's model answers only the scene questions, see ``benchmarks/results/default_model.md``),
-  so it is the untrained ``small`` preset with weights drawn from a fixed seed;
+  ``scripts/export_default.py`` produce; it answers "what is on screen at mm:ss?",
+  see ``benchmarks/results/default_model.md``). A copy of the package without it
+  falls back to the untrained ``small`` preset with weights drawn from a fixed seed;
 * an untrained preset name (``small``, ``tiny``, ``lite``, ``lite48``): that preset, weights
   drawn from the same fixed seed (``lite``'s EfficientNet-Lite0 tower gets its
   real ImageNet weights, from the optional extra ``recot[efficientnet]``);
@@ -41,7 +41,7 @@ UNTRAINED_PRESETS = ("small", "tiny", "lite", "lite48")
 
 
 def shipped_default_dir() -> Path | None:
-    """A trained default model inside the package (``recot/weights/default``), or None when absent (today)."""
+    """The trained default model inside the package (``recot/weights/default``), or None when absent."""
     directory = Path(str(resources.files("recot") / "weights" / "default"))
     return directory if (directory / "config.json").is_file() else None
 

@@ -39,7 +39,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("task", choices=TASK_NAMES, metavar="TASK", help=_TASK_HELP)
     parser.add_argument("--data", type=Path, help="the benchmark folder (or annotation file) you downloaded")
     parser.add_argument("--videos", type=Path, help="folder of the videos (default: the --data folder)")
-    parser.add_argument("--model", type=Path, help="checkpoint directory (default: the untrained default model)")
+    parser.add_argument("--model", type=Path, help="checkpoint directory (default: the default model, trained on synthetic QA only)")
     parser.add_argument("--dtype", help="float32 (default), bfloat16 or float16")
     parser.add_argument("--device", help="cpu (default), cuda, ...; under torchrun 'cuda' means cuda:LOCAL_RANK")
     frames = parser.add_mutually_exclusive_group()

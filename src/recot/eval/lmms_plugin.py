@@ -14,8 +14,8 @@ answered with greedy decoding (sampling when the task asks for
 strings. Multiple-choice video tasks in lmms-eval are generation tasks, so
 ``loglikelihood`` is not implemented.
 
-Model arguments: ``pretrained`` (checkpoint directory; default the untrained
-default model), ``max_frames_num`` and ``fps`` (with ``fps``: ``fps`` frames a
+Model arguments: ``pretrained`` (checkpoint directory; default the default
+model, trained on synthetic QA only), ``max_frames_num`` and ``fps`` (with ``fps``: ``fps`` frames a
 second, capped uniformly at ``max_frames_num``, as lmms-eval's ``llava_vid``;
 without: ``max_frames_num`` frames uniformly; neither: recot's default, 1 fps up
 to 4,096 frames), ``keep_ratio``, ``max_visual_tokens``, ``dtype``, ``device``

@@ -160,11 +160,13 @@ class VideoXLProProcessor:
         """Model inputs for one question about a video (or image, or no visual input).
 
         Returns ``input_ids`` and, with frames, ``pixel_values``, ``timestamps``
-        and ``time_sequence_ids``. An image is one frame at time 0 (it fills a
-        group by repetition).
+        and ``time_sequence_ids``; for a model that reads the prompt's clocks
+        (``config.uses_clock_times``) also ``input_times`` (:meth:`clock_times`).
+        An image is one frame at time 0 (it fills a group by repetition).
         """
         if frames is None:
-            return {"input_ids": self.tokenize_prompt(question, with_video=False)}
+            ids = self.tokenize_prompt(question, with_video=False)
+            return {"input_ids": ids, **self._clock_inputs(ids)}
         pixel_values = self.preprocess_frames(frames)
         if timestamps is None:
             if len(pixel_values) != 1:
@@ -172,12 +174,18 @@ class VideoXLProProcessor:
             timestamps = [0.0]
         if len(timestamps) != len(pixel_values):
             raise ValueError(f"{len(pixel_values)} frames but {len(timestamps)} timestamps")
+        ids = self.tokenize_prompt(question)
         return {
-            "input_ids": self.tokenize_prompt(question),
+            "input_ids": ids,
             "pixel_values": pixel_values,
             "timestamps": torch.as_tensor(timestamps, dtype=torch.float64),
             "time_sequence_ids": self.time_sequence_ids(self.group_timestamps(timestamps)),
+            **self._clock_inputs(ids),
         }
+
+    def _clock_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"input_times": ...}`` for a model that reads the prompt's clocks, else nothing."""
+        return {"input_times": self.clock_times(input_ids)} if self.config.uses_clock_times else {}
 
     @property
     def stop_token_ids(self) -> list[int]:

@@ -31,7 +31,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     model = serve.add_argument_group("model")
-    model.add_argument("--model", type=Path, help="checkpoint directory (default: the untrained default model)")
+    model.add_argument("--model", type=Path, help="checkpoint directory (default: the default model, trained on synthetic QA only)")
     model.add_argument("--served-model-name", help="the id clients pass as 'model' (default: the directory's name)")
     model.add_argument("--dtype", help="float32 (default), bfloat16 or float16")
     model.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
