@@ -20,7 +20,7 @@ own timings, the peak RSS, and each answer against the scene the generator drew.
 
     python benchmarks/default_model.py                      # writes benchmarks/results/default_model.{json,md}
     python benchmarks/default_model.py --part accuracy --videos 256=20 1024=12 3600=8
-    python benchmarks/default_model.py --model runs/default/sft/model --out benchmarks/results/sft
+    python benchmarks/default_model.py --model runs/default/sft_dense/model --out runs/sft_dense_eval
     python benchmarks/default_model.py --part accuracy --lengths 1024 --max-visual-tokens 64   # a capped budget
 """
 

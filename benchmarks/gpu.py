@@ -11,7 +11,7 @@ Sections (``--only`` / ``--skip`` pick some):
                ``recot plan`` estimate;
 * ``prefill``  the released operating point (``max_visual_tokens="all"``) at 2K / 8K frames: selection,
                prefill and 8 new tokens, peak memory;
-* ``hour``     end to end on the generated 1-hour sample video at 1 fps (``recot demo``'s video):
+* ``hour``     end to end on the generated 1-hour sample video at 1 fps (160x120, a red disc):
                decoding alone, then the first question (decode + encode + answer);
 * ``compile``  encoding eager vs ``compile=True`` (vision tower and compressor in ``torch.compile``):
                compilation time, frames/s, largest token difference.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model's sft runs on one GPU, for a wall-time budget (README, "Training a default model"):
+# The default model's sft runs on one GPU, for a wall-time budget (README, "The default model"):
 #   1. the 400 training videos in 8 parallel shards (make-qa-data --seed), merged into runs/default/data/train:
 #      train.ground.json (questions, description, six 16-turn grounding conversations, the object turns) and
 #      train.dense.json (its rows that configs/default/sft_dense.yaml trains on: the first two conversations);

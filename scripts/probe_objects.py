@@ -26,7 +26,7 @@ the commonest label among the scored groups. Videos longer than the config's
 apart, so its labels would be wrong). Needs the config's cached tower
 features (``data.feature_cache``) or computes them.
 
-    python scripts/probe_objects.py configs/default/sft.yaml --videos 80
+    python scripts/probe_objects.py configs/default/sft_dense.yaml --videos 80
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def test_recipe_configs_load():
     sft2 = load_train_config(ROOT / "configs" / "default" / "sft2.yaml")  # continues from step 3's model, on every row
     assert sft2.model.path.endswith("runs/default/sft/model") and sft2.data.train[0].endswith("data/train/train.json")
     assert sorted(sft2.trainable_modules()) == ["language_model", "projector", "selector"]
-    dense = load_train_config(ROOT / "configs" / "default" / "sft_dense.yaml")  # the dense-turns experiment
+    dense = load_train_config(ROOT / "configs" / "default" / "sft_dense.yaml")  # step 3 of the recipe
     assert dense.data.train[0].endswith("data/train/train.dense.json") and dense.model.preset == "lite48"
     assert sorted(dense.trainable_modules()) == ["language_model", "projector", "selector"]
     passthrough = load_train_config(ROOT / "configs" / "default" / "sft_dense_passthrough.yaml")  # dense + hue bins
@@ -85,19 +85,22 @@ def test_recipe_configs_load():
 
 @needs_weights
 def test_a_few_sft_steps_of_the_recipe_run(tmp_path):
-    """The recipe's sft settings, from the lite48 preset, on one generated 2-minute video: 2 steps."""
+    """The recipe's sft settings (step 3, time shift included), from the lite48 preset, on one generated 2-minute
+    video with its questions, description and a grounding conversation: 2 steps."""
     from recot.data.synthetic_qa import write_dataset
     from recot.train.config import load_train_config
     from recot.train.trainer import train
 
-    write_dataset(tmp_path / "data", "train", 1, min_minutes=2, max_minutes=2, size=64, progress=False, describe=True)
-    cfg = load_train_config(ROOT / "configs" / "default" / "sft.yaml")
+    write_dataset(tmp_path / "data", "train", 1, min_minutes=2, max_minutes=2, size=64, progress=False, describe=True,
+                  ground_turns=4)  # fmt: skip
+    cfg = load_train_config(ROOT / "configs" / "default" / "sft_dense.yaml")
+    cfg.data.time_shift_share = 1.0  # every video sample shifted
     cfg.model.compressor = None  # (the recipe's pre-trained one is not here)
     cfg.data.train = [str(tmp_path / "data" / "train.json")]
     cfg.data.media_root = str(tmp_path / "data")
     cfg.data.feature_cache_dir = str(tmp_path / "features")
     cfg.output_dir = str(tmp_path / "run")
-    cfg.optim.steps, cfg.optim.batch_size, cfg.optim.warmup_steps = 2, 2, 1
+    cfg.optim.steps, cfg.optim.batch_size, cfg.optim.micro_batch_size, cfg.optim.warmup_steps = 2, 2, 2, 1
     rows = train(cfg, progress=False)
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
     assert (tmp_path / "run" / "model" / "config.json").is_file()

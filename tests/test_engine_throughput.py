@@ -232,8 +232,10 @@ def test_context_budget_takes_the_models_default_and_counts_only_kept_groups_tim
     dropping = VideoXLProConfig.from_preset("tiny", max_position_embeddings=300, drop_empty_group_times=True)
     assert context_budget(dropping, 50, 1000, 8, None, longest_group_time=13) == (300 - 50 - 8) // 14 == 17
     assert context_budget(dropping, 50, 100, 8, None, longest_group_time=13) == 142  # all the texts fit beside more
-    with pytest.raises(ValueError, match="leave no room"):
+    with pytest.raises(ValueError, match="leave no room for visual tokens"):
         context_budget(dropping, 50, 1000, 8, None)  # without the longest text, every text is counted
+    with pytest.raises(ValueError, match="no room for one visual token and its timestamp .* ask a shorter question"):
+        context_budget(dropping, 280, 1000, 8, None, longest_group_time=13)
     with pytest.raises(ValueError, match="max_visual_tokens=0 must be at least 1"):
         VideoXLProConfig.from_preset("tiny", max_visual_tokens=0)
 

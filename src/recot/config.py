@@ -97,7 +97,8 @@ class VideoXLProConfig:
     selector_num_heads: int = 4
     keep_ratio: float = 0.85  # default share of visual tokens kept (released: U(0.7, 0.99))
     selector_multiple: int = 16  # the number kept is rounded down to a multiple of this
-    # The most visual tokens the LLM sees when a question sets no budget (None: as many as fit the context).
+    # The most visual tokens the LLM sees when a question sets no budget (None: as many as fit the context);
+    # applied by the engine (recot.model.selector.context_budget), not by VideoXLPro itself or in training.
     # A model trained on short videos answers long ones best with an input as long as the ones it learned on.
     max_visual_tokens: int | None = None
     # Also drop the timestamp text of every group none of whose visual tokens were kept, so the LLM input stays

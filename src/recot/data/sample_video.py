@@ -1,6 +1,7 @@
 """A generated long sample video that ships with recot as code, not as a file.
 
-The main-job demo needs a long video on a machine with no network. This one is
+Benchmarks and the V-NIAH haystack need a long video on a machine with no network
+(``recot demo`` uses a video of the synthetic QA generator instead). This one is
 drawn frame by frame: coloured shapes drift over a slowly changing background,
 and one "needle" (a large red disc) is on screen for a few seconds at a known
 time, so a question about it has a known answer. An hour at 1 fps and 160x120

@@ -9,7 +9,7 @@ so a video costs about the slower of decoding and encoding rather than their
 sum. On CUDA the uint8 frames are pinned in that thread and uploaded without
 blocking. Each question then runs only the query-aware selector and the
 language model on those tokens. The visual-token budget the LLM sees is the
-smaller of ``max_visual_tokens`` and what fits its context
+smaller of ``max_visual_tokens`` (by default the model's own) and what fits its context
 (``max_position_embeddings``) next to the prompt, the timestamp text and the
 answer; ``max_visual_tokens="all"`` lifts the context cap (the released
 model's operating point).
@@ -99,7 +99,8 @@ class GenerationOptions:
     """How to answer: selection (``keep_ratio``, ``max_visual_tokens``) and decoding.
 
     ``max_visual_tokens``: the most visual tokens the LLM sees; None (default):
-    as many as fit its context next to the prompt, timestamps and answer;
+    the model's own budget (``config.max_visual_tokens``, 64 for the default
+    model), else as many as fit its context next to the prompt, timestamps and answer;
     ``"all"``: ``keep_ratio`` of every visual token, as the released model
     does, even past the context the LLM was trained on (32K for Qwen2.5; a
     :class:`BeyondContextWarning` says when). Greedy unless ``do_sample``;
@@ -421,7 +422,7 @@ class VideoChat:
         if overflow:
             warnings.warn(
                 f"{encoding.video}: max_visual_tokens='all' keeps {kept} of {num_visual} visual tokens: the LLM input "
-                f"({llm_input_tokens} tokens) and {opts.max_new_tokens} new tokens run {overflow} tokens past the "
+                f"({'up to ' if config.drop_empty_group_times else ''}{llm_input_tokens} tokens) and {opts.max_new_tokens} new tokens run {overflow} tokens past the "
                 f"{self.model.config.max_position_embeddings}-token context it was trained on",
                 BeyondContextWarning,
                 stacklevel=2,

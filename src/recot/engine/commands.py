@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 #: The demo's question about its video (recot.data.synthetic_qa.demo_spec), one the default model answers.
 DEMO_QUESTION = "What is on screen at 37:12?"
-DEMO_SECONDS = 37 * 60 + 12
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -131,9 +130,11 @@ def _ask_options(ask: argparse.ArgumentParser) -> None:
 def _selection_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``ask`` and ``plan``: the selector's budget and the answer length."""
     parser.add_argument("--keep-ratio", type=fraction, metavar="R",
-                        help="share of visual tokens the selector keeps (default: the model's, 0.85)")  # fmt: skip
+                        help="share of visual tokens the selector keeps (default: the model's; 0.85 released, "
+                             "1.0 for the default model)")  # fmt: skip
     parser.add_argument("--max-visual-tokens", type=visual_token_limit, metavar="K|all",
-                        help="most visual tokens the LLM may see (default: what fits its context; all: keep-ratio "
+                        help="most visual tokens the LLM may see (default: the model's own budget, 64 for the "
+                             "default model, else what fits its context; all: keep-ratio "
                              "of every one, as the released model does, past the 32K context)")  # fmt: skip
     parser.add_argument("--max-new-tokens", type=at_least(1), default=128, metavar="T",
                         help="longest answer, in tokens (default: %(default)s)")  # fmt: skip
@@ -413,7 +414,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from recot.data.atomic import build_once
-    from recot.data.synthetic_qa import DEMO_SEED, demo_spec, format_time, write_video
+    from recot.data.synthetic_qa import DEMO_SEED, demo_spec, format_time, parse_time, write_video
     from recot.engine.cache import resolve_cache_dir
 
     spec = demo_spec()
@@ -428,9 +429,9 @@ def run_demo(args: argparse.Namespace) -> int:
         build_once(video, write)
     except OSError as exc:
         return report_error(args.command_name, f"cannot write the sample video {video}: {exc}")
-    scene = spec.scene_at(DEMO_SECONDS)
-    print(f"recot demo: {video} (generated, held out; the scene at {format_time(DEMO_SECONDS)} is {scene!r})",
-          file=sys.stderr)  # fmt: skip
+    seconds = parse_time(DEMO_QUESTION)
+    print(f"recot demo: {video} (generated, held out; the scene at {format_time(seconds)} is "
+          f"{spec.scene_at(seconds)!r})", file=sys.stderr)  # fmt: skip
     args.video = str(video)
     return run_ask(args)
 

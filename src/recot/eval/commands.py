@@ -48,7 +48,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-frames", type=int, help="cap on the number of frames")
     parser.add_argument("--keep-ratio", type=float, help="share of visual tokens the selector keeps (default: model's)")
     parser.add_argument("--max-visual-tokens", type=visual_token_limit, metavar="K|all",
-                        help="most visual tokens the LLM may see (default: what fits its context; 'all': keep_ratio "
+                        help="most visual tokens the LLM may see (default: the model's own budget, else what fits its "
+                        "context; 'all': keep_ratio "
                         "of every visual token, past the context, as the released model does)")  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, help="answer length (default: the benchmark's)")
     parser.add_argument("--limit", type=int, help="only the first N questions (VNBench: samples of 4 tries)")
@@ -260,7 +261,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         for path in outcome.artifacts:
             print(f"{path.name}: {path}")
         if results["config"]["model"]["untrained"]:
-            print("(untrained default model: scores near chance are expected)", file=sys.stderr)
+            print("(untrained model: scores near chance are expected)", file=sys.stderr)
     return 0
 
 

@@ -147,7 +147,7 @@ def min_max_scores(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> 
 class Selection:
     """The selector's result for one time sequence of length L with V visual tokens."""
 
-    sequence: torch.Tensor  # (L_kept, D): time tokens and kept visual tokens, original order
+    sequence: torch.Tensor  # (L_kept, D): the kept time tokens and visual tokens, original order
     kept_positions: torch.Tensor  # (L_kept,) positions in the time sequence
     kept_visual: torch.Tensor  # (k,) indices among the V visual tokens, ascending
     scores: torch.Tensor  # (V,) min-max normalised scores, at least float32
@@ -235,6 +235,12 @@ def context_budget(
     if config.drop_empty_group_times and longest_group_time is not None:
         room = max(room, available // (1 + longest_group_time))
     if room < 1:
+        if config.drop_empty_group_times and longest_group_time is not None:
+            raise ValueError(
+                f"the prompt ({prompt_tokens} tokens) and {max_new_tokens} new tokens leave no room for one visual "
+                f"token and its timestamp in the model's context of {config.max_position_embeddings}; ask a shorter "
+                "question or fewer new tokens"
+            )
         raise ValueError(
             f"the prompt ({prompt_tokens} tokens), the timestamps of the groups ({time_tokens} tokens) and "
             f"{max_new_tokens} new tokens leave no room for visual tokens in the model's context of "
@@ -307,7 +313,8 @@ class QueryAwareSelector(nn.Module):
         max_visual_tokens: int | None = None,
     ) -> Selection:
         scores = self.score(sequence, layout, text_embeds)
-        # Positions come from the layout on the CPU, so that nothing is read back from the device here.
+        # Positions come from the layout on the CPU, so that nothing is read back from the device here (but for
+        # drop_empty_group_times, whose kept time texts depend on the scores).
         mask = layout.visual_mask
         visual_positions = mask.nonzero().squeeze(1).to(sequence.device)
         text_positions = (~mask).nonzero().squeeze(1).to(sequence.device)

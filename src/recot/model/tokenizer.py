@@ -1,7 +1,7 @@
 """A byte-level tokenizer with the Qwen2 chat special tokens, for the small presets.
 
 The released model ships the Qwen2.5 tokenizer. The small presets (tests, the
-untrained default model) need a tokenizer that can be built offline: every
+default model) need a tokenizer that can be built offline: every
 byte is one token (so digits are split, as in Qwen2.5), followed by the
 special tokens of the chat template at fixed ids.
 

@@ -56,7 +56,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--media-root", type=Path, help="folder that media paths are relative to (default: the file's)")
     q.add_argument(
-        "--model", type=Path, help="checkpoint for the encodings and the text-only pass (default: untrained)"
+        "--model", type=Path, help="checkpoint for the encodings and the text-only pass (default: the default model)"
     )
     q.add_argument("--fps", type=positive, default=1.0, help="frames a second for the encodings")
     q.add_argument("--max-frames", type=at_least(1), default=64, help="most frames sampled from one video")

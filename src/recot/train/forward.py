@@ -256,8 +256,9 @@ def embed_micro_batch(
     one placement of every video's tokens, one time-vector addition, the selector's window attention over the
     windows of every video, per-video min-max scores by scatter, the top-k of every video from one sort (ties
     may be broken differently from ``topk``), one rotary, one gather into the padded batch. Every index is
-    computed on the CPU, so nothing is read back from the device. Training only: inference keeps the per-sample
-    path whose numbers match the released model.
+    computed on the CPU, so nothing is read back from the device, except, with ``drop_empty_group_times``, the
+    number of time texts each video keeps (one read a micro-batch). Training only: inference keeps the
+    per-sample path whose numbers match the released model.
     """
     config, selector = model.config, model.selector
     device = model.device
