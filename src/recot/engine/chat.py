@@ -410,19 +410,21 @@ class VideoChat:
         num_visual = encoding.encoded.tokens.shape[0] * encoding.encoded.tokens.shape[1]
         time_tokens = len(time_ids) - num_visual
         config = self.model.config
-        longest_time = max(n for _, n, _ in layout_from_ids(time_ids, config.placeholder_token_id).windows)
+        longest_time = None  # only a model that drops the times of unselected groups needs it
+        if config.drop_empty_group_times:
+            longest_time = max(n for _, n, _ in layout_from_ids(time_ids, config.placeholder_token_id).windows)
         budget = context_budget(
             config, len(input_ids) - 1, time_tokens, opts.max_new_tokens, opts.max_visual_tokens,
             longest_group_time=longest_time,
         )  # fmt: skip
         keep_ratio = config.keep_ratio if opts.keep_ratio is None else opts.keep_ratio
         kept = num_kept(config, num_visual, keep_ratio, budget)
-        llm_input_tokens = len(input_ids) - 1 + kept_time_tokens(config, time_tokens, kept, longest_time) + kept
-        overflow = context_overflow(self.model.config, llm_input_tokens, opts.max_new_tokens)
+        input_bound = len(input_ids) - 1 + kept_time_tokens(config, time_tokens, kept, longest_time) + kept
+        overflow = context_overflow(self.model.config, input_bound, opts.max_new_tokens)
         if overflow:
             warnings.warn(
                 f"{encoding.video}: max_visual_tokens='all' keeps {kept} of {num_visual} visual tokens: the LLM input "
-                f"({'up to ' if config.drop_empty_group_times else ''}{llm_input_tokens} tokens) and {opts.max_new_tokens} new tokens run {overflow} tokens past the "
+                f"({'up to ' if config.drop_empty_group_times else ''}{input_bound} tokens) and {opts.max_new_tokens} new tokens run {overflow} tokens past the "
                 f"{self.model.config.max_position_embeddings}-token context it was trained on",
                 BeyondContextWarning,
                 stacklevel=2,

@@ -121,9 +121,7 @@ class VideoXLProProcessor:
         ends = np.cumsum([len(piece) for piece in pieces])
         times = torch.full((len(ids),), float("nan"), dtype=torch.float64)
         for match in CLOCK_PATTERN.finditer("".join(pieces)):
-            first, second, third = match.groups()
-            hours, minutes, secs = (0, first, second) if third is None else (first, second, third)
-            seconds = int(hours) * 3600 + int(minutes) * 60 + int(secs)
+            seconds = clock_seconds(match)
             # the tokens whose text overlaps the match: from the one that ends past its start, to the one holding its end
             start, stop = np.searchsorted(ends, match.start(), "right"), np.searchsorted(ends, match.end(), "left")
             times[start : stop + 1] = float(seconds)
@@ -211,12 +209,14 @@ def shift_clocks(text: str, seconds: int) -> str:
     """``text`` with every clock in it (``mm:ss``, ``h:mm:ss``: ``CLOCK_PATTERN``) ``seconds`` later, written
     by :func:`clock_time` (``"59:30"`` moved 120 s is ``"1:01:30"``)."""
 
-    def later(match: re.Match[str]) -> str:
-        first, second, third = match.groups()
-        hours, minutes, secs = (0, first, second) if third is None else (first, second, third)
-        return clock_time(int(hours) * 3600 + int(minutes) * 60 + int(secs) + seconds)
+    return CLOCK_PATTERN.sub(lambda match: clock_time(clock_seconds(match) + seconds), text)
 
-    return CLOCK_PATTERN.sub(later, text)
+
+def clock_seconds(match: re.Match[str]) -> int:
+    """Seconds of a ``CLOCK_PATTERN`` match: ``mm:ss``, or ``h:mm:ss`` with a third group."""
+    first, second, third = match.groups()
+    hours, minutes, secs = (0, first, second) if third is None else (first, second, third)
+    return int(hours) * 3600 + int(minutes) * 60 + int(secs)
 
 
 def _as_uint8_rgb(frame: np.ndarray | torch.Tensor) -> np.ndarray:

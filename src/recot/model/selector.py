@@ -232,10 +232,11 @@ def context_budget(
         raise ValueError(f"max_visual_tokens must be a positive number or 'all', got {max_visual_tokens!r}")
     available = config.max_position_embeddings - prompt_tokens - max_new_tokens
     room = available - time_tokens
-    if config.drop_empty_group_times and longest_group_time is not None:
+    dropping = config.drop_empty_group_times and longest_group_time is not None
+    if dropping:
         room = max(room, available // (1 + longest_group_time))
     if room < 1:
-        if config.drop_empty_group_times and longest_group_time is not None:
+        if dropping:
             raise ValueError(
                 f"the prompt ({prompt_tokens} tokens) and {max_new_tokens} new tokens leave no room for one visual "
                 f"token and its timestamp in the model's context of {config.max_position_embeddings}; ask a shorter "
@@ -255,10 +256,12 @@ def context_budget(
     return min(max_visual_tokens, room)
 
 
-def kept_time_tokens(config: VideoXLProConfig, time_tokens: int, kept: int, longest_group_time: int) -> int:
+def kept_time_tokens(config: VideoXLProConfig, time_tokens: int, kept: int, longest_group_time: int | None) -> int:
     """Most timestamp-text tokens that stay beside ``kept`` visual tokens (all of them, unless
-    ``config.drop_empty_group_times`` drops those of groups with no kept token)."""
-    return min(time_tokens, kept * longest_group_time) if config.drop_empty_group_times else time_tokens
+    ``config.drop_empty_group_times`` drops those of groups with no kept token and ``longest_group_time`` is known)."""
+    if config.drop_empty_group_times and longest_group_time is not None:
+        return min(time_tokens, kept * longest_group_time)
+    return time_tokens
 
 
 def context_overflow(config: VideoXLProConfig, llm_input_tokens: int, max_new_tokens: int) -> int:

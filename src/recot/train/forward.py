@@ -37,7 +37,7 @@ from recot.model.encoder import EncodedVideo
 from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
 from recot.model.numerics import upcast
-from recot.model.selector import groups_seen, min_max_scores, num_kept, visual_rotary
+from recot.model.selector import TimeSequenceLayout, groups_seen, min_max_scores, num_kept, visual_rotary
 from recot.model.time_vectors import add_time_vectors, covering_groups, window_times
 from recot.model.videoxl_pro import VideoXLPro, as_1d, layout_from_ids
 from recot.model.vision import resize_to_grid
@@ -364,8 +364,7 @@ def embed_micro_batch(
         if config.drop_empty_group_times:
             # only the groups that keep a visual token keep their timestamp text (as the selector does); the
             # number kept now depends on the scores, so it is read back once for the whole micro-batch
-            sizes = [n_time + n_visual for _, n_time, n_visual in windows]
-            window_index = torch.from_numpy(np.repeat(np.arange(len(windows)), sizes)).to(device)
+            window_index = TimeSequenceLayout(windows, seq_offset).window_index.to(device)  # all videos' windows
             seen = groups_seen(window_index, visual[chosen], text_rows)
             text_rows = text_rows[seen]
             video_of_text = torch.repeat_interleave(torch.tensor([len(rows) for rows in text_seq_rows]))
