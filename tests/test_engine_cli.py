@@ -185,6 +185,18 @@ def test_bad_models_exit_1_with_what_was_wrong(setup, capsys, model, message) ->
         assert (code, err) == (1, f"recot plan: error: cannot read the model: {message}\n")
 
 
+def test_plan_counts_clocks_as_long_as_the_last_frames(capsys) -> None:
+    """The default model writes a group's time as a clock: 5 byte tokens below an hour ("59:56"), 7 from there
+    ("1:00:00"). The plan counts every group's text as long as the last frame's at 1 fps (an upper bound): 899
+    texts of 5 for 3,596 frames, 900 of 7 for 3,600."""
+    inputs = []
+    for frames in (3596, 3600):
+        code, out, _ = _run(capsys, "plan", "--frames", str(frames), "--max-visual-tokens", "all", "--json")
+        assert code == 0
+        inputs.append(json.loads(out)["llm_input_tokens"])
+    assert inputs[1] - inputs[0] == 4 + 900 * 7 - 899 * 5
+
+
 def test_broken_config_is_named_once(setup, capsys) -> None:
     code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--model", setup["root"] / "bad-config", "--no-cache")
     config = setup["root"] / "bad-config" / "config.json"

@@ -11,6 +11,7 @@ import pytest
 
 from recot.cli import main
 from recot.data import synthetic_qa as qa
+from recot.data.clock import clock_time
 from recot.video import read_frames
 
 
@@ -78,7 +79,7 @@ def test_questions_answers_match_the_events():
     assert list(questions) == list(qa.QA_TYPES)
     needle = next(e for e in spec.events if e.role == "needle")
     counted = [e for e in spec.events if e.role == "count"]
-    assert questions["when"].answer == qa.format_time(needle.start) and questions["when"].tolerance == 4.0
+    assert questions["when"].answer == clock_time(needle.start) and questions["when"].tolerance == 4.0
     assert needle.name in questions["when"].question
     assert questions["attribute"].answer in (needle.color, needle.shape)
     assert questions["count"].answer == str(len(counted)) and counted[0].name in questions["count"].question
@@ -91,8 +92,8 @@ def test_questions_answers_match_the_events():
 
 
 def test_time_format_and_parse():
-    assert qa.format_time(0) == "00:00" and qa.format_time(2232) == "37:12" and qa.format_time(3600) == "1:00:00"
-    assert qa.format_time(7199.9) == "1:59:59"
+    assert clock_time(0) == "00:00" and clock_time(2232) == "37:12" and clock_time(3600) == "1:00:00"
+    assert clock_time(7199.9) == "1:59:59"
     assert qa.parse_time("It appears at 37:12.") == 2232 and qa.parse_time("1:02:03") == 3723
     assert qa.parse_time("never") is None
 
@@ -187,7 +188,7 @@ def test_description_lists_every_scene_and_object_in_time_order():
     # The checker: same entries in the same order, times within one frame group.
     assert qa.check_answer(d, d.answer) and qa.check_answer(d, "Sure: " + d.answer.upper() + ".")
     first_time, first_name = entries[1]
-    late = qa.format_time(qa.parse_time(first_time) + 5)
+    late = clock_time(qa.parse_time(first_time) + 5)
     assert not qa.check_answer(d, d.answer.replace(f"{first_time} {first_name}", f"{late} {first_name}"))
     assert not qa.check_answer(d, d.answer.rsplit("; ", 1)[0])  # an entry missing
     assert not qa.check_answer(d, "; ".join(reversed(d.answer.split("; "))))  # out of order
@@ -308,7 +309,7 @@ def test_object_turns_ask_every_object_question_without_giving_answers_away(tmp_
         assert n == sum(e.name == name for e in spec.events)
     (when,) = [t for t in turns if t.qa_type == "when"]
     needle = next(e for e in spec.events if e.role == "needle")
-    assert needle.name in when.question and when.answer == qa.format_time(needle.start)
+    assert needle.name in when.question and when.answer == clock_time(needle.start)
     (order,) = [t for t in turns if t.qa_type == "order"]
     first = next(e for e in spec.events if e.role == "first")
     assert order.answer == first.name and qa.check_answer(order, f"the {first.name}")

@@ -43,6 +43,7 @@ import av
 import numpy as np
 
 from recot.data.atomic import atomic_path, atomic_write_text
+from recot.data.clock import clock_time
 
 # ----- vocabulary ---------------------------------------------------------------------------------------------------
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
@@ -310,15 +311,11 @@ def _spaced_intervals(rng: np.random.Generator, lengths: list[float], gap: float
 
 
 # ----- questions ---------------------------------------------------------------------------------------------------
-def format_time(seconds: float) -> str:
-    """``"mm:ss"`` below an hour, ``"h:mm:ss"`` from an hour on (whole seconds, rounded down)."""
-    s = int(seconds)
-    h, m, sec = s // 3600, s % 3600 // 60, s % 60
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
-
-
 def parse_time(text: str) -> float | None:
-    """The first ``h:mm:ss`` or ``mm:ss`` time in ``text``, in seconds (None if there is none)."""
+    """The first ``h:mm:ss`` or ``mm:ss`` time in ``text``, in seconds (None if there is none).
+
+    Laxer than the prompt's clock pattern (``recot.model.processor.CLOCK_PATTERN``): it scores a model's answer,
+    so ``"2:5"`` or a clock glued to other digits still reads as a time."""
     match = re.search(r"(\d+):(\d{1,2})(?::(\d{1,2}))?", text)
     if not match:
         return None
@@ -351,7 +348,7 @@ def make_questions(spec: VideoSpec) -> list[Question]:
         return str(rng.choice(TEMPLATES[kind]))
 
     out = [
-        Question("when", pick("when").format(obj=needle.name), format_time(needle.start),
+        Question("when", pick("when").format(obj=needle.name), clock_time(needle.start),
                  tolerance=FRAMES_PER_GROUP / spec.fps),
     ]  # fmt: skip
     if rng.random() < 0.5:
@@ -365,7 +362,7 @@ def make_questions(spec: VideoSpec) -> list[Question]:
     margin = 2 * FRAMES_PER_GROUP / spec.fps
     seg = spec.segments[int(rng.integers(len(spec.segments)))]
     t = float(math.floor(rng.uniform(seg.start + margin, seg.end - margin)))
-    out.append(Question("scene", pick("scene").format(time=format_time(t)), seg.scene))
+    out.append(Question("scene", pick("scene").format(time=clock_time(t)), seg.scene))
     return out
 
 
@@ -380,7 +377,7 @@ def make_description(spec: VideoSpec) -> Question:
     """
     rng = np.random.default_rng([spec.seed, 0xDE])
     entries = [(seg.start, seg.scene) for seg in spec.segments] + [(e.start, e.name) for e in spec.events]
-    answer = "; ".join(f"{format_time(t)} {name}" for t, name in sorted(entries, key=lambda e: e[0]))
+    answer = "; ".join(f"{clock_time(t)} {name}" for t, name in sorted(entries, key=lambda e: e[0]))
     return Question("describe", str(rng.choice(TEMPLATES["describe"])), answer, tolerance=FRAMES_PER_GROUP / spec.fps)
 
 
@@ -397,7 +394,7 @@ def make_identification(spec: VideoSpec) -> list[Question]:
     """
     rng = np.random.default_rng([spec.seed, 0x1D])
     turns = [
-        Question("identify", str(rng.choice(TEMPLATES["identify"])).format(time=format_time(math.floor(e.start + e.seconds / 2))), e.name)
+        Question("identify", str(rng.choice(TEMPLATES["identify"])).format(time=clock_time(math.floor(e.start + e.seconds / 2))), e.name)
         for e in spec.events
     ]  # fmt: skip
     return [turns[i] for i in rng.permutation(len(turns))]
@@ -444,7 +441,7 @@ def make_grounding(spec: VideoSpec, turns: int, index: int = 0) -> list[Question
         if t in used:
             continue
         used.add(t)
-        out.append(Question(kind, str(rng.choice(TEMPLATES[kind])).format(time=format_time(t)), answer))
+        out.append(Question(kind, str(rng.choice(TEMPLATES[kind])).format(time=clock_time(t)), answer))
     return out
 
 
@@ -480,7 +477,7 @@ def make_object_turns(spec: VideoSpec, index: int = 0) -> list[Question]:
     second = next(e for e in spec.events if e.role == "second")
     a, b = (first, second) if rng.random() < 0.5 else (second, first)
     rest = [
-        Question("when", pick("when").format(obj=needle.name), format_time(needle.start), tolerance=FRAMES_PER_GROUP / spec.fps),
+        Question("when", pick("when").format(obj=needle.name), clock_time(needle.start), tolerance=FRAMES_PER_GROUP / spec.fps),
         Question("order", pick("order").format(a=a.name, b=b.name), first.name, options=(a.name, b.name)),
         *(Question("count", pick("count").format(obj=name), str(len(events))) for name, events in sorted(shown.items())),
     ]  # fmt: skip

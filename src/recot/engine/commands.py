@@ -414,7 +414,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from recot.data.atomic import build_once
-    from recot.data.synthetic_qa import DEMO_SEED, demo_spec, format_time, parse_time, write_video
+    from recot.data.clock import clock_time
+    from recot.data.synthetic_qa import DEMO_SEED, demo_spec, parse_time, write_video
     from recot.engine.cache import resolve_cache_dir
 
     spec = demo_spec()
@@ -430,7 +431,7 @@ def run_demo(args: argparse.Namespace) -> int:
     except OSError as exc:
         return report_error(args.command_name, f"cannot write the sample video {video}: {exc}")
     seconds = parse_time(DEMO_QUESTION)
-    print(f"recot demo: {video} (generated, held out; the scene at {format_time(seconds)} is "
+    print(f"recot demo: {video} (generated, held out; the scene at {clock_time(seconds)} is "
           f"{spec.scene_at(seconds)!r})", file=sys.stderr)  # fmt: skip
     args.video = str(video)
     return run_ask(args)
@@ -492,7 +493,7 @@ def run_plan(args: argparse.Namespace) -> int:
     try:
         source = resolve_model(args.model)
         config = source.config()
-        time_tokens = _time_text_tokens(source, config)
+        time_tokens = _time_text_tokens(source, config, seconds=float(args.frames))
     except (ValueError, OSError) as exc:
         return report_error(args.command_name, f"cannot read the model: {exc}", EXIT_INPUT)
     dtype = args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32")
@@ -521,15 +522,16 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _time_text_tokens(source: ModelSource, config: VideoXLProConfig) -> int:
-    """Tokens of one timestamp text, measured with the model's tokenizer where there is one."""
+def _time_text_tokens(source: ModelSource, config: VideoXLProConfig, seconds: float) -> int:
+    """Tokens of the timestamp text of a group at ``seconds`` (the last frame's time at 1 fps: texts only grow
+    with the time, ``59:59`` to ``1:00:00``), measured with the model's tokenizer where there is one."""
     from recot.engine.memory import QWEN25_TIME_TEXT_TOKENS
     from recot.model.processor import VideoXLProProcessor
     from recot.model.tokenizer import build_byte_tokenizer
 
     if source.directory is not None:
-        return VideoXLProProcessor.from_pretrained(source.directory).time_text_tokens()
+        return VideoXLProProcessor.from_pretrained(source.directory).time_text_tokens(seconds)
     if source.preset == "videoxl-pro-3b":
         return QWEN25_TIME_TEXT_TOKENS  # its Qwen2.5 tokenizer does not ship with recot
     # The small presets are paired with the byte tokenizer (the default model ships with it).
-    return VideoXLProProcessor(build_byte_tokenizer(), config).time_text_tokens()
+    return VideoXLProProcessor(build_byte_tokenizer(), config).time_text_tokens(seconds)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from recot.config import IMAGE_TOKEN, VideoXLProConfig
+from recot.data.clock import clock_time
 from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
 
@@ -195,14 +196,6 @@ class VideoXLProProcessor:
     def decode(self, ids: torch.Tensor) -> str:
         """Generated ids -> text, special tokens dropped."""
         return self.tokenizer.decode(torch.as_tensor(ids).flatten().tolist(), skip_special_tokens=True).strip()
-
-
-def clock_time(seconds: float) -> str:
-    """``"mm:ss"`` below an hour, ``"h:mm:ss"`` from an hour on (whole seconds, rounded down): the
-    ``time_format = "clock"`` group text, written as the synthetic QA answers are."""
-    s = int(seconds)
-    h, m, sec = s // 3600, s % 3600 // 60, s % 60
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
 def shift_clocks(text: str, seconds: int) -> str:
