@@ -294,6 +294,10 @@ def test_resume_continues_the_exact_loss_curve(tmp_path):
     a = state(VideoXLPro.from_pretrained(tmp_path / "full" / MODEL_DIR))
     b = state(VideoXLPro.from_pretrained(tmp_path / "part" / MODEL_DIR))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # Settings that change what the steps draw cannot change on a resume.
+    changed = make_config(data, tmp_path / "part", steps=6, batch=2, seed=1, data={"time_shift": 60})
+    with pytest.raises(ValueError, match=r"^seed \(0 -> 1\), data.time_shift \(0 -> 60\) changed since checkpoint "):
+        train(changed, resume=True, progress=False)
 
 
 def test_cli_reports_bad_rows_and_strict_stops(tmp_path, capsys):

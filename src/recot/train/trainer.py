@@ -33,6 +33,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -223,6 +224,22 @@ def latest_checkpoint(out: Path) -> Path | None:
     return folder if (folder / "meta.json").is_file() else None
 
 
+#: Settings that decide what each step draws (its samples, keep ratios, time shifts): a resume must keep them.
+DRAW_SETTINGS = ("seed", "keep_ratio_range", "data.time_shift", "data.time_shift_share", "optim.batch_size")
+
+
+def _changed_draw_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"name (saved -> current)"`` for each of :data:`DRAW_SETTINGS` that differs between two dumped configs."""
+    changed = []
+    for name in DRAW_SETTINGS:
+        before, now = saved, current
+        for part in name.split("."):
+            before, now = before.get(part), now.get(part)
+        if before != now:
+            changed.append(f"{name} ({before} -> {now})")
+    return changed
+
+
 def _save_checkpoint(accelerator, out: Path, step: int, cfg: TrainConfig, data_digest: str) -> None:
     """All processes write their part into a temporary folder; the main process renames it into place."""
     root = out / CHECKPOINTS
@@ -317,6 +334,9 @@ def train(
             raise ValueError(
                 f"the training data changed since checkpoint {checkpoint}; resuming would not continue the same run"
             )
+        changed = _changed_draw_settings(meta["config"], cfg.model_dump(mode="json"))
+        if changed:
+            raise ValueError(f"{', '.join(changed)} changed since checkpoint {checkpoint}; resuming would not continue the same run")
         accelerator.load_state(str(checkpoint))
         start = int(meta["step"])
         if accelerator.is_main_process:
