@@ -9,7 +9,7 @@ first 70% of the groups, in video order, and scored on the rest, reading:
 * ``presence`` (an object or none) from every group,
 * ``colour`` and ``shape`` from the groups with an object,
 
-out of three stages of the model that a ``recot train`` config builds:
+out of the stages of the model that a ``recot train`` config builds:
 
 * ``tower``: the frozen vision tower's map (C, g, g), averaged over the group's 4 frames;
 * ``compressor``: the ReCoT compressor's output map (C, g, g);
@@ -17,7 +17,10 @@ out of three stages of the model that a ``recot train`` config builds:
   is a full-rank linear map of the ``compressor`` stage (D >= C), so everything a linear classifier reads there
   is still there, and only the probe's reach differs (standardised mixed features, a few hundred examples);
 * ``tokens``: what the LLM sees, the projected and pooled tokens (P, D);
-* ``grounding``: their mean (D,), what ``clock_grounding`` adds to a question's clock that names the group's time.
+* ``grounding``: their mean (D,), what ``clock_grounding`` adds to a question's clock that names the group's time;
+* ``grounding, trained``: the same mean, with the projector not the config's but a fresh one of its shape
+  trained with the classifier (Adam, 400 full-batch steps): what the grounding vector *can* carry of the
+  compressor's output, against what the model's own projector lets through (``grounding``).
 
 The two maps are average-pooled with the model's ``pool_stride``, as the tokens
 are, so the stages differ only by what they compute. ``chance`` is the share of
@@ -70,6 +73,33 @@ def fit_probe(features: np.ndarray, labels: list[str], train_share: float = 0.7,
     return accuracy, chance
 
 
+def fit_grounding_probe(
+    maps: torch.Tensor, labels: list[str], model: torch.nn.Module, train_share: float = 0.7, seed: int = 0
+) -> tuple[float, float]:
+    """Like :func:`fit_probe`, on compressor maps (N, C, g, g) through a fresh projector of the model's shape,
+    its pooling (``model.pool``) and the mean over the group's tokens, trained together with the classifier."""
+    classes = sorted(set(labels))
+    y = torch.tensor([classes.index(label) for label in labels])
+    cut = int(len(y) * train_share)
+    torch.manual_seed(seed)
+    hidden = model.config.hidden_size
+    projector = torch.nn.Sequential(torch.nn.Linear(maps.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden))
+    head = torch.nn.Linear(hidden, len(classes))
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        return head(model.pool(projector(x.flatten(2).transpose(1, 2))).mean(1))
+
+    optim = torch.optim.Adam([*projector.parameters(), *head.parameters()], lr=3e-3)
+    for _ in range(400):
+        optim.zero_grad()
+        F.cross_entropy(logits(maps[:cut]), y[:cut]).backward()
+        optim.step()
+    with torch.no_grad():
+        accuracy = (logits(maps[cut:]).argmax(1) == y[cut:]).float().mean().item()
+    chance = max((y[cut:] == c).float().mean().item() for c in range(len(classes)))
+    return accuracy, chance
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path, help="a recot train config (the model it builds is probed)")
@@ -113,6 +143,7 @@ def probe(args: argparse.Namespace) -> None:
     cache = VisionFeatureCache(cfg.data.feature_cache_dir, model, cfg.data.fps, cfg.data.max_frames)
     stride = model.config.pool_stride
     stages: dict[str, list[np.ndarray]] = {"tower": [], "compressor": [], "linear1": [], "tokens": [], "grounding": []}
+    maps: list[torch.Tensor] = []  # the compressor's output maps (C, g, g), for the trained grounding probe
     colours: list[str | None] = []
     shapes: list[str | None] = []
     with torch.no_grad():
@@ -120,6 +151,7 @@ def probe(args: argparse.Namespace) -> None:
             spec = specs[sample.id.rsplit("-", 1)[0]]
             grouped, group_times = cache.get(sample)  # (G, C, 4, g, g), (G,)
             compressed = model.compressor(grouped)[:, :, 0]  # (G, C, g, g)
+            maps.extend(compressed)
             tokens = model.pool(model.projector(compressed.flatten(2).transpose(1, 2)))  # (G, P, D)
             grid = model.config.grid_size
             linear = model.projector[0](compressed.flatten(2).transpose(1, 2))  # (G, g*g, D)
@@ -153,10 +185,24 @@ def probe(args: argparse.Namespace) -> None:
             "shape": fit_probe(x[with_object], [shapes[i] for i in with_object]),
         }
         table.append(result)
-        cells = [f"{result[k][0]:.2f} ({result[k][1]:.2f})" for k in ("presence", "colour", "shape")]
-        print(f"| {name} | {x.shape[1]} | " + " | ".join(cells) + " |", flush=True)
+        _print_row(result)
+    grid = torch.stack(maps)
+    result = {
+        "stage": "grounding, trained",
+        "features": model.config.hidden_size,
+        "presence": fit_grounding_probe(grid, ["object" if p else "none" for p in present], model),
+        "colour": fit_grounding_probe(grid[with_object], [colours[i] for i in with_object], model),
+        "shape": fit_grounding_probe(grid[with_object], [shapes[i] for i in with_object], model),
+    }
+    table.append(result)
+    _print_row(result)
     if args.json:
         atomic_write_text(args.json, json.dumps(table, indent=2) + "\n")
+
+
+def _print_row(result: dict) -> None:
+    cells = [f"{result[k][0]:.2f} ({result[k][1]:.2f})" for k in ("presence", "colour", "shape")]
+    print(f"| {result['stage']} | {result['features']} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

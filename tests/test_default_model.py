@@ -188,7 +188,8 @@ def test_object_probe_runs_on_a_recipe_config(tmp_path):
     table = json.loads((tmp_path / "p.json").read_text())
     # 4 pooled cells x 56 channels (40 EfficientNet + 16 hue bins); 4 cells or tokens x 128
     stages = [(r["stage"], r["features"]) for r in table]
-    assert stages == [("tower", 224), ("compressor", 224), ("linear1", 512), ("tokens", 512), ("grounding", 128)]
+    assert stages == [("tower", 224), ("compressor", 224), ("linear1", 512), ("tokens", 512), ("grounding", 128),
+                      ("grounding, trained", 128)]
     for row in table:
         for key in ("presence", "colour", "shape"):
             accuracy, chance = row[key]
