@@ -54,23 +54,12 @@ from recot.train.stages import load_base_model
 
 def fit_probe(features: np.ndarray, labels: list[str], train_share: float = 0.7, seed: int = 0) -> tuple[float, float]:
     """(held-out accuracy of a linear classifier, share of the commonest held-out label)."""
-    classes = sorted(set(labels))
-    y = torch.tensor([classes.index(label) for label in labels])
     x = torch.as_tensor(features, dtype=torch.float32)
-    cut = int(len(y) * train_share)
+    cut = int(len(labels) * train_share)
     mean, std = x[:cut].mean(0), x[:cut].std(0) + 1e-6
-    x = (x - mean) / std
     torch.manual_seed(seed)
-    probe = torch.nn.Linear(x.shape[1], len(classes))
-    optim = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-3)
-    for _ in range(400):
-        optim.zero_grad()
-        F.cross_entropy(probe(x[:cut]), y[:cut]).backward()
-        optim.step()
-    with torch.no_grad():
-        accuracy = (probe(x[cut:]).argmax(1) == y[cut:]).float().mean().item()
-    chance = max((y[cut:] == c).float().mean().item() for c in range(len(classes)))
-    return accuracy, chance
+    probe = torch.nn.Linear(x.shape[1], len(set(labels)))
+    return _fit_and_score(probe, (x - mean) / std, labels, cut, lr=1e-2, weight_decay=1e-3)
 
 
 def fit_grounding_probe(
@@ -78,24 +67,36 @@ def fit_grounding_probe(
 ) -> tuple[float, float]:
     """Like :func:`fit_probe`, on compressor maps (N, C, g, g) through a fresh projector of the model's shape,
     its pooling (``model.pool``) and the mean over the group's tokens, trained together with the classifier."""
-    classes = sorted(set(labels))
-    y = torch.tensor([classes.index(label) for label in labels])
-    cut = int(len(y) * train_share)
     torch.manual_seed(seed)
     hidden = model.config.hidden_size
     projector = torch.nn.Sequential(torch.nn.Linear(maps.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden))
-    head = torch.nn.Linear(hidden, len(classes))
+    head = torch.nn.Linear(hidden, len(set(labels)))
 
-    def logits(x: torch.Tensor) -> torch.Tensor:
-        return head(model.pool(projector(x.flatten(2).transpose(1, 2))).mean(1))
+    class Grounding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.projector, self.head = projector, head
 
-    optim = torch.optim.Adam([*projector.parameters(), *head.parameters()], lr=3e-3)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(model.pool(self.projector(x.flatten(2).transpose(1, 2))).mean(1))
+
+    return _fit_and_score(Grounding(), maps, labels, int(len(labels) * train_share), lr=3e-3)
+
+
+def _fit_and_score(
+    classifier: torch.nn.Module, x: torch.Tensor, labels: list[str], cut: int, lr: float, weight_decay: float = 0.0
+) -> tuple[float, float]:
+    """Fit ``classifier`` on the first ``cut`` examples (Adam, 400 full-batch steps); (accuracy on the rest,
+    share of the commonest label there)."""
+    classes = sorted(set(labels))
+    y = torch.tensor([classes.index(label) for label in labels])
+    optim = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(400):
         optim.zero_grad()
-        F.cross_entropy(logits(maps[:cut]), y[:cut]).backward()
+        F.cross_entropy(classifier(x[:cut]), y[:cut]).backward()
         optim.step()
     with torch.no_grad():
-        accuracy = (logits(maps[cut:]).argmax(1) == y[cut:]).float().mean().item()
+        accuracy = (classifier(x[cut:]).argmax(1) == y[cut:]).float().mean().item()
     chance = max((y[cut:] == c).float().mean().item() for c in range(len(classes)))
     return accuracy, chance
 
