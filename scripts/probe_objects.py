@@ -38,6 +38,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def fit_probe(features: np.ndarray, labels: list[str], train_share: float = 0.7,
     mean, std = x[:cut].mean(0), x[:cut].std(0) + 1e-6
     torch.manual_seed(seed)
     probe = torch.nn.Linear(x.shape[1], len(set(labels)))
-    return _fit_and_score(probe, (x - mean) / std, labels, cut, lr=1e-2, weight_decay=1e-3)
+    return _fit_and_score(list(probe.parameters()), probe, (x - mean) / std, labels, cut, lr=1e-2, weight_decay=1e-3)
 
 
 def fit_grounding_probe(
@@ -72,25 +73,27 @@ def fit_grounding_probe(
     projector = torch.nn.Sequential(torch.nn.Linear(maps.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden))
     head = torch.nn.Linear(hidden, len(set(labels)))
 
-    class Grounding(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.projector, self.head = projector, head
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        return head(model.pool(projector(x.flatten(2).transpose(1, 2))).mean(1))
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(model.pool(self.projector(x.flatten(2).transpose(1, 2))).mean(1))
-
-    return _fit_and_score(Grounding(), maps, labels, int(len(labels) * train_share), lr=3e-3)
+    parameters = [*projector.parameters(), *head.parameters()]
+    return _fit_and_score(parameters, logits, maps, labels, int(len(labels) * train_share), lr=3e-3)
 
 
 def _fit_and_score(
-    classifier: torch.nn.Module, x: torch.Tensor, labels: list[str], cut: int, lr: float, weight_decay: float = 0.0
+    parameters: list[torch.nn.Parameter],
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    labels: list[str],
+    cut: int,
+    lr: float,
+    weight_decay: float = 0.0,
 ) -> tuple[float, float]:
-    """Fit ``classifier`` on the first ``cut`` examples (Adam, 400 full-batch steps); (accuracy on the rest,
-    share of the commonest label there)."""
+    """Fit ``classifier`` (logits of ``x``; its ``parameters``) on the first ``cut`` examples (Adam, 400
+    full-batch steps); (accuracy on the rest, share of the commonest label there)."""
     classes = sorted(set(labels))
     y = torch.tensor([classes.index(label) for label in labels])
-    optim = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    optim = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     for _ in range(400):
         optim.zero_grad()
         F.cross_entropy(classifier(x[:cut]), y[:cut]).backward()
