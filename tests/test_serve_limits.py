@@ -97,16 +97,17 @@ def test_request_timeout(media, tmp_path) -> None:
 
 
 def test_answers_are_not_stuck_behind_a_long_encode(media, tmp_path) -> None:
-    with serving(media, max_frames=2000, max_encode_queue=1, thumbnails=0, upload_dir=tmp_path / "up") as (
+    with serving(media, max_frames=4000, max_encode_queue=1, thumbnails=0, upload_dir=tmp_path / "up") as (
         client,
         chat,
     ):
         with open(media / "a.mp4", "rb") as f:
             short = client.post("/v1/videos", files={"file": ("short.mp4", f)}, data={"frames": "8"}).json()["id"]
         assert wait_for_status(client, short)["status"] == "ready"
-        # 2000 frames (the clip's 48, repeated) are 125 compressor chunks: seconds of encoding.
+        # 4000 frames (the clip's 48, repeated) are 250 compressor chunks: seconds of encoding (with 2000, a fast
+        # run once finished the encode during the short answer).
         with open(media / "a.mp4", "rb") as f:
-            long = client.post("/v1/videos", files={"file": ("long.mp4", f)}, data={"frames": "2000"}).json()["id"]
+            long = client.post("/v1/videos", files={"file": ("long.mp4", f)}, data={"frames": "4000"}).json()["id"]
         encoding = wait_for_status(client, long, ("encoding",))
         assert encoding["status"] == "encoding"
         with open(media / "a.mp4", "rb") as f:  # the encode queue (1) is full: no more uploads...
@@ -127,7 +128,7 @@ def test_answers_are_not_stuck_behind_a_long_encode(media, tmp_path) -> None:
 
         assert client.delete(f"/v1/videos/{long}").status_code == 200  # cancels the encode at its next chunk
         assert wait_until(lambda: metric(client, "recot_queue_depth", kind="encode") == 0)
-        assert all(entry.metadata["frames"] != "2000" for entry in chat.cache.entries())
+        assert all(entry.metadata["frames"] != "4000" for entry in chat.cache.entries())
 
 
 def test_worker_stop_fails_waiting_jobs(tmp_path) -> None:
