@@ -197,6 +197,18 @@ def test_plan_counts_clocks_as_long_as_the_last_frames(capsys) -> None:
     assert inputs[1] - inputs[0] == 4 + 900 * 7 - 899 * 5
 
 
+def test_plan_counts_the_released_time_texts_digit_by_digit(capsys) -> None:
+    """The released model writes ``Time 9996.0s:`` (10 Qwen2.5 tokens: one per digit) and ``Time 10000.0s:`` (11).
+    With every visual token kept, 10,000 frames need one more group than 9,996 and a token more in every text."""
+    inputs = []
+    for frames in (9996, 10000):
+        argv = ["--frames", str(frames), "--model", "videoxl-pro-3b", "--max-visual-tokens", "all", "--keep-ratio", "1"]
+        code, out, _ = _run(capsys, "plan", *argv, "--json")
+        assert code == 0
+        inputs.append(json.loads(out)["llm_input_tokens"])
+    assert inputs[1] - inputs[0] == 144 + 2500 * 11 - 2499 * 10
+
+
 def test_broken_config_is_named_once(setup, capsys) -> None:
     code, _, err = _run(capsys, "ask", setup["video"], "Why?", "--model", setup["root"] / "bad-config", "--no-cache")
     config = setup["root"] / "bad-config" / "config.json"

@@ -525,13 +525,13 @@ def run_plan(args: argparse.Namespace) -> int:
 def _time_text_tokens(source: ModelSource, config: VideoXLProConfig, seconds: float) -> int:
     """Tokens of the timestamp text of a group at ``seconds`` (the last frame's time at 1 fps: texts only grow
     with the time, ``59:59`` to ``1:00:00``), measured with the model's tokenizer where there is one."""
-    from recot.engine.memory import QWEN25_TIME_TEXT_TOKENS
+    from recot.engine.memory import qwen25_time_text_tokens
     from recot.model.processor import VideoXLProProcessor
     from recot.model.tokenizer import build_byte_tokenizer
 
     if source.directory is not None:
         return VideoXLProProcessor.from_pretrained(source.directory).time_text_tokens(seconds)
     if source.preset == "videoxl-pro-3b":
-        return QWEN25_TIME_TEXT_TOKENS  # its Qwen2.5 tokenizer does not ship with recot
+        return qwen25_time_text_tokens(seconds)  # its Qwen2.5 tokenizer does not ship with recot
     # The small presets are paired with the byte tokenizer (the default model ships with it).
     return VideoXLProProcessor(build_byte_tokenizer(), config).time_text_tokens(seconds)

@@ -54,9 +54,16 @@ _FLOAT32 = 4
 # Text of a typical question with its chat template; enough for a planning estimate.
 DEFAULT_PROMPT_TOKENS = 64
 #: Tokens of one ``Time 0004.0s:`` text under the released model's Qwen2.5 tokenizer (it splits
-#: digits). Used for the bare ``videoxl-pro-3b`` preset, whose tokenizer does not ship with recot;
-#: a checkpoint's own tokenizer is measured instead (``VideoXLProProcessor.time_text_tokens``).
+#: digits), below 10,000 s. Used for the bare ``videoxl-pro-3b`` preset, whose tokenizer does not ship
+#: with recot; a checkpoint's own tokenizer is measured instead (``VideoXLProProcessor.time_text_tokens``).
 QWEN25_TIME_TEXT_TOKENS = 10
+
+
+def qwen25_time_text_tokens(seconds: float = 0.0) -> int:
+    """Tokens of the released ``Time {t:06.1f}s:`` text at ``seconds`` under Qwen2.5: one per digit plus the 5 of
+    the rest, so 10 up to 9,999.9 s and 11 from 10,000 s (``Time 10000.0s:``)."""
+    digits = sum(character.isdigit() for character in f"{seconds:06.1f}")
+    return QWEN25_TIME_TEXT_TOKENS + digits - 5
 
 
 @dataclass
