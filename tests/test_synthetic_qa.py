@@ -247,6 +247,21 @@ def test_identification_turns_name_the_object_on_screen_at_a_time(tmp_path):
     assert len(samples) == 6 and not bad
 
 
+def test_turns_of_type_keeps_each_conversations_identification_turns_in_order():
+    spec = _spec(3, minutes=4)
+    rows = qa.rows_for(spec, "v.mp4", describe=True, ground_turns=16, ground_conversations=2)
+    kept = qa.turns_of_type(rows, "identify")
+    assert [row["id"] for row in kept] == [f"{spec.id}-ground0-idonly", f"{spec.id}-ground1-idonly"]
+    for index, row in enumerate(kept):
+        turns = [t for t in qa.make_grounding(spec, 16, index) if t.qa_type == "identify"]
+        asked = [turn["value"] for turn in row["conversations"][0::2]]
+        assert asked == ["<image>\n" + turns[0].question] + [t.question for t in turns[1:]]
+        assert [turn["value"] for turn in row["conversations"][1::2]] == [t.answer for t in turns]
+        assert row["qa"]["types"] == ["identify"] * len(turns) and row["qa"]["answers"] == [t.answer for t in turns]
+        assert len(row["qa"]["tolerances"]) == len(turns) and row["video"] == "v.mp4" and row["qa"]["seed"] == spec.seed
+    assert qa.turns_of_type(rows, "count") == []  # single questions and conversations without the type are left out
+
+
 def test_grounding_turns_name_what_is_on_screen_at_distinct_times(tmp_path):
     spec = _spec(3, minutes=4)
     turns = qa.make_grounding(spec, 24)

@@ -286,6 +286,8 @@ def test_resume_continues_the_exact_loss_curve(tmp_path):
     full = train(make_config(data, tmp_path / "full", steps=4, batch=2), progress=False)
     part = train(make_config(data, tmp_path / "part", steps=4, batch=2), progress=False, stop_after=2)
     assert latest_checkpoint(tmp_path / "part").name == "step-00000002"
+    stopped = VideoXLPro.from_pretrained(tmp_path / "part" / MODEL_DIR)  # the model as of the stop, marked so
+    assert stopped.config.extra["trained"] == {"stage": "sft", "steps": 2, "of": 4}
     rest = train(make_config(data, tmp_path / "part", steps=4, batch=2), resume=True, progress=False)
     assert [r["step"] for r in rest] == [3, 4]
     assert [r["loss"] for r in part + rest] == [r["loss"] for r in full]
@@ -293,7 +295,8 @@ def test_resume_continues_the_exact_loss_curve(tmp_path):
         assert [float(r["loss"]) for r in csv.DictReader(f)] == pytest.approx([r["loss"] for r in full], rel=1e-12)
     a = state(VideoXLPro.from_pretrained(tmp_path / "full" / MODEL_DIR))
     b = state(VideoXLPro.from_pretrained(tmp_path / "part" / MODEL_DIR))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], v) for k, v in state(stopped).items())
+    assert VideoXLPro.from_pretrained(tmp_path / "part" / MODEL_DIR).config.extra["trained"] == {"stage": "sft", "steps": 4}
     # Settings that change what the steps draw cannot change on a resume.
     changed = make_config(data, tmp_path / "part", steps=6, batch=2, seed=1, data={"time_shift": 60})
     with pytest.raises(ValueError, match=r"^seed \(0 -> 1\), data.time_shift \(0 -> 60\) changed since checkpoint "):
@@ -310,6 +313,10 @@ def test_cli_reports_bad_rows_and_strict_stops(tmp_path, capsys):
     assert main(["train", "--config", str(config), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "2 usable rows, 1 bad rows left out" in printed and f"{data}:{line}: video " in printed
+    stopped = tmp_path / "stopped"
+    argv = ["train", "--config", str(config), "--no-progress", "--output-dir", str(stopped), "--steps", "3"]
+    assert main([*argv, "--stop-after", "1"]) == 0 and "step 1: loss " in capsys.readouterr().out
+    assert json.loads((stopped / "model" / "config.json").read_text())["recot"]["extra"]["trained"]["of"] == 3
     assert (tmp_path / "run" / "bad_rows.txt").read_text().startswith(f"{data}:{line}: video {tmp_path}/data/gone.mp4")
     assert (
         main(["train", "--config", str(config), "--no-progress", "--strict", "--output-dir", str(tmp_path / "r2")]) == 1

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -756,6 +756,27 @@ def _conversation(turns: list[Question]) -> list[dict[str, str]]:
     out = []
     for i, q in enumerate(turns):
         out += [{"from": "human", "value": ("<image>\n" if i == 0 else "") + q.question}, {"from": "gpt", "value": q.answer}]
+    return out
+
+
+def turns_of_type(rows: Iterable[dict[str, Any]], qa_type: str, suffix: str = "idonly") -> list[dict[str, Any]]:
+    """Each multi-turn row of ``rows`` (``rows_for``'s ``ground`` and ``objects`` conversations) cut to its turns of
+    ``qa_type``, in order, as a row of its own (id ``<id>-<suffix>``; the video marker moves to the first kept turn);
+    rows with none of them are left out, single-question rows too. The default model's curriculum trains on
+    ``turns_of_type(ground_rows, "identify")`` first: the object at a time, without the scenes it learns first."""
+    out = []
+    for row in rows:
+        types = row["qa"].get("types")
+        keep = [k for k, kind in enumerate(types or []) if kind == qa_type]
+        if not keep:
+            continue
+        turns = [
+            Question(qa_type, row["conversations"][2 * k]["value"].removeprefix("<image>\n"), row["conversations"][2 * k + 1]["value"])
+            for k in keep
+        ]  # fmt: skip
+        listed = ("types", "answers", "options", "tolerances")
+        qa = {key: [value[k] for k in keep] if key in listed else value for key, value in row["qa"].items()}
+        out.append({**row, "id": f"{row['id']}-{suffix}", "conversations": _conversation(turns), "qa": qa})
     return out
 
 

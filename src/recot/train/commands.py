@@ -33,6 +33,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of output_dir")
     p.add_argument("--output-dir", help="override output_dir of the config")
     p.add_argument("--steps", type=int, help="override optim.steps")
+    p.add_argument("--stop-after", type=at_least(1), metavar="N",
+                   help="stop once step N is done, with its checkpoint and model; the learning-rate schedule is still "
+                        "that of optim.steps, and --resume goes on from there")  # fmt: skip
     p.add_argument("--strict", action="store_true", help="stop at the first bad data row instead of skipping it")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
@@ -91,7 +94,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     state = distributed_state()
     try:
-        rows = train(cfg, resume=args.resume, progress=not args.no_progress)
+        rows = train(cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after)
     except DataError as exc:
         return report_error("train", str(exc), 1)
     except CheckpointError as exc:

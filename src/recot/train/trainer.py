@@ -267,9 +267,10 @@ def _save_checkpoint(accelerator, out: Path, step: int, cfg: TrainConfig, data_d
 
 
 def _save_model(
-    accelerator, wrapper, staged: StagedModel, processor: VideoXLProProcessor, cfg: TrainConfig, out: Path
+    accelerator, wrapper, staged: StagedModel, processor: VideoXLProProcessor, cfg: TrainConfig, out: Path, steps: int
 ) -> None:
-    """``save_pretrained`` of the trained model (LoRA merged) into ``<out>/model`` on the main process."""
+    """``save_pretrained`` of the model trained for ``steps`` (LoRA merged) into ``<out>/model`` on the main process;
+    its config's ``extra.trained`` says the stage, the steps and, for a run stopped early, the steps of its schedule."""
     from accelerate.utils import DistributedType
 
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
@@ -281,7 +282,8 @@ def _save_model(
             staged = prepare_stage(base, cfg)
             TrainingForward(staged.module, staged.model, False, None).load_state_dict(state)
         model = merge_lora(staged)
-        model.config.extra = {**model.config.extra, "trained": {"stage": cfg.stage, "steps": cfg.optim.steps}}
+        trained = {"stage": cfg.stage, "steps": steps} | ({"of": cfg.optim.steps} if steps < cfg.optim.steps else {})
+        model.config.extra = {**model.config.extra, "trained": trained}
         model.save_pretrained(out / MODEL_DIR, tokenizer=processor.tokenizer)
     accelerator.wait_for_everyone()
 
@@ -295,7 +297,8 @@ def train(
         cfg: the configuration.
         resume: continue from the last complete checkpoint of ``output_dir`` when there is one.
         progress: progress bars on the main process.
-        stop_after: stop (after checkpointing) once this step is done, as an interruption would.
+        stop_after: stop once this step is done, as an interruption would (the schedule stays that of
+            ``optim.steps``; ``resume`` goes on), after its checkpoint and ``<out>/model`` as of that step.
 
     Launched by ``accelerate launch`` or ``torchrun``, the run is data-parallel
     (or FSDP/DeepSpeed, from the accelerate config) over the processes.
@@ -431,6 +434,6 @@ def train(
             _save_checkpoint(accelerator, out, step + 1, cfg, data.digest)
     bar.close()
     log.close()
-    if end == o.steps and (start < end or not (out / MODEL_DIR).exists()):
-        _save_model(accelerator, wrapper, staged, processor, cfg, out)
+    if start < end or (end == o.steps and not (out / MODEL_DIR).exists()):
+        _save_model(accelerator, wrapper, staged, processor, cfg, out, end)
     return rows
