@@ -81,6 +81,16 @@ def test_recipe_configs_load():
     assert passthrough.model.compressor.endswith("runs/default/pretrain_passthrough/compressor.safetensors")
     assert passthrough.data == dense.data and passthrough.optim == dense.optim
     assert (dense.data.time_shift, dense.data.time_shift_share) == (8192, 0.5)  # clocks of videos up to 8,192 s
+    # The curriculum: identification turns from scratch, then on at a lower rate, then the dense rows with them.
+    stages = [load_train_config(ROOT / "configs" / "default" / f"curriculum{name}.yaml")
+              for name in ("1_identify", "2_identify", "3_dense")]  # fmt: skip
+    assert stages[0].model.preset == "lite48" and stages[0].model.compressor == dense.model.compressor
+    assert [cfg.output_dir for cfg in stages] == [f"runs/default/curriculum{i}" for i in (1, 2, 3)]
+    assert [cfg.model.path.rsplit("runs/", 1)[-1] for cfg in stages[1:]] == ["default/curriculum1/model", "default/curriculum2/model"]
+    identify = [path for path in stages[0].data.train if path.endswith("data/train/train.identify.json")]
+    assert identify and stages[1].data.train == identify and stages[2].data.train == [dense.data.train[0], *identify]
+    assert [cfg.data.time_shift for cfg in stages] == [0, 0, 8192] and stages[2].data.media_root == dense.data.media_root
+    assert all(sorted(cfg.trainable_modules()) == ["language_model", "projector", "selector"] for cfg in stages)
 
 
 @needs_weights
@@ -118,13 +128,13 @@ def test_default_resolves_to_a_trained_model_in_the_package_when_there_is_one(tm
     assert default_model.default_model_dir() == tmp_path / "default"
 
 
-# Two held-out questions that the shipped default model must answer, about the benchmark's first 256-frame test
-# video (test split, seed 1,100,000, 256 frames at 1 fps, 64 px): its scene question, and a "what is on screen at
-# mm:ss" turn whose answer is another scene.
+# Held-out questions that the shipped default model must answer, about the benchmark's first 256-frame test
+# video (test split, seed 1,100,000, 256 frames at 1 fps, 64 px): its scene question, a "what is on screen at
+# mm:ss" turn whose answer is another scene, and the first "what object is shown at mm:ss" turn (a pink square).
 FIXED_VIDEO_INDEX = 0
 
 
-def test_shipped_weights_load_strictly_and_answer_two_held_out_questions(tmp_path):
+def test_shipped_weights_load_strictly_and_answer_three_held_out_questions(tmp_path):
     from recot.engine import FrameSampling, GenerationOptions, VideoChat
     from recot.engine.default_model import resolve_model, shipped_default_dir
 
@@ -143,7 +153,9 @@ def test_shipped_weights_load_strictly_and_answer_two_held_out_questions(tmp_pat
     encoding = chat.encode(video, FrameSampling(fps=1.0))
     [scene] = [q for q in make_questions(spec) if q.qa_type == "scene"]
     other = next(q for q in make_grounding(spec, 8) if q.qa_type == "scene" and q.answer != scene.answer)
-    for question in (scene, other):
+    obj = next(q for q in make_grounding(spec, 8) if q.qa_type == "identify")
+    assert (obj.question, obj.answer) == ("What object is shown at 03:06?", "pink square")
+    for question in (scene, other, obj):
         answer = chat.ask(encoding, question.question, GenerationOptions(max_new_tokens=16)).answer
         assert check_answer(question, answer), (question, answer)
 

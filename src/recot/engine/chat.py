@@ -225,7 +225,7 @@ class VideoChat:
         """Load a model and its tokenizer (``decode_workers``, ``compile``: see :class:`VideoChat`).
 
         ``model``: ``"default"`` (the trained model that ships in the package; it
-        answers "what is on screen at mm:ss?" about synthetic-QA videos), an
+        answers "what is on screen at mm:ss?", the scene or the object, about synthetic-QA videos), an
         untrained preset name (``"small"``, ``"tiny"``) or a checkpoint directory;
         see :func:`recot.engine.resolve_model`. ``cache``: where encoded videos are
         kept on disk. True (the default) is ``EncodingCache()``: ``$RECOT_CACHE_DIR``,

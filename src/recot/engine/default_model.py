@@ -4,7 +4,7 @@ A specification is one of
 
 * ``"default"`` (or None): the default model, the trained checkpoint in the
   package at ``recot/weights/default`` (what ``scripts/train_default.sh`` and
-  ``scripts/export_default.py`` produce; it answers "what is on screen at mm:ss?",
+  ``scripts/export_default.py`` produce; it answers "what is on screen at mm:ss?" (scene or object),
   see ``benchmarks/results/default_model.md``). A copy of the package without it
   falls back to the untrained ``small`` preset with weights drawn from a fixed seed;
 * an untrained preset name (``small``, ``tiny``, ``lite``, ``lite48``): that preset, weights
