@@ -1,6 +1,6 @@
 """Export a trained checkpoint as the shipped default model: fp16 weights, the byte tokenizer, the recipe in ``extra``.
 
-    python scripts/export_default.py runs/default/curriculum3/model src/recot/weights/default
+    python scripts/export_default.py runs/default/curriculum4/model src/recot/weights/default
 
 The written ``config.json`` records, under ``recot.extra.training``, how the
 weights were made (recipe, configs, steps, data, measured wall times read from
@@ -48,14 +48,15 @@ def main() -> None:
     extra.pop("untrained", None)
     extra["training"] = {
         "recipe": "scripts/train_default.sh (configs/default/pretrain.yaml, curriculum1_identify.yaml, "
-        "curriculum2_identify.yaml, curriculum3_dense.yaml)",
+        "curriculum2_identify.yaml, curriculum3_dense.yaml, curriculum4_objects.yaml)",
         "data": "recot make-qa-data --describe --ground-turns 16 --ground-conversations 2: 400 train videos of "
         "2-5 min at 1 fps, 64 px (seeds 0-399 of the train split), each with its five questions, a timed "
         "description and two conversations of 16 'what is on screen at mm:ss' turns; their object turns alone "
         "(synthetic_qa.turns_of_type) are train.identify.json",
         "curriculum": "1-2: the object turns alone (no time shift), 1,500 steps, then 1,500 more at a lower rate; "
-        "3: the dense rows plus the object turns, half the samples moved to a random start in the first 8,192 s",
-        "stages": {name: _run_summary(args.runs / name) for name in ("pretrain", "curriculum1", "curriculum2", "curriculum3")},
+        "3: the dense rows plus the object turns, half the samples moved to a random start in the first 8,192 s; "
+        "4: those rows plus each video's ten object questions, under the 64-token selector budget",
+        "stages": {name: _run_summary(args.runs / name) for name in ("pretrain", "curriculum1", "curriculum2", "curriculum3", "curriculum4")},
         "frozen": "vision tower (ImageNet EfficientNet-Lite0 trunk), pre-trained ReCoT compressor",
         "dtype": "float16 (trained in float32)",
         "note": args.note,

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Reproduces the default model from scratch on CPU, with recot's own pipeline:
 #   1. generate the synthetic long-video QA data (recot make-qa-data): 400 training videos of 2-5 minutes, each with
-#      its five questions, a timed description (--describe) and two conversations of 16 "what is on screen at
-#      mm:ss" turns (--ground-turns 16 --ground-conversations 2); held-out test and ood videos of 256 to 8,192 frames,
+#      its five questions, a timed description (--describe), two conversations of 16 "what is on screen at
+#      mm:ss" turns (--ground-turns 16 --ground-conversations 2) and one of its ten object questions
+#      (--object-turns); held-out test and ood videos of 256 to 8,192 frames,
 #   2. pre-train the ReCoT compressor on 40 of the generated videos (recot pretrain-compressor),
 #   3. stage sft from the lite48 preset (clock grounding, time vectors) with that compressor, frozen (recot train:
 #      LLM + projector + selector; caches the frozen tower's features), as a curriculum: the object turns of the
 #      grounding conversations alone (train.identify.json; configs/default/curriculum1_identify.yaml, then
-#      curriculum2_identify.yaml at a lower rate), then every row of step 1 plus those turns, half the samples moved
-#      to a random start in the first 8,192 s (curriculum3_dense.yaml). No align stage and no pruning: see the
-#      README ("Training a default model") for why,
+#      curriculum2_identify.yaml at a lower rate), then step 1's other rows (train.dense.json) plus those turns, half moved
+#      to a random start in the first 8,192 s (curriculum3_dense.yaml), then those rows plus each video's ten
+#      object questions under the 64-token selector budget (curriculum4_objects.yaml). No align stage and no
+#      pruning: see the README ("Training a default model") for why,
 #   4. export the fp16 weights (scripts/export_default.py) to runs/default/export; copied into
 #      src/recot/weights/default they become the default model,
 #   5. measure it (benchmarks/default_model.py).
 # Everything goes under runs/default/ (git-ignored). Deterministic for the seeds in the configs.
-# Measured on this project's 2 shared CPU cores: data about 6 min, pre-training 2 min, step 3 about 2 h 10 min
-# (1.5-2 s a step of 8 once the features of the 400 videos are cached: 1,500 + 1,500 + 1,200 steps), the benchmark
-# about 20 min.
+# Measured on this project's 2 shared CPU cores: data about 6 min, pre-training 2 min, step 3 about 2 h 20 min
+# (1.5-2.1 s a step of 8 once the features of the 400 videos are cached: 1,500 + 1,500 + 1,200 + 800 steps), the
+# benchmark about 6 min.
 # Usage: scripts/train_default.sh [PYTHON]   (default: python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +28,17 @@ D=runs/default/data
 mkdir -p "$D"
 # 1. Data: 400 training videos of 2-5 minutes at 1 fps, 64 px (the model sees 48 px); held-out test videos.
 $R make-qa-data --split train --count 400 --out "$D/train" --minutes 2 5 --size 64 --describe \
-    --ground-turns 16 --ground-conversations 2 --no-progress
-cp "$D/train/train.json" "$D/train/train.dense.json"  # step 3's rows
-$PY - "$D/train" <<'EOF'  # and their object turns alone, for the curriculum's first stages
+    --ground-turns 16 --ground-conversations 2 --object-turns --no-progress
+$PY - "$D/train" <<'EOF'  # step 3's rows: without the object questions, their object turns alone, all
 import json, os, sys
 from recot.data.synthetic_qa import turns_of_type
-rows = turns_of_type(json.load(open(f"{sys.argv[1]}/train.dense.json")), "identify")
-with open(f"{sys.argv[1]}/.train.identify.json.tmp", "w") as out:
-    json.dump(rows, out)
-os.replace(f"{sys.argv[1]}/.train.identify.json.tmp", f"{sys.argv[1]}/train.identify.json")
+folder = sys.argv[1]
+rows = json.load(open(f"{folder}/train.json"))
+dense = [row for row in rows if not row["id"].endswith("-objects")]
+for name, kept in (("dense", dense), ("identify", turns_of_type(dense, "identify")), ("objects", rows)):
+    with open(f"{folder}/.train.{name}.json.tmp", "w") as out:
+        json.dump(kept, out)
+    os.replace(f"{folder}/.train.{name}.json.tmp", f"{folder}/train.{name}.json")
 EOF
 for n in 256 1024 3600 8192; do
   m=$($PY -c "print($n / 60)")
@@ -53,7 +57,8 @@ $R train --config configs/default/curriculum1_identify.yaml --steps 800 --no-pro
 $R train --config configs/default/curriculum1_identify.yaml --resume --no-progress  # the schedule stretched to 1,500
 $R train --config configs/default/curriculum2_identify.yaml --stop-after 1500 --no-progress
 $R train --config configs/default/curriculum3_dense.yaml --no-progress
+$R train --config configs/default/curriculum4_objects.yaml --no-progress
 # 4. Export.
-$PY scripts/export_default.py runs/default/curriculum3/model runs/default/export
+$PY scripts/export_default.py runs/default/curriculum4/model runs/default/export
 # 5. Measure it (benchmarks/results/default_model.{json,md}): held-out accuracy by type x length, demo speed, memory.
-$PY benchmarks/default_model.py --model runs/default/curriculum3/model --data "$D" --videos 256=20 1024=10 3600=5 8192=5
+$PY benchmarks/default_model.py --model runs/default/curriculum4/model --data "$D" --videos 256=20 1024=10 3600=5 8192=5

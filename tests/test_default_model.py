@@ -83,13 +83,15 @@ def test_recipe_configs_load():
     assert (dense.data.time_shift, dense.data.time_shift_share) == (8192, 0.5)  # clocks of videos up to 8,192 s
     # The curriculum: identification turns from scratch, then on at a lower rate, then the dense rows with them.
     stages = [load_train_config(ROOT / "configs" / "default" / f"curriculum{name}.yaml")
-              for name in ("1_identify", "2_identify", "3_dense")]  # fmt: skip
+              for name in ("1_identify", "2_identify", "3_dense", "4_objects")]  # fmt: skip
     assert stages[0].model.preset == "lite48" and stages[0].model.compressor == dense.model.compressor
-    assert [cfg.output_dir for cfg in stages] == [f"runs/default/curriculum{i}" for i in (1, 2, 3)]
-    assert [cfg.model.path.rsplit("runs/", 1)[-1] for cfg in stages[1:]] == ["default/curriculum1/model", "default/curriculum2/model"]
+    assert [cfg.output_dir for cfg in stages] == [f"runs/default/curriculum{i}" for i in (1, 2, 3, 4)]
+    assert [cfg.model.path.rsplit("runs/", 1)[-1] for cfg in stages[1:]] == [f"default/curriculum{i}/model" for i in (1, 2, 3)]
     identify = [path for path in stages[0].data.train if path.endswith("data/train/train.identify.json")]
     assert identify and stages[1].data.train == identify and stages[2].data.train == [dense.data.train[0], *identify]
-    assert [cfg.data.time_shift for cfg in stages] == [0, 0, 8192] and stages[2].data.media_root == dense.data.media_root
+    assert stages[3].data.train == [dense.data.train[0].replace("train.dense.json", "train.objects.json"), *identify]
+    assert [cfg.data.time_shift for cfg in stages] == [0, 0, 8192, 8192] and stages[3].data.media_root == dense.data.media_root
+    assert [cfg.max_visual_tokens for cfg in stages] == [None, None, None, 64]  # the last under the model's own budget
     assert all(sorted(cfg.trainable_modules()) == ["language_model", "projector", "selector"] for cfg in stages)
 
 
