@@ -49,10 +49,10 @@ def main() -> None:
     extra["training"] = {
         "recipe": "scripts/train_default.sh (configs/default/pretrain.yaml, curriculum1_identify.yaml, "
         "curriculum2_identify.yaml, curriculum3_dense.yaml, curriculum4_objects.yaml)",
-        "data": "recot make-qa-data --describe --ground-turns 16 --ground-conversations 2: 400 train videos of "
-        "2-5 min at 1 fps, 64 px (seeds 0-399 of the train split), each with its five questions, a timed "
-        "description and two conversations of 16 'what is on screen at mm:ss' turns; their object turns alone "
-        "(synthetic_qa.turns_of_type) are train.identify.json",
+        "data": "recot make-qa-data --describe --ground-turns 16 --ground-conversations 2 --object-turns: 400 train "
+        "videos of 2-5 min at 1 fps, 64 px (seeds 0-399 of the train split), each with its five questions, a timed "
+        "description, two conversations of 16 'what is on screen at mm:ss' turns and one of its ten object "
+        "questions; the grounding turns' object turns alone (synthetic_qa.turns_of_type) are train.identify.json",
         "curriculum": "1-2: the object turns alone (no time shift), 1,500 steps, then 1,500 more at a lower rate; "
         "3: the dense rows plus the object turns, half the samples moved to a random start in the first 8,192 s; "
         "4: those rows plus each video's ten object questions, under the 64-token selector budget",

@@ -30,15 +30,14 @@ mkdir -p "$D"
 $R make-qa-data --split train --count 400 --out "$D/train" --minutes 2 5 --size 64 --describe \
     --ground-turns 16 --ground-conversations 2 --object-turns --no-progress
 $PY - "$D/train" <<'EOF'  # step 3's rows: without the object questions, their object turns alone, all
-import json, os, sys
+import json, sys
+from recot.data.atomic import atomic_write_text
 from recot.data.synthetic_qa import turns_of_type
 folder = sys.argv[1]
 rows = json.load(open(f"{folder}/train.json"))
 dense = [row for row in rows if not row["id"].endswith("-objects")]
 for name, kept in (("dense", dense), ("identify", turns_of_type(dense, "identify")), ("objects", rows)):
-    with open(f"{folder}/.train.{name}.json.tmp", "w") as out:
-        json.dump(kept, out)
-    os.replace(f"{folder}/.train.{name}.json.tmp", f"{folder}/train.{name}.json")
+    atomic_write_text(f"{folder}/train.{name}.json", json.dumps(kept))
 EOF
 for n in 256 1024 3600 8192; do
   m=$($PY -c "print($n / 60)")
