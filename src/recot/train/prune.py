@@ -5,7 +5,7 @@ Signals, per sample (scalars cached in a JSONL score file, so a rerun resumes):
 * **duplicate**: its video looks like an earlier sample's (cosine of the time-resampled
   compressed tokens, spatial layout kept, >= ``duplicate_cos``) *and* moves like it
   (cosine of the tokens minus their time mean >= ``duplicate_motion_cos``) *and* it asks
-  the same question (character-trigram Jaccard >= ``duplicate_question``). The same look
+  the same question (the same numbers, and character-trigram Jaccard >= ``duplicate_question``). The same look
   with another motion is only ``near-duplicate`` (weak evidence, see below).
 * **static**: the video's ReCoT tokens never move away from where they started (the
   largest ``1 - cos`` between any two groups, at any token position) and that span lies
@@ -110,6 +110,17 @@ class Decision:
 def question_of(sample: Sample) -> str:
     """The first question without the media marker, lower-cased and with spaces collapsed."""
     return " ".join(sample.turns[0][0].replace("<image>", " ").lower().split())
+
+
+def same_question(a: str, b: str, threshold: float) -> bool:
+    """Whether two :func:`question_of` strings ask the same thing: the same numbers, in order, and character-trigram
+    Jaccard >= ``threshold``.
+
+    The numbers are compared exactly because in video questions they are what the question is about: "Which scene
+    is shown at 00:41?" and "... at 01:56?" share most trigrams (Jaccard 0.6-0.9 as the clocks differ by more or fewer
+    digits) but ask about two moments, and a time-grounding set asks the same template at many times of one video.
+    """
+    return re.findall(r"\d+", a) == re.findall(r"\d+", b) and trigram_jaccard(a, b) >= threshold
 
 
 def trigram_jaccard(a: str, b: str) -> float:
@@ -293,7 +304,7 @@ def flag_duplicates(
             j = with_video[col]
             if "duplicate" in decisions[j].reasons:
                 continue
-            if trigram_jaccard(questions[i], questions[j]) < options.duplicate_question:
+            if not same_question(questions[i], questions[j], options.duplicate_question):
                 continue
             if move[col] >= options.duplicate_motion_cos:
                 decisions[i].reasons.append("duplicate")
@@ -529,8 +540,8 @@ def render_report(data: Path, out: Path, result: PruneResult) -> str:
         "",
         (
             f"Thresholds: duplicate if the video looks alike (cosine >= {o.duplicate_cos}), moves alike (motion "
-            f"cosine >= {o.duplicate_motion_cos}) and the question is the same (trigram Jaccard >= "
-            f"{o.duplicate_question}); static if the token span < {sel.static_threshold:.3g} (the data set's break, "
+            f"cosine >= {o.duplicate_motion_cos}) and the question is the same (same numbers, trigram "
+            f"Jaccard >= {o.duplicate_question}); static if the token span < {sel.static_threshold:.3g} (the data set's break, "
             f"gap >= {o.static_gap:g}x, under {o.static_ratio:g} x median), low motion if under {o.static_ratio:g} x "
             f"median; text-answerable if the text-only answer probability >= {o.text_prob} (text-likely >= "
             f"{o.text_weak}); every stratum keeps >= {o.stratum_floor:.0%}. Strong flags drop a sample; weak ones "
