@@ -16,6 +16,7 @@ from recot.train.prune import (
     WEAK_REASONS,
     PruneOptions,
     SampleScores,
+    question_of,
     same_question,
     select,
     static_threshold,
@@ -172,6 +173,12 @@ def test_questions_that_differ_in_a_number_are_different_questions():
     embeddings = {i: emb([1.0, 0.0, 0.0]) for i in range(3)}  # one video
     d = select(samples, scores_of([0.5] * 3), embeddings, PruneOptions(stratum_floor=0.0)).decisions
     assert [x.reasons for x in d] == [[], [], ["duplicate"]] and d[2].detail["duplicate_of"] == "d.json:1"
+    # A conversation that opens like another and then asks other things is another lesson; the same turns are not.
+    talk = Sample("d.json", 4, "s3", "v.mp4", "video", None, [(f"<image>\n{a}", "x"), ("what is on screen at 00:10?", "y")], {})
+    again = Sample("d.json", 5, "s4", "v.mp4", "video", None, [(f"<image>\n{a}", "x"), ("what is on screen at 00:10?", "z")], {})
+    assert question_of(talk) == f"{a} | what is on screen at 00:10?"
+    d = select([samples[0], talk, again], scores_of([0.5] * 3), embeddings, PruneOptions(stratum_floor=0.0)).decisions
+    assert [x.reasons for x in d] == [[], [], ["duplicate"]] and d[2].detail["duplicate_of"] == "d.json:4"
 
 
 def write_static_video(path, colour=(90, 120, 30), num_frames=8):

@@ -5,7 +5,7 @@ Signals, per sample (scalars cached in a JSONL score file, so a rerun resumes):
 * **duplicate**: its video looks like an earlier sample's (cosine of the time-resampled
   compressed tokens, spatial layout kept, >= ``duplicate_cos``) *and* moves like it
   (cosine of the tokens minus their time mean >= ``duplicate_motion_cos``) *and* it asks
-  the same question (the same numbers, and character-trigram Jaccard >= ``duplicate_question``). The same look
+  the same questions (every turn's: the same numbers, and character-trigram Jaccard >= ``duplicate_question``). The same look
   with another motion is only ``near-duplicate`` (weak evidence, see below).
 * **static**: the video's ReCoT tokens never move away from where they started (the
   largest ``1 - cos`` between any two groups, at any token position) and that span lies
@@ -108,8 +108,10 @@ class Decision:
 
 
 def question_of(sample: Sample) -> str:
-    """The first question without the media marker, lower-cased and with spaces collapsed."""
-    return " ".join(sample.turns[0][0].replace("<image>", " ").lower().split())
+    """The sample's questions (every user turn, joined by `` | ``) without the media marker, lower-cased and with
+    spaces collapsed. All turns, not the first: two conversations that open alike and go on to ask other things
+    (a curriculum's subset of a conversation's turns, say) are different lessons."""
+    return " | ".join(" ".join(q.replace("<image>", " ").lower().split()) for q, _ in sample.turns)
 
 
 def same_question(a: str, b: str, threshold: float) -> bool:
