@@ -122,6 +122,13 @@ def test_static_threshold_finds_the_break_between_noise_and_motion():
     # Exactly still videos (span 0) still form a group below the first moving one.
     assert 0.0 < static_threshold([0.0, 0.0] + moving, ratio=0.1, gap=5.0) <= 0.1 * float(np.median([0.0] * 2 + moving)) + 1e-12
     assert static_threshold([], 0.1, 5.0) == 0.0 and static_threshold([0.5, 0.5], 0.1, 5.0) == 0.0
+    # Stills at three levels (bit-exact 0, a codec's rounding, camera noise) under the moving clips: all static. The
+    # ratio 0 -> 5e-6 is rounding against rounding; it made the widest gap before the floor and left the noisy
+    # stills on the moving side (as measured on benchmarks/pruning_accuracy.py's stills: 4 of 300 found).
+    noisy = [5e-3, 6e-3, 7e-3]
+    t = static_threshold([0.0, 5e-6, 4e-8, *noisy, 0.9, 1.0, 1.1, 1.2, 1.0, 0.95], ratio=0.1, gap=5.0)
+    assert 7e-3 < t < 0.09
+    assert static_threshold([0.0, *np.geomspace(1e-3, 1.0, 30)], ratio=0.1, gap=5.0) > 0.0  # the 0 alone
 
 
 def test_signals():

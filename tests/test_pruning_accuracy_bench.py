@@ -1,0 +1,71 @@
+"""benchmarks/pruning_accuracy.py's planted redundancy and its accounting (the training and evaluation it drives are
+recot train and benchmarks/default_model.py, tested on their own)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+
+from file_modules import load_file_module
+from recot.data.synthetic_qa import check_answer, make_video_spec, render_frames, split_seeds, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+bench = load_file_module(ROOT / "benchmarks" / "pruning_accuracy.py", "pruning_accuracy_bench")
+
+
+def frames_of(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_a_still_clip_holds_one_quiet_frame_and_its_turns_name_that_scene(tmp_path):
+    spec = make_video_spec(split_seeds("train", 1, 5)[0], 1, 1, size=32)
+    second = bench.quiet_second(spec, np.random.default_rng(0))
+    assert not any(e.visible(np.array([float(second)]))[0] for e in spec.events)
+    bench.still_clip(spec, tmp_path / "still.mp4", second, noise=0.0, seed=0)
+    frames = frames_of(tmp_path / "still.mp4")
+    assert len(frames) == spec.num_frames
+    assert np.abs(frames.astype(int) - frames[0].astype(int)).max() <= 2  # one frame held (codec rounding only)
+    rendered = render_frames(spec, second, second + 1)[0].astype(int)
+    assert np.abs(frames[0].astype(int) - rendered).mean() < 4
+    rows = bench.still_rows(spec, second, "stills/x.mp4")
+    assert [r["id"] for r in rows] == [f"still-{spec.id}-ground0", f"still-{spec.id}-ground1"]
+    scene = spec.scene_at(second)
+    for row in rows:
+        turns = row["conversations"]
+        assert len(turns) == 32 and turns[0]["value"].startswith("<image>\n")
+        assert {t["value"] for t in turns[1::2]} == {scene} and set(row["qa"]["types"]) == {"scene"}
+        assert check_answer({"qa_type": "scene", "answer": scene}, turns[1]["value"])
+    assert bench.kind_of(rows[0]["id"]) == "static"
+
+
+def test_a_copy_is_the_same_video_at_another_quality_and_size(tmp_path):
+    spec = make_video_spec(split_seeds("train", 1, 6)[0], 1, 1, size=64)
+    write_video(spec, tmp_path / "v.mp4")
+    bench.reencode(tmp_path / "v.mp4", tmp_path / "copy.mp4", size=56)
+    original, copy = frames_of(tmp_path / "v.mp4"), frames_of(tmp_path / "copy.mp4")
+    assert copy.shape == (len(original), 56, 56, 3)
+    bench.reencode(tmp_path / "v.mp4", tmp_path / "same.mp4", size=None)
+    same = frames_of(tmp_path / "same.mp4")
+    assert same.shape == original.shape and 0 < np.abs(same.astype(int) - original.astype(int)).mean() < 8
+
+
+def test_detection_counts_a_duplicate_pair_once(tmp_path):
+    kept = {"a": True, "a-copy": False,  # the copy dropped: redundancy removed, nothing lost
+            "b": False, "b-copy": True,  # the original dropped, its copy kept: also removed, nothing lost
+            "c": False, "c-copy": False,  # both dropped: removed, and a useful row lost
+            "d": True, "d-copy": True,  # both kept: not removed
+            "e": False, "f": True,  # useful rows without a copy
+            "still-x-ground0": False, "still-x-ground1": True}  # fmt: skip
+    path = tmp_path / "decisions.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "kept": v}) + "\n" for k, v in kept.items()))
+    assert bench.detection(path) == {"useful": [2, 6], "duplicate": [3, 4], "static": [1, 2]}
+
+
+def test_pooled_accuracy_leaves_the_rescoring_out():
+    table = {"test": {"scene": {"256": [3, 4], "1024": [1, 2]}, "scene:elsewhere": {"256": [1, 2]},
+                      "when": {"256": [0, 4]}}, "ood": {"scene": {"256": [0, 9]}}}  # fmt: skip
+    assert bench.pooled(table) == (4, 10)
