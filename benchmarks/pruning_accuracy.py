@@ -405,13 +405,13 @@ def main() -> None:
             seconds = _run([py, "-m", "recot.cli", "train", "--config", str(config), "--no-progress", *resume], out / f"{arm}.log")
             a.update(train_s=a.get("train_s", 0.0) + seconds, resumed=bool(resume) or a.get("resumed", False))
             save()
-        if a.get("eval") != caps:
+        if a.get("eval") != {str(k): v for k, v in caps.items()}:  # as the state file reads back
             accuracy = run_accuracy(str(out / arm / "model"), eval_data, sorted(caps), caps)
-            a.update(table=accuracy["table"], pooled=list(pooled(accuracy["table"])), eval=caps)
+            a.update(table=accuracy["table"], pooled=list(pooled(accuracy["table"])), eval={str(k): v for k, v in caps.items()})
             save()
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-        "settings": {"start": str(args.start), "videos": args.videos, "copies": args.copies, "stills": args.stills,
+        "settings": {"start": os.path.relpath(args.start.absolute(), ROOT), "videos": args.videos, "copies": args.copies, "stills": args.stills,
                      "epochs": args.epochs, "test_videos": caps, "seed": args.seed},
         "counts": state["counts"], "prune_s": state["prune_s"], "prune_line": state["prune_line"],
         "detection": detection(out / "pruned.decisions.jsonl"), "arms": arms,
