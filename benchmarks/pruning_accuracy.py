@@ -42,6 +42,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -375,12 +376,19 @@ def main() -> None:
 
         atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
 
+    made_with = {"data": str(args.data.absolute()), "start": str(args.start.absolute()), "videos": args.videos,
+                 "copies": args.copies, "stills": args.stills, "epochs": args.epochs, "seed": args.seed}  # fmt: skip
+    if state.setdefault("made_with", made_with) != made_with:
+        sys.exit(f"{out} holds a run with other settings ({state['made_with']}); give another --out")
     if "counts" not in state:
         state["counts"] = build_data(args.data, out, args.videos, args.copies, args.stills, args.seed)
         save()
     print(f"full.jsonl: {state['counts']}")
     py = sys.executable
     if "prune_s" not in state:
+        # Timed from nothing: no score file and no encodings from an earlier, interrupted attempt.
+        (out / "pruned.scores.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(out / "cache", ignore_errors=True)
         state["prune_s"] = _run([py, "-m", "recot.cli", "prune-data", str(out / "full.jsonl"), "--out", str(out / "pruned.jsonl"),
                                  "--report", str(out / "pruning_report.md"), "--model", str(args.start), "--media-root",
                                  str(out / "media"), "--cache-dir", str(out / "cache"), "--no-progress"], out / "prune.log")  # fmt: skip
@@ -402,8 +410,12 @@ def main() -> None:
         a.update(rows=rows[plan[arm][0]], steps=plan[arm][1])
         if not (out / arm / "model").is_dir():
             resume = ["--resume"] if (out / arm).is_dir() else []
+            if not resume:  # a run from step 0: neither an earlier time nor an earlier model's scores apply
+                for key in ("train_s", "resumed", "eval", "table", "pooled"):
+                    a.pop(key, None)
             seconds = _run([py, "-m", "recot.cli", "train", "--config", str(config), "--no-progress", *resume], out / f"{arm}.log")
             a.update(train_s=a.get("train_s", 0.0) + seconds, resumed=bool(resume) or a.get("resumed", False))
+            a.pop("eval", None)  # a new model: ask it again
             save()
         if a.get("eval") != {str(k): v for k, v in caps.items()}:  # as the state file reads back
             accuracy = run_accuracy(str(out / arm / "model"), eval_data, sorted(caps), caps)
