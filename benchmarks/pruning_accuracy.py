@@ -116,22 +116,12 @@ def still_rows(spec, second: int, video: str) -> list[dict]:
     """Two 16-turn scene conversations about a still clip of ``spec``'s frame ``second`` (one scene throughout)."""
     from dataclasses import replace
 
-    from recot.data.synthetic_qa import SceneSegment, make_grounding
+    from recot.data.synthetic_qa import SceneSegment, conversation_row, make_grounding
 
     segment = next(s for s in spec.segments if s.start <= second < s.end)
     still = replace(spec, id=f"still-{spec.id}", segments=[SceneSegment(segment.scene, 0.0, spec.duration, 0.0, 0.0)],
                     events=[])  # fmt: skip
-    rows = []
-    for index in (0, 1):
-        turns = make_grounding(still, 16, index)
-        conversation = []
-        for k, q in enumerate(turns):
-            conversation += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q.question},
-                             {"from": "gpt", "value": q.answer}]  # fmt: skip
-        rows.append({"id": f"{still.id}-ground{index}", "video": video, "conversations": conversation,
-                     "duration": spec.duration, "qa": {"qa_type": "ground", "types": [q.qa_type for q in turns],
-                     "answers": [q.answer for q in turns], "split": "train", "seed": spec.seed}})  # fmt: skip
-    return rows
+    return [conversation_row(still, video, f"ground{i}", "ground", make_grounding(still, 16, i)) for i in (0, 1)]
 
 
 def quiet_second(spec, rng) -> int:
@@ -273,7 +263,7 @@ def detection(decisions: Path) -> dict:
     for row_id, is_kept in kept.items():
         kind = kind_of(row_id)
         if kind == "duplicate":
-            gone = (not is_kept) + (not kept[row_id.removesuffix("-copy")])
+            gone = (not is_kept) + (not kept.get(row_id.removesuffix("-copy"), False))  # a bad row has no decision
             out["duplicate"][0] += gone >= 1
         elif kind == "useful" and f"{row_id}-copy" in kept:
             gone = (not is_kept) + (not kept[f"{row_id}-copy"])

@@ -11,7 +11,7 @@
 #      curriculum2_identify.yaml at a lower rate), then step 1's other rows (train.dense.json) plus those turns, half moved
 #      to a random start in the first 8,192 s (curriculum3_dense.yaml), then those rows plus each video's ten
 #      object questions under the 64-token selector budget (curriculum4_objects.yaml). No align stage and no
-#      pruning: see the README ("Training a default model") for why,
+#      pruning: see the README ("The default model") for why,
 #   4. export the fp16 weights (scripts/export_default.py) to runs/default/export; copied into
 #      src/recot/weights/default they become the default model,
 #   5. measure it (benchmarks/default_model.py).

@@ -738,17 +738,22 @@ def rows_for(
     conversations = [(f"ground{i}", "ground", make_grounding(spec, ground_turns, i)) for i in range(ground_conversations if ground_turns else 0)]
     if object_turns:
         conversations.append(("objects", "objects", make_object_turns(spec)))
-    for suffix, kind, turns in conversations:
-        rows.append({
-            "id": f"{spec.id}-{suffix}",
-            "video": video_path,
-            "conversations": _conversation(turns),
-            "duration": spec.duration,
-            "qa": {"qa_type": kind, "types": [q.qa_type for q in turns], "answers": [q.answer for q in turns],
-                   "options": [list(q.options) for q in turns], "tolerances": [q.tolerance for q in turns],
-                   "split": spec.split, "seed": spec.seed},
-        })  # fmt: skip
+    rows += [conversation_row(spec, video_path, suffix, kind, turns) for suffix, kind, turns in conversations]
     return rows
+
+
+def conversation_row(spec: VideoSpec, video_path: str, suffix: str, kind: str, turns: list[Question]) -> dict[str, Any]:
+    """One multi-turn LLaVA-Video row about ``spec`` (id ``<spec.id>-<suffix>``), each turn's checker fields listed
+    under ``qa`` (``qa_type`` is ``kind``, e.g. "ground"): the row :func:`rows_for` writes per conversation."""
+    return {
+        "id": f"{spec.id}-{suffix}",
+        "video": video_path,
+        "conversations": _conversation(turns),
+        "duration": spec.duration,
+        "qa": {"qa_type": kind, "types": [q.qa_type for q in turns], "answers": [q.answer for q in turns],
+               "options": [list(q.options) for q in turns], "tolerances": [q.tolerance for q in turns],
+               "split": spec.split, "seed": spec.seed},
+    }  # fmt: skip
 
 
 def _conversation(turns: list[Question]) -> list[dict[str, str]]:
