@@ -83,6 +83,7 @@ def reencode(src: Path, dst: Path, size: int | None, crf: int = 32) -> None:
         stream.width = stream.height = size or source.codec_context.width
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "veryfast", "crf": str(crf), "threads": "1"}
+        stream.codec_context.thread_count = 1  # with frame threads, x264's output changes from run to run
         for frame in inp.decode(source):
             image = frame.to_ndarray(format="rgb24", width=stream.width, height=stream.height)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
@@ -105,6 +106,7 @@ def still_clip(spec, dst: Path, second: int, noise: float, seed: int) -> None:
         stream.width = stream.height = spec.size
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "veryfast", "crf": str(CRF), "threads": "1"}
+        stream.codec_context.thread_count = 1  # with frame threads, x264's output changes from run to run
         for _ in range(spec.num_frames):
             noisy = image + rng.normal(0.0, noise, image.shape) if noise else image
             frame = np.clip(noisy, 0, 255).astype(np.uint8)
