@@ -54,6 +54,7 @@ SRC = ROOT / "src"
 RESULTS = Path(__file__).parent / "results"
 BATCH = 8
 KINDS = ("useful", "duplicate", "static")
+ARMS = ("full", "pruned", "pruned_70")
 
 
 def check_dependencies() -> None:
@@ -348,6 +349,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0, help="passes over each arm's rows")
     parser.add_argument("--test-videos", nargs="+", default=["256=100", "1024=10"], metavar="N=K",
                         help="held-out test videos of N frames to ask (the recipe's sets, made larger where K is)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                        help="arms to train and ask (an arm trained earlier in --out is kept and reported)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     check_dependencies()
@@ -398,6 +401,8 @@ def main() -> None:
     eval_data = eval_sets(args.data, out / "eval", caps)
     arms = state.setdefault("arms", {})
     for arm, config in configs.items():
+        if arm not in args.arms:
+            continue
         a = arms.setdefault(arm, {})
         a.update(rows=rows[plan[arm][0]], steps=plan[arm][1])
         if not (out / arm / "model").is_dir():
