@@ -30,6 +30,8 @@ killed training resumes from its last checkpoint):
 Writes ``benchmarks/results/pruning_accuracy.{json,md}`` (``--results``) atomically.
 
     python benchmarks/pruning_accuracy.py                        # about 1 h 20 min on 2 CPU cores
+    python benchmarks/pruning_accuracy.py --epochs 4 --out runs/pruning_accuracy_4ep --reuse runs/pruning_accuracy \\
+        --results benchmarks/results/pruning_accuracy_4ep      # the same set, 4 epochs; about 2 h 45 min
     python benchmarks/pruning_accuracy.py --videos 6 --copies 3 --stills 3 --epochs 0.2 --out /tmp/pa \\
         --results /tmp/pa/result --test-videos 256=2                   # a smoke run
 """
@@ -292,7 +294,10 @@ def write_report(results: dict, path: Path) -> None:
     lines = ["# Dataset pruning, measured by training", "", f"- machine: {results['machine']}",
              f"- start: `{s['start']}`; recipe step: curriculum stage 3's settings; {s['epochs']:g} epochs per arm",
              "- held-out test split, videos per length in frames: "
-             + ", ".join(f"{k} x {n}" for n, k in s["test_videos"].items()), ""]  # fmt: skip
+             + ", ".join(f"{k} x {n}" for n, k in s["test_videos"].items())]  # fmt: skip
+    if "reused_from" in s:
+        lines.append(f"- data, pruning and features taken from {s['reused_from']}")
+    lines.append("")
     det = results.get("detection")
     if det:
         lines += ["## What the pruner removed", "", "A duplicate counts as removed when either row of its pair is "
@@ -304,14 +309,16 @@ def write_report(results: dict, path: Path) -> None:
         lines += ["", f"Pruning took {results['prune_s']:.0f} s ({results['prune_line']})", ""]
     arms = results.get("arms", {})
     if arms:
-        lines += ["## Training on each set", "", "Arms: `full` and `pruned` for the same epochs; `pruned_70` on the "
-                  "pruned rows for 70% of the full arm's steps.", "",
-                  "| arm | rows | steps | train wall s | accuracy (pooled) |",
-                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        described = {"full": "`full` (every row)", "pruned": "`pruned` (the kept rows) for the same epochs",
+                     "pruned_70": "`pruned_70` (the kept rows for 70% of the full arm's steps)"}  # fmt: skip
+        lines += ["## Training on each set", "", "Arms: " + "; ".join(described[arm] for arm in arms) + ".", "",
+                  "| arm | rows | steps | train wall s | s per step | accuracy (pooled) |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
         for arm, a in arms.items():
             acc = a.get("pooled")
             cell = f"{100 * acc[0] / acc[1]:.1f}% ({acc[0]}/{acc[1]})" if acc else "-"
-            lines.append(f"| {arm} | {a['rows']} | {a['steps']} | {a.get('train_s', 0):.0f} | {cell} |")
+            seconds = a.get("train_s", 0)
+            lines.append(f"| {arm} | {a['rows']} | {a['steps']} | {seconds:.0f} | {seconds / a['steps']:.2f} | {cell} |")
         full = arms.get("full", {})
         lines.append("")
         for arm, a in arms.items():
@@ -336,6 +343,28 @@ def write_report(results: dict, path: Path) -> None:
     atomic_write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
+REUSED = ("media", "eval", "full.jsonl", "pruned.jsonl", "pruned.decisions.jsonl", "pruned.scores.jsonl",
+          "pruning_report.md", "prune.log")
+
+
+def reuse(earlier: Path, out: Path, made_with: dict) -> dict:
+    """A new ``out``'s state from an ``earlier`` one made with the same settings but the epochs: its data, pruning
+    (and its measured time) and features are taken over (copied; the features folder linked), so only the arms run."""
+    before = json.loads((earlier / "state.json").read_text())
+    if {**before["made_with"], "epochs": made_with["epochs"]} != made_with:
+        sys.exit(f"--reuse {earlier} was made with other settings ({before['made_with']})")
+    if not {"counts", "prune_s", "features"} <= before.keys():
+        sys.exit(f"--reuse {earlier} has not finished its data, pruning and features steps")
+    for name in REUSED:
+        source, target = earlier / name, out / name
+        shutil.copytree(source, target, symlinks=True) if source.is_dir() else shutil.copy2(source, target)
+    (out / "features").symlink_to((earlier / "features").resolve())
+    keep = ("counts", "prune_s", "prune_line", "features")
+    return {**{k: before[k] for k in keep}, "made_with": made_with,
+            "prune_line": before["prune_line"].replace(str(earlier.resolve()), str(out.resolve())),
+            "reused_from": f"{earlier} (its data, pruning and features; only the epochs differ)"}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "runs" / "default" / "data", help="scripts/train_default.sh's data")
@@ -351,6 +380,8 @@ def main() -> None:
                         help="held-out test videos of N frames to ask (the recipe's sets, made larger where K is)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                         help="arms to train and ask (an arm trained earlier in --out is kept and reported)")
+    parser.add_argument("--reuse", type=Path, metavar="EARLIER_OUT",
+                        help="take the data, pruning and features of an earlier --out with other --epochs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     check_dependencies()
@@ -373,6 +404,9 @@ def main() -> None:
 
     made_with = {"data": str(args.data.absolute()), "start": str(args.start.absolute()), "videos": args.videos,
                  "copies": args.copies, "stills": args.stills, "epochs": args.epochs, "seed": args.seed}  # fmt: skip
+    if args.reuse is not None and not state:
+        state = reuse(args.reuse, out, made_with)
+        save()
     if state.setdefault("made_with", made_with) != made_with:
         sys.exit(f"{out} holds a run with other settings ({state['made_with']}); give another --out")
     if "counts" not in state:
@@ -423,8 +457,11 @@ def main() -> None:
         "settings": {"start": os.path.relpath(args.start.absolute(), ROOT), "videos": args.videos, "copies": args.copies, "stills": args.stills,
                      "epochs": args.epochs, "test_videos": caps, "seed": args.seed},
         "counts": state["counts"], "prune_s": state["prune_s"], "prune_line": state["prune_line"],
-        "detection": detection(out / "pruned.decisions.jsonl"), "arms": arms,
+        "detection": detection(out / "pruned.decisions.jsonl"),
+        "arms": {arm: a for arm, a in arms.items() if arm in args.arms or "pooled" in a},  # asked, or kept from before
     }  # fmt: skip
+    if "reused_from" in state:
+        results["settings"]["reused_from"] = state["reused_from"]
     write_report(results, args.results)
     print(args.results.with_suffix(".md").read_text())
 

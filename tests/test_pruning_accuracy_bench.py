@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from file_modules import load_file_module
 from recot.data.synthetic_qa import check_answer, make_video_spec, render_frames, split_seeds, write_video
@@ -71,3 +72,28 @@ def test_pooled_accuracy_leaves_the_rescoring_out():
     table = {"test": {"scene": {"256": [3, 4], "1024": [1, 2]}, "scene:elsewhere": {"256": [1, 2]},
                       "when": {"256": [0, 4]}}, "ood": {"scene": {"256": [0, 9]}}}  # fmt: skip
     assert bench.pooled(table) == (4, 10)
+
+
+def test_reuse_takes_an_earlier_runs_data_pruning_and_features_for_other_epochs(tmp_path):
+    earlier, out = tmp_path / "earlier", tmp_path / "out"
+    (earlier / "media" / "videos").mkdir(parents=True)
+    (earlier / "media" / "videos" / "v.mp4").write_bytes(b"video")
+    (earlier / "eval" / "test256").mkdir(parents=True)
+    (earlier / "features").mkdir()
+    for name in bench.REUSED[2:]:
+        (earlier / name).write_text(name)
+    made_with = {"data": "d", "start": "s", "videos": 2, "copies": 1, "stills": 1, "epochs": 2.0, "seed": 0}
+    line = f"kept 1 of 2 samples; kept rows in {earlier.resolve()}/pruned.jsonl"
+    before = {"made_with": made_with, "counts": {"useful": 1}, "prune_s": 9.5, "prune_line": line, "features": 3,
+              "arms": {"full": {"pooled": [1, 2]}}}  # fmt: skip
+    (earlier / "state.json").write_text(json.dumps(before))
+    out.mkdir()
+    state = bench.reuse(earlier, out, {**made_with, "epochs": 4.0})
+    assert state["made_with"]["epochs"] == 4.0 and "arms" not in state  # the arms are trained again
+    assert (state["counts"], state["prune_s"], state["features"]) == ({"useful": 1}, 9.5, 3)
+    assert state["prune_line"] == f"kept 1 of 2 samples; kept rows in {out.resolve()}/pruned.jsonl"
+    assert (out / "media" / "videos" / "v.mp4").read_bytes() == b"video" and (out / "eval" / "test256").is_dir()
+    assert all((out / name).read_text() == name for name in bench.REUSED[2:])
+    assert (out / "features").resolve() == (earlier / "features").resolve()
+    with pytest.raises(SystemExit, match="was made with other settings"):
+        bench.reuse(earlier, tmp_path / "other", {**made_with, "videos": 3})
