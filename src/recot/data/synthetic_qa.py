@@ -683,8 +683,11 @@ def write_video(
         stream = container.add_stream("libx264", rate=rate)
         stream.width = stream.height = spec.size
         stream.pix_fmt = "yuv420p"
-        # One thread: x264's output then depends on the frames alone (frame threads change the bits).
-        stream.options = {"preset": "veryfast", "crf": str(crf), "g": str(_GOP_FRAMES), "threads": "1"}
+        # One thread (frame threads change the bits) and no macroblock tree: with mbtree on, x264's output also
+        # depends on what the heap held before (the same frames gave 3-4 different files in 30 writes of a 64 px
+        # clip with other frames allocated in between; with it off, 1). Then the file depends on the frames alone.
+        stream.options = {"preset": "veryfast", "crf": str(crf), "g": str(_GOP_FRAMES), "threads": "1",
+                          "x264-params": "mbtree=0"}  # fmt: skip
         stream.codec_context.thread_count = 1
         for a in range(0, spec.num_frames, chunk):
             frames = render_frames(spec, a, min(spec.num_frames, a + chunk))
