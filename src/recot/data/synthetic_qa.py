@@ -103,7 +103,7 @@ SPLIT_SEEDS: dict[str, tuple[int, int]] = {
 QA_TYPES = ("when", "attribute", "count", "order", "scene")
 FRAMES_PER_GROUP = 4  # the model's frames per compressed group: the tolerance of a "when" answer
 _GOP_FRAMES = 300
-#: x264 quality: ~1 MB per hour at 128 px; object interiors stay within ~20 levels per channel of their colour.
+#: x264 quality: ~2.5 MB per hour at 128 px; object interiors stay within ~20 levels per channel of their colour.
 CRF = 26
 
 #: Question phrasings per type; ``{obj}`` is e.g. "blue triangle", ``{time}`` e.g. "12:05".
