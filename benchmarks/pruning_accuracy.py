@@ -234,15 +234,18 @@ def fill_features(config: Path) -> int:
 def eval_sets(data: Path, root: Path, caps: dict[int, int]) -> Path:
     """A folder of ``test<N>`` sets with at least K videos each: the recipe's own (linked) where it has enough,
     else made by ``recot make-qa-data`` as ``scripts/train_default.sh`` makes them, only with K videos."""
+
+    def videos(folder: Path) -> int:
+        return len({r["video"] for r in json.loads((folder / "test.json").read_text())})
+
     root.mkdir(parents=True, exist_ok=True)
     for frames, count in caps.items():
         own, here = data / f"test{frames}", root / f"test{frames}"
         if here.exists() or here.is_symlink():
-            have = len({r["video"] for r in json.loads((here / "test.json").read_text())})
-            if have >= count:
+            if videos(here) >= count:
                 continue
             here.unlink() if here.is_symlink() else None
-        if (own / "test.json").is_file() and len({r["video"] for r in json.loads((own / "test.json").read_text())}) >= count:
+        if (own / "test.json").is_file() and videos(own) >= count:
             here.symlink_to(own.resolve(), target_is_directory=True)
             continue
         _run([sys.executable, "-m", "recot.cli", "make-qa-data", "--split", "test", "--count", str(count), "--out", str(here),
@@ -350,17 +353,23 @@ REUSED = ("media", "eval", "full.jsonl", "pruned.jsonl", "pruned.decisions.jsonl
 def reuse(earlier: Path, out: Path, made_with: dict) -> dict:
     """A new ``out``'s state from an ``earlier`` one made with the same settings but the epochs: its data, pruning
     (and its measured time) and features are taken over (copied; the features folder linked), so only the arms run."""
+    if not (earlier / "state.json").is_file():
+        sys.exit(f"--reuse {earlier}: no state.json there (not an --out of this benchmark)")
     before = json.loads((earlier / "state.json").read_text())
     if {**before["made_with"], "epochs": made_with["epochs"]} != made_with:
         sys.exit(f"--reuse {earlier} was made with other settings ({before['made_with']})")
     if not {"counts", "prune_s", "features"} <= before.keys():
         sys.exit(f"--reuse {earlier} has not finished its data, pruning and features steps")
+    if present := [name for name in (*REUSED, "features") if (out / name).exists() or (out / name).is_symlink()]:
+        sys.exit(f"--reuse: {out} already holds {', '.join(present)}; give an empty --out")
     for name in REUSED:
         source, target = earlier / name, out / name
-        shutil.copytree(source, target, symlinks=True) if source.is_dir() else shutil.copy2(source, target)
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            shutil.copy2(source, target)
     (out / "features").symlink_to((earlier / "features").resolve())
-    keep = ("counts", "prune_s", "prune_line", "features")
-    return {**{k: before[k] for k in keep}, "made_with": made_with,
+    return {**{k: before[k] for k in ("counts", "prune_s", "features")}, "made_with": made_with,
             "prune_line": before["prune_line"].replace(str(earlier.resolve()), str(out.resolve())),
             "reused_from": f"{earlier} (its data, pruning and features; only the epochs differ)"}  # fmt: skip
 
@@ -432,6 +441,7 @@ def main() -> None:
         state["features"] = fill_features(configs["full"])
         save()
     caps = {int(k): int(v) for k, v in (item.split("=") for item in args.test_videos)}
+    asked = {str(k): v for k, v in caps.items()}  # as the state file reads back
     eval_data = eval_sets(args.data, out / "eval", caps)
     arms = state.setdefault("arms", {})
     for arm, config in configs.items():
@@ -448,9 +458,9 @@ def main() -> None:
             a.update(train_s=a.get("train_s", 0.0) + seconds, resumed=bool(resume) or a.get("resumed", False))
             a.pop("eval", None)  # a new model: ask it again
             save()
-        if a.get("eval") != {str(k): v for k, v in caps.items()}:  # as the state file reads back
+        if a.get("eval") != asked:
             accuracy = run_accuracy(str(out / arm / "model"), eval_data, sorted(caps), caps)
-            a.update(table=accuracy["table"], pooled=list(pooled(accuracy["table"])), eval={str(k): v for k, v in caps.items()})
+            a.update(table=accuracy["table"], pooled=list(pooled(accuracy["table"])), eval=asked)
             save()
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",

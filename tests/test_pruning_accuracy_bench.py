@@ -98,3 +98,7 @@ def test_reuse_takes_an_earlier_runs_data_pruning_and_features_for_other_epochs(
     assert (out / "features").resolve() == (earlier / "features").resolve()
     with pytest.raises(SystemExit, match="was made with other settings"):
         bench.reuse(earlier, tmp_path / "other", {**made_with, "videos": 3})
+    with pytest.raises(SystemExit, match=r"already holds media, eval, full.jsonl, .*features; give an empty --out"):
+        bench.reuse(earlier, out, {**made_with, "epochs": 4.0})
+    with pytest.raises(SystemExit, match="no state.json there"):
+        bench.reuse(tmp_path / "nothing", tmp_path / "other", made_with)

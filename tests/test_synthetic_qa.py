@@ -198,7 +198,7 @@ print(len(files))
 
 
 def test_a_video_is_the_same_file_whatever_the_process_allocated_before(tmp_path):
-    # With x264's macroblock tree on, the file depended on the heap's earlier contents: this script wrote 2-4
+    # With x264's macroblock tree on, the file depended on the heap's earlier contents: this script wrote 3-4
     # different files in its 30 writes. It runs in a process of its own: under pytest the heap is laid out otherwise
     # and the same loop did not show it.
     env = {**os.environ, "PYTHONPATH": str(Path(qa.__file__).parents[2])}
