@@ -249,3 +249,25 @@ def test_prune_command_is_deterministic_and_resumes_from_the_score_cache(tmp_pat
     assert main([*args, "--budget", "1.5"]) == 2
     assert main([*args, "--strict"]) == 1
     assert f"{data}:6: video" in capsys.readouterr().err
+
+
+def test_the_text_only_score_is_the_whole_answers_probability_token_by_token():
+    """The text pass scores the reference answer as a whole: the product of each answer token's probability given
+    the prompt and the answer so far (its closing <|im_end|> included), here computed one token at a time with the
+    generation prompt. A mean per token would score a multi-token answer far higher (0.3 then near-certain: 0.82)."""
+    import torch
+
+    model, processor = tiny_model_and_processor()
+    model.eval()
+    question, answer = "What colour is the ring?", "orange"
+    probability = prune.text_only_probability(model, processor, sample(0, question, answer))
+    ids = processor.tokenize_prompt(question, with_video=False).tolist()
+    targets = processor.tokenizer(answer, add_special_tokens=False).input_ids + [processor.stop_token_ids[0]]
+    expected = 1.0
+    with torch.no_grad():
+        for target in targets:
+            logits = model.language_model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+            expected *= float(torch.softmax(logits, -1)[target])
+            ids.append(target)
+    assert len(targets) == 7 and 0 < expected < 1
+    assert probability == pytest.approx(expected, rel=1e-4)

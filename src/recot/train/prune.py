@@ -13,8 +13,8 @@ Signals, per sample (scalars cached in a JSONL score file, so a rerun resumes):
   ``static_gap`` x, among spans under ``static_ratio`` x the median): noise does not
   accumulate over a clip, slow motion does. Spans under the cap but above the break
   are only ``low-motion`` (weak evidence).
-* **text-answerable**: a text-only pass of the LLM (no video) already gives the
-  reference answer a geometric-mean token probability >= ``text_prob``;
+* **text-answerable**: a text-only pass of the LLM (no video) already gives the whole
+  reference answer (the product of its tokens' probabilities) a probability >= ``text_prob``;
   >= ``text_weak`` is only ``text-likely`` (weak evidence).
 
 Selection: samples with a strong flag (the three above) are dropped (a stratum of task
@@ -51,7 +51,7 @@ EMBED_DIMS = 64
 #: Groups compared pairwise for the temporal span (longer videos: evenly spaced groups).
 SPAN_GROUPS = 32
 #: Version of the per-sample scores; part of the score-cache key, so a changed signal is recomputed.
-SCORE_VERSION = 2
+SCORE_VERSION = 3
 #: Reasons that drop a sample on their own (strong evidence).
 STRONG_REASONS = ("duplicate", "text-answerable", "static")
 #: Reasons that only make a sample a candidate when the budget asks for more drops (weak evidence).
@@ -236,7 +236,13 @@ def static_threshold(changes: list[float], ratio: float, gap: float) -> float:
 
 
 def text_only_probability(model, processor, sample: Sample) -> float:
-    """Geometric-mean probability the LLM gives the first reference answer from the question alone (no video)."""
+    """Probability the LLM gives the whole first reference answer (its closing end-of-turn token included) from the
+    question alone, with no video: the product of the answer tokens' probabilities.
+
+    The whole answer's probability, not a mean per token, so that the score does not depend on how the tokenizer
+    cuts the answer. A per-token mean flags a guess: with a byte tokenizer, "ocean" guessed one time in three (0.3
+    for its first byte, the other bytes and the end of turn near-certain after it) scores 0.3 ** (1/6) = 0.82.
+    """
     question = sample.turns[0][0].replace("<image>\n", "").replace("<image>", "").strip() or " "
     text = Sample(sample.file, sample.line, sample.id, None, None, sample.system, [(question, sample.turns[0][1])], {})
     tok = tokenize_conversation(text, processor)
@@ -246,7 +252,7 @@ def text_only_probability(model, processor, sample: Sample) -> float:
     targets = tok.labels.to(model.device)[1:]
     picked = targets != -100
     logp = torch.log_softmax(logits[picked], dim=-1).gather(1, targets[picked][:, None])
-    return float(logp.mean().exp())
+    return float(logp.sum().exp())
 
 
 class ScoreCache:
