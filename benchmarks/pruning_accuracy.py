@@ -78,15 +78,12 @@ def reencode(src: Path, dst: Path, size: int | None, crf: int = 32) -> None:
     import av
 
     from recot.data.atomic import atomic_path
+    from recot.data.synthetic_qa import add_h264_stream
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(src)) as inp, atomic_path(dst, suffix=".mp4") as tmp, av.open(str(tmp), "w") as out:
         source = inp.streams.video[0]
-        stream = out.add_stream("libx264", rate=source.average_rate)
-        stream.width = stream.height = size or source.codec_context.width
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": str(crf), "threads": "1"}
-        stream.codec_context.thread_count = 1  # with frame threads, x264's output changes from run to run
+        stream = add_h264_stream(out, source.average_rate, size or source.codec_context.width, crf)
         for frame in inp.decode(source):
             image = frame.to_ndarray(format="rgb24", width=stream.width, height=stream.height)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
@@ -99,17 +96,13 @@ def still_clip(spec, dst: Path, second: int, noise: float, seed: int) -> None:
     import numpy as np
 
     from recot.data.atomic import atomic_path
-    from recot.data.synthetic_qa import CRF, render_frames
+    from recot.data.synthetic_qa import add_h264_stream, render_frames
 
     image = render_frames(spec, second, second + 1)[0].astype(np.float32)
     rng = np.random.default_rng(seed)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst, suffix=".mp4") as tmp, av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=int(spec.fps))
-        stream.width = stream.height = spec.size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": str(CRF), "threads": "1"}
-        stream.codec_context.thread_count = 1  # with frame threads, x264's output changes from run to run
+        stream = add_h264_stream(out, int(spec.fps), spec.size)
         for _ in range(spec.num_frames):
             noisy = image + rng.normal(0.0, noise, image.shape) if noise else image
             frame = np.clip(noisy, 0, 255).astype(np.uint8)

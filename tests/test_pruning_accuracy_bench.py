@@ -29,10 +29,11 @@ def test_a_still_clip_holds_one_quiet_frame_and_its_turns_name_that_scene(tmp_pa
     bench.still_clip(spec, tmp_path / "still.mp4", second, noise=0.0, seed=0)
     frames = frames_of(tmp_path / "still.mp4")
     assert len(frames) == spec.num_frames
-    # One frame held: the frames differ by x264's error only (2-6 levels measured; with its macroblock tree on, as
-    # in this benchmark's encoders, x264's output depends on the heap, see synthetic_qa.write_video), where a
-    # moving scene differs by ~100.
-    assert np.abs(frames.astype(int) - frames[0].astype(int)).max() <= 8
+    # One frame held: the frames differ by x264's error only, where a moving scene differs by ~100. Measured on six
+    # clips of 32 and 64 px: 1.7-3.5 levels on average, at most 10-18 (with x264's macroblock tree on, which the
+    # encoder no longer uses, at most 2-6: it spent bits on the blocks later frames keep referring to).
+    drift = np.abs(frames.astype(int) - frames[0].astype(int))
+    assert drift.mean() <= 4 and drift.max() <= 24
     rendered = render_frames(spec, second, second + 1)[0].astype(int)
     assert np.abs(frames[0].astype(int) - rendered).mean() < 4
     rows = bench.still_rows(spec, second, "stills/x.mp4")

@@ -672,6 +672,25 @@ def _palette(palette: np.ndarray, v: np.ndarray) -> np.ndarray:
     return lut[index]
 
 
+def add_h264_stream(container: Any, rate: Any, size: int, crf: int = CRF, keyframe_interval: int | None = None) -> Any:
+    """A ``size`` x ``size`` yuv420p x264 stream (preset veryfast) added to a PyAV output ``container``, set so that
+    the file depends on the frames alone: the generator's videos and the benchmarks' re-encodes use it.
+
+    One thread (frame threads change the bits) and no macroblock tree: with mbtree on, x264's output also depends
+    on what the heap held before (the same frames gave 3-4 different files in 30 writes of a 64 px clip with other
+    frames allocated in between; with it off, 1). ``keyframe_interval`` None keeps x264's default (250 frames).
+    """
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width = stream.height = size
+    stream.pix_fmt = "yuv420p"
+    options = {"preset": "veryfast", "crf": str(crf), "threads": "1", "x264-params": "mbtree=0"}
+    if keyframe_interval is not None:
+        options["g"] = str(keyframe_interval)
+    stream.options = options
+    stream.codec_context.thread_count = 1
+    return stream
+
+
 def write_video(
     spec: VideoSpec, path: str | Path, chunk: int = 256, on_frames: Callable[[int], None] | None = None, crf: int = CRF
 ) -> Path:
@@ -680,15 +699,7 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = _fps_fraction(spec.fps)
     with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width = stream.height = spec.size
-        stream.pix_fmt = "yuv420p"
-        # One thread (frame threads change the bits) and no macroblock tree: with mbtree on, x264's output also
-        # depends on what the heap held before (the same frames gave 3-4 different files in 30 writes of a 64 px
-        # clip with other frames allocated in between; with it off, 1). Then the file depends on the frames alone.
-        stream.options = {"preset": "veryfast", "crf": str(crf), "g": str(_GOP_FRAMES), "threads": "1",
-                          "x264-params": "mbtree=0"}  # fmt: skip
-        stream.codec_context.thread_count = 1
+        stream = add_h264_stream(container, rate, spec.size, crf, keyframe_interval=_GOP_FRAMES)
         for a in range(0, spec.num_frames, chunk):
             frames = render_frames(spec, a, min(spec.num_frames, a + chunk))
             for image in frames:
