@@ -36,6 +36,19 @@ def _run_summary(run: Path) -> dict:
     return {"steps": int(rows[-1]["step"]), "final_loss": round(float(rows[-1]["loss"]), 4)}
 
 
+def _pruning_summary(decisions: Path) -> dict:
+    """Rows, kept rows and drops by reason of a ``recot prune-data`` decisions file (empty when absent)."""
+    if not decisions.is_file():
+        return {}
+    rows = [json.loads(line) for line in decisions.read_text().splitlines()]
+    dropped: dict[str, int] = {}
+    for row in rows:
+        if not row["kept"]:
+            for reason in row["reasons"]:
+                dropped[reason] = dropped.get(reason, 0) + 1
+    return {"rows": len(rows), "kept": sum(row["kept"] for row in rows), "dropped_by_reason": dropped}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="trained checkpoint directory (recot train's <output_dir>/model)")
@@ -57,6 +70,11 @@ def main() -> None:
         "3: the dense rows plus the object turns, half the samples moved to a random start in the first 8,192 s; "
         "4: those rows plus each video's ten object questions, under the 64-token selector budget",
         "stages": {name: _run_summary(args.runs / name) for name in ("pretrain", "curriculum1", "curriculum2", "curriculum3", "curriculum4")},
+        "pruning": {
+            "what": "recot prune-data of stages 3 and 4's rows (train.objects.json + train.identify.json), judged by "
+            "stage 2's model, default thresholds; stages 3 and 4 train on the kept rows",
+            **_pruning_summary(args.runs / "data" / "train" / "train.stages34.kept.decisions.jsonl"),
+        },
         "frozen": "vision tower (ImageNet EfficientNet-Lite0 trunk), pre-trained ReCoT compressor",
         "dtype": "float16 (trained in float32)",
         "note": args.note,

@@ -10,8 +10,9 @@
 #      grounding conversations alone (train.identify.json; configs/default/curriculum1_identify.yaml, then
 #      curriculum2_identify.yaml at a lower rate), then step 1's other rows (train.dense.json) plus those turns, half moved
 #      to a random start in the first 8,192 s (curriculum3_dense.yaml), then those rows plus each video's ten
-#      object questions under the 64-token selector budget (curriculum4_objects.yaml). No align stage and no
-#      pruning: see the README ("The default model") for why,
+#      object questions under the 64-token selector budget (curriculum4_objects.yaml); stages 3 and 4 train on
+#      their rows as recot prune-data keeps them (judged by stage 2's model). No align stage: see the README
+#      ("The default model") for why,
 #   4. export the fp16 weights (scripts/export_default.py) to runs/default/export; copied into
 #      src/recot/weights/default they become the default model,
 #   5. measure it (benchmarks/default_model.py).
@@ -55,6 +56,27 @@ $R pretrain-compressor --config configs/default/pretrain.yaml --no-progress
 $R train --config configs/default/curriculum1_identify.yaml --steps 800 --no-progress
 $R train --config configs/default/curriculum1_identify.yaml --resume --no-progress  # the schedule stretched to 1,500
 $R train --config configs/default/curriculum2_identify.yaml --stop-after 1500 --no-progress
+# Dataset pruning (docs/pruning.md) of stages 3 and 4's rows, judged by stage 2's model, the first trained one: their
+# rows in one file (train.objects.json holds every dense row), pruned once; each stage's files keep the kept rows.
+$PY - "$D/train" <<'EOF'
+import json, sys
+from recot.data.atomic import atomic_write_text
+folder = sys.argv[1]
+rows = [row for name in ("objects", "identify") for row in json.load(open(f"{folder}/train.{name}.json"))]
+atomic_write_text(f"{folder}/train.stages34.json", json.dumps(rows))
+EOF
+$R prune-data "$D/train/train.stages34.json" --out "$D/train/train.stages34.kept.json" \
+    --report "$D/train/pruning_report.md" --model runs/default/curriculum2/model --cache-dir runs/default/prune_cache \
+    --no-progress
+$PY - "$D/train" <<'EOF'
+import json, sys
+from recot.data.atomic import atomic_write_text
+folder = sys.argv[1]
+kept = {row["id"] for row in json.load(open(f"{folder}/train.stages34.kept.json"))}
+for name in ("dense", "identify", "objects"):
+    rows = json.load(open(f"{folder}/train.{name}.json"))
+    atomic_write_text(f"{folder}/train.{name}.pruned.json", json.dumps([row for row in rows if row["id"] in kept]))
+EOF
 $R train --config configs/default/curriculum3_dense.yaml --no-progress
 $R train --config configs/default/curriculum4_objects.yaml --no-progress
 # 4. Export.

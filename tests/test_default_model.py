@@ -88,8 +88,11 @@ def test_recipe_configs_load():
     assert [cfg.output_dir for cfg in stages] == [f"runs/default/curriculum{i}" for i in (1, 2, 3, 4)]
     assert [cfg.model.path.rsplit("runs/", 1)[-1] for cfg in stages[1:]] == [f"default/curriculum{i}/model" for i in (1, 2, 3)]
     identify = [path for path in stages[0].data.train if path.endswith("data/train/train.identify.json")]
-    assert identify and stages[1].data.train == identify and stages[2].data.train == [dense.data.train[0], *identify]
-    assert stages[3].data.train == [dense.data.train[0].replace("train.dense.json", "train.objects.json"), *identify]
+    assert identify and stages[1].data.train == identify
+    # stages 3 and 4 read their rows as recot prune-data kept them (scripts/train_default.sh writes *.pruned.json)
+    pruned = [path.replace(".json", ".pruned.json") for path in (dense.data.train[0], identify[0])]
+    assert stages[2].data.train == pruned
+    assert stages[3].data.train == [pruned[0].replace("train.dense.", "train.objects."), pruned[1]]
     assert [cfg.data.time_shift for cfg in stages] == [0, 0, 8192, 8192] and stages[3].data.media_root == dense.data.media_root
     assert [cfg.max_visual_tokens for cfg in stages] == [None, None, None, 64]  # the last under the model's own budget
     assert all(sorted(cfg.trainable_modules()) == ["language_model", "projector", "selector"] for cfg in stages)
