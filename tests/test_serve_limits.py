@@ -123,7 +123,10 @@ def test_answers_are_not_stuck_behind_a_long_encode(media, tmp_path) -> None:
         latency = time.monotonic() - started
         assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == PHRASE
         during = client.get(f"/v1/videos/{long}").json()
-        assert during["status"] == "encoding" and 0 < during["progress"] < 1  # answered in the middle of the encode
+        # Answered while the encode runs. Progress moves in a few steps (1/3, 2/3, 1 here) and reads 1 once the last
+        # one is done, until the encode is stored and the video is ready: an answer asked during that last step
+        # comes back with progress 1 and the status still "encoding" (seen once in CI).
+        assert during["status"] == "encoding" and 0 < during["progress"] <= 1
         assert latency < 20  # (unloaded: well under a second; the whole encode: about a minute)
 
         assert client.delete(f"/v1/videos/{long}").status_code == 200  # cancels the encode at its next chunk
