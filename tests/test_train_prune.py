@@ -58,8 +58,8 @@ def test_selection_rules():
     sel = select(samples, scores, embeddings, PruneOptions(stratum_floor=0.0))
     d = sel.decisions
     assert [x.kept for x in d] == [True, False, True, True, False, False, True, True, True, True]
-    assert d[1].reasons == ["duplicate"] and d[1].detail["duplicate_of"] == "d.json:1"
-    assert d[3].reasons == ["near-duplicate"] and d[3].detail["similar_to"] == "d.json:1"
+    assert d[1].reasons == ["duplicate"] and (d[1].detail["duplicate_of"], d[1].detail["duplicate_of_id"]) == ("d.json:1", "s0")
+    assert d[3].reasons == ["near-duplicate"] and (d[3].detail["similar_to"], d[3].detail["similar_to_id"]) == ("d.json:1", "s0")
     assert d[4].reasons == ["static"] and d[5].reasons == ["text-answerable"]
     assert d[6].reasons == ["low-motion"] and d[7].reasons == ["text-likely"]
     assert not any(x.reasons for x in (d[0], d[2], d[8], d[9])) and sel.budget_met and sel.target == 10
@@ -228,6 +228,7 @@ def test_prune_command_is_deterministic_and_resumes_from_the_score_cache(tmp_pat
     decisions = [json.loads(line) for line in (tmp_path / "kept.decisions.jsonl").read_text().splitlines()]
     by_id = {d["id"]: d for d in decisions}
     assert by_id["dup"]["reasons"] == ["duplicate"] and by_id["dup"]["detail"]["duplicate_of"] == f"{data}:1"
+    assert by_id["dup"]["detail"]["duplicate_of_id"] == "a"
     assert by_id["still"]["reasons"] == ["static"] and by_id["still"]["detail"]["temporal_change"] == 0.0
     report = (tmp_path / "report.md").read_text()
     assert "Kept **3 of 5**" in report and "| duplicate | strong | 1 | 1 |" in report and f"{data}:6: video" in report

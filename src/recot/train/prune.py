@@ -326,8 +326,9 @@ def flag_duplicates(
                 continue
             if move[col] >= options.duplicate_motion_cos:
                 decisions[i].reasons.append("duplicate")
-                decisions[i].detail.update(duplicate_of=samples[j].where, video_cos=round(float(look[col]), 4),
-                                           motion_cos=round(float(move[col]), 4))  # fmt: skip
+                # where and id: in a one-line JSON list every row's where is FILE:1
+                decisions[i].detail.update(duplicate_of=samples[j].where, duplicate_of_id=samples[j].id,
+                                           video_cos=round(float(look[col]), 4), motion_cos=round(float(move[col]), 4))  # fmt: skip
                 near = None
                 break
             if near is None:
@@ -335,7 +336,8 @@ def flag_duplicates(
         if near is not None:
             j, a, m = near
             decisions[i].reasons.append("near-duplicate")
-            decisions[i].detail.update(similar_to=samples[j].where, video_cos=round(a, 4), motion_cos=round(m, 4))
+            decisions[i].detail.update(similar_to=samples[j].where, similar_to_id=samples[j].id, video_cos=round(a, 4),
+                                       motion_cos=round(m, 4))  # fmt: skip
 
 
 def select(
