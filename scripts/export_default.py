@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -41,12 +42,8 @@ def _pruning_summary(decisions: Path) -> dict:
     if not decisions.is_file():
         return {}
     rows = [json.loads(line) for line in decisions.read_text().splitlines()]
-    dropped: dict[str, int] = {}
-    for row in rows:
-        if not row["kept"]:
-            for reason in row["reasons"]:
-                dropped[reason] = dropped.get(reason, 0) + 1
-    return {"rows": len(rows), "kept": sum(row["kept"] for row in rows), "dropped_by_reason": dropped}
+    dropped = Counter(reason for row in rows if not row["kept"] for reason in row["reasons"])
+    return {"rows": len(rows), "kept": sum(row["kept"] for row in rows), "dropped_by_reason": dict(dropped)}
 
 
 def main() -> None:

@@ -30,14 +30,15 @@ mkdir -p "$D"
 # 1. Data: 400 training videos of 2-5 minutes at 1 fps, 64 px (the model sees 48 px); held-out test videos.
 $R make-qa-data --split train --count 400 --out "$D/train" --minutes 2 5 --size 64 --describe \
     --ground-turns 16 --ground-conversations 2 --object-turns --no-progress
-$PY - "$D/train" <<'EOF'  # step 3's rows: without the object questions, their object turns alone, all
+$PY - "$D/train" <<'EOF'  # step 3's rows: without the object questions, their object turns alone, all; what is pruned
 import json, sys
 from recot.data.atomic import atomic_write_text
 from recot.data.synthetic_qa import turns_of_type
 folder = sys.argv[1]
 rows = json.load(open(f"{folder}/train.json"))
 dense = [row for row in rows if not row["id"].endswith("-objects")]
-for name, kept in (("dense", dense), ("identify", turns_of_type(dense, "identify")), ("objects", rows)):
+identify = turns_of_type(dense, "identify")
+for name, kept in (("dense", dense), ("identify", identify), ("objects", rows), ("stages34", rows + identify)):
     atomic_write_text(f"{folder}/train.{name}.json", json.dumps(kept))
 EOF
 for n in 256 1024 3600 8192; do
@@ -57,14 +58,8 @@ $R train --config configs/default/curriculum1_identify.yaml --steps 800 --no-pro
 $R train --config configs/default/curriculum1_identify.yaml --resume --no-progress  # the schedule stretched to 1,500
 $R train --config configs/default/curriculum2_identify.yaml --stop-after 1500 --no-progress
 # Dataset pruning (docs/pruning.md) of stages 3 and 4's rows, judged by stage 2's model, the first trained one: their
-# rows in one file (train.objects.json holds every dense row), pruned once; each stage's files keep the kept rows.
-$PY - "$D/train" <<'EOF'
-import json, sys
-from recot.data.atomic import atomic_write_text
-folder = sys.argv[1]
-rows = [row for name in ("objects", "identify") for row in json.load(open(f"{folder}/train.{name}.json"))]
-atomic_write_text(f"{folder}/train.stages34.json", json.dumps(rows))
-EOF
+# rows in one file (train.stages34.json, step 1's: every row and the object turns), pruned once; each stage's files
+# keep the kept rows.
 $R prune-data "$D/train/train.stages34.json" --out "$D/train/train.stages34.kept.json" \
     --report "$D/train/pruning_report.md" --model runs/default/curriculum2/model --cache-dir runs/default/prune_cache \
     --no-progress
