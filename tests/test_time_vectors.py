@@ -236,7 +236,7 @@ def test_training_samples_carry_the_clock_times_and_the_loss_uses_them():
         else:
             assert item.input_times is None
         with torch.no_grad():
-            inputs, labels, lengths = embed_micro_batch(model, [item], [None])
+            inputs, labels, lengths, _ = embed_micro_batch(model, [item], [None])
             embeds = inputs[0, : lengths[0]]
             direct = model.embed_inputs(item.input_ids, labels=item.labels, input_times=item.input_times)
         torch.testing.assert_close(embeds, direct.inputs_embeds[0])

@@ -124,7 +124,7 @@ def test_micro_batch_embedding_equals_embed_inputs_per_sample(keep_ratio, clock_
             dropped.append(len(alone.selection.sequence) < time_texts + len(alone.selection.kept_visual))
     assert any(dropped) == (budget is not None)
     with torch.no_grad():
-        inputs, labels, lengths = embed_micro_batch(model, items, encoded, budget)
+        inputs, labels, lengths, _ = embed_micro_batch(model, items, encoded, budget)
     assert lengths == [len(e) for e, _ in expected] and inputs.shape == (4, max(lengths), model.config.hidden_size)
     for i, (embeds, sample_labels) in enumerate(expected):
         torch.testing.assert_close(inputs[i, : lengths[i]], embeds, rtol=1e-5, atol=1e-5)

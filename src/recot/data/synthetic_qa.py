@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,6 +334,13 @@ class Question:
     answer: str
     options: tuple[str, ...] = ()  # the two names of an "order" question
     tolerance: float = 0.0  # seconds, for "when"
+    # (start, end) seconds of what the answer is read from: the named object's showings (the selector's evidence)
+    evidence: tuple[tuple[float, float], ...] = ()
+
+
+def shown_during(*events: ObjectEvent) -> tuple[tuple[float, float], ...]:
+    """The (start, end) seconds the ``events`` are on screen, in time order: a question's evidence."""
+    return tuple(sorted((e.start, e.start + e.seconds) for e in events))
 
 
 def make_questions(spec: VideoSpec) -> list[Question]:
@@ -349,15 +356,19 @@ def make_questions(spec: VideoSpec) -> list[Question]:
 
     out = [
         Question("when", pick("when").format(obj=needle.name), clock_time(needle.start),
-                 tolerance=FRAMES_PER_GROUP / spec.fps),
+                 tolerance=FRAMES_PER_GROUP / spec.fps, evidence=shown_during(needle)),
     ]  # fmt: skip
     if rng.random() < 0.5:
-        out.append(Question("attribute", pick("attribute_color").format(shape=needle.shape), needle.color))
+        out.append(Question("attribute", pick("attribute_color").format(shape=needle.shape), needle.color,
+                            evidence=shown_during(needle)))  # fmt: skip
     else:
-        out.append(Question("attribute", pick("attribute_shape").format(color=needle.color), needle.shape))
-    out.append(Question("count", pick("count").format(obj=counted[0].name), str(len(counted))))
+        out.append(Question("attribute", pick("attribute_shape").format(color=needle.color), needle.shape,
+                            evidence=shown_during(needle)))  # fmt: skip
+    out.append(Question("count", pick("count").format(obj=counted[0].name), str(len(counted)),
+                        evidence=shown_during(*counted)))  # fmt: skip
     a, b = (first, second) if rng.random() < 0.5 else (second, first)  # the question's order says nothing
-    out.append(Question("order", pick("order").format(a=a.name, b=b.name), first.name, options=(a.name, b.name)))
+    out.append(Question("order", pick("order").format(a=a.name, b=b.name), first.name, options=(a.name, b.name),
+                        evidence=shown_during(first, second)))  # fmt: skip
     # A time well inside a segment: at least two frame groups from its cuts.
     margin = 2 * FRAMES_PER_GROUP / spec.fps
     seg = spec.segments[int(rng.integers(len(spec.segments)))]
@@ -468,18 +479,22 @@ def make_object_turns(spec: VideoSpec, index: int = 0) -> list[Question]:
     attributes = []
     for name in sorted(shown):
         event = shown[name][0]
+        seen = shown_during(*shown[name])
         if rng.random() < 0.5:
-            attributes.append(Question("attribute", pick("attribute_color").format(shape=event.shape), event.color))
+            attributes.append(Question("attribute", pick("attribute_color").format(shape=event.shape), event.color, evidence=seen))
         else:
-            attributes.append(Question("attribute", pick("attribute_shape").format(color=event.color), event.shape))
+            attributes.append(Question("attribute", pick("attribute_shape").format(color=event.color), event.shape, evidence=seen))
     needle = next(e for e in spec.events if e.role == "needle")
     first = next(e for e in spec.events if e.role == "first")
     second = next(e for e in spec.events if e.role == "second")
     a, b = (first, second) if rng.random() < 0.5 else (second, first)
     rest = [
-        Question("when", pick("when").format(obj=needle.name), clock_time(needle.start), tolerance=FRAMES_PER_GROUP / spec.fps),
-        Question("order", pick("order").format(a=a.name, b=b.name), first.name, options=(a.name, b.name)),
-        *(Question("count", pick("count").format(obj=name), str(len(events))) for name, events in sorted(shown.items())),
+        Question("when", pick("when").format(obj=needle.name), clock_time(needle.start), tolerance=FRAMES_PER_GROUP / spec.fps,
+                 evidence=shown_during(needle)),
+        Question("order", pick("order").format(a=a.name, b=b.name), first.name, options=(a.name, b.name),
+                 evidence=shown_during(first, second)),
+        *(Question("count", pick("count").format(obj=name), str(len(events)), evidence=shown_during(*events))
+          for name, events in sorted(shown.items())),
     ]  # fmt: skip
     return [attributes[i] for i in rng.permutation(len(attributes))] + [rest[i] for i in rng.permutation(len(rest))]
 
@@ -737,6 +752,7 @@ def rows_for(
             "video": video_path,
             "conversations": [{"from": "human", "value": f"<image>\n{q.question}"}, {"from": "gpt", "value": q.answer}],
             "duration": spec.duration,
+            **evidence_field(q.evidence),
             "qa": {"qa_type": q.qa_type, "answer": q.answer, "options": list(q.options), "tolerance": q.tolerance,
                    "split": spec.split, "seed": spec.seed},
         })  # fmt: skip
@@ -764,10 +780,19 @@ def conversation_row(spec: VideoSpec, video_path: str, suffix: str, kind: str, t
         "video": video_path,
         "conversations": _conversation(turns),
         "duration": spec.duration,
+        **evidence_field(*(q.evidence for q in turns)),
         "qa": {"qa_type": kind, "types": [q.qa_type for q in turns], "answers": [q.answer for q in turns],
                "options": [list(q.options) for q in turns], "tolerances": [q.tolerance for q in turns],
-               "split": spec.split, "seed": spec.seed},
+               "evidences": [[list(span) for span in q.evidence] for q in turns], "split": spec.split, "seed": spec.seed},
     }  # fmt: skip
+
+
+def evidence_field(*evidences: Iterable[Sequence[float]]) -> dict[str, Any]:
+    """A row's ``evidence`` field: the (start, end) seconds of all its turns' evidence, sorted, each once
+    (``{}`` when there is none). ``recot train`` trains the selector to keep those stretches of the video
+    (``selector_loss_weight``)."""
+    spans = sorted({(float(a), float(b)) for spans in evidences for a, b in spans})
+    return {"evidence": [list(span) for span in spans]} if spans else {}
 
 
 def _conversation(turns: list[Question]) -> list[dict[str, str]]:
@@ -793,9 +818,11 @@ def turns_of_type(rows: Iterable[dict[str, Any]], qa_type: str, suffix: str = "i
             Question(qa_type, row["conversations"][2 * k]["value"].removeprefix("<image>\n"), row["conversations"][2 * k + 1]["value"])
             for k in keep
         ]  # fmt: skip
-        listed = ("types", "answers", "options", "tolerances")
+        listed = ("types", "answers", "options", "tolerances", "evidences")
         qa = {key: [value[k] for k in keep] if key in listed else value for key, value in row["qa"].items()}
-        out.append({**row, "id": f"{row['id']}-{suffix}", "conversations": _conversation(turns), "qa": qa})
+        cut = {key: value for key, value in row.items() if key != "evidence"}
+        cut.update(id=f"{row['id']}-{suffix}", conversations=_conversation(turns), qa=qa)
+        out.append({**cut, **evidence_field(*qa.get("evidences", ()))})
     return out
 
 

@@ -12,6 +12,7 @@ only those of the groups that keep at least one visual token).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -141,6 +142,39 @@ def min_max_scores(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> 
     span = high - low
     flat = span == 0
     return torch.where(flat, torch.zeros_like(raw), (raw - low) / torch.where(flat, torch.ones_like(span), span))
+
+
+def evidence_groups(group_timestamps: torch.Tensor, spans: Sequence[tuple[float, float]]) -> torch.Tensor:
+    """Bool (G,): True for each group whose stretch of the video overlaps one of ``spans`` ((start, end) seconds).
+
+    Group g covers ``[t_g, t_{g+1})`` of ``group_timestamps`` (G,) (the groups' first-frame times, ascending),
+    as a clock in the prompt does (:func:`recot.model.time_vectors.covering_groups`); the last group is as long as
+    the one before it (one group: the whole video).
+    """
+    starts = torch.as_tensor(group_timestamps, dtype=torch.float64).cpu()
+    if len(starts) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    last = starts[-1] + (starts[-1] - starts[-2]) if len(starts) > 1 else torch.tensor(math.inf, dtype=torch.float64)
+    ends = torch.cat([starts[1:], last.reshape(1)])
+    positive = torch.zeros(len(starts), dtype=torch.bool)
+    for start, end in spans:
+        positive |= (starts < end) & (ends > start)
+    return positive
+
+
+def evidence_loss(raw: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """How far the selector's ranking is from keeping the evidence: a scalar, 0 when only evidence scores high.
+
+    ``raw`` (G * P,): the unnormalised scores of a video's G groups of P visual tokens
+    (:meth:`QueryAwareSelector.raw_scores`); ``positive`` (G,) bool: its evidence groups
+    (:func:`evidence_groups`, at least one). Each group scores the log-sum-exp of its tokens' (a soft
+    maximum: a group is kept when any of its tokens is); the loss is the cross-entropy of the softmax over groups
+    against the uniform distribution over the evidence groups, so every evidence group is pushed above the rest
+    (all of a counted object's showings, not just one).
+    """
+    groups = len(positive)
+    log_p = raw.float().view(groups, -1).logsumexp(1).log_softmax(0)
+    return -log_p[positive.to(raw.device)].mean()
 
 
 @dataclass
@@ -291,10 +325,10 @@ class QueryAwareSelector(nn.Module):
             config.hidden_size, config.selector_num_heads, config.official_compat
         )
 
-    def score(self, sequence: torch.Tensor, layout: TimeSequenceLayout, text_embeds: torch.Tensor) -> torch.Tensor:
-        """(V,) relevance of each visual token (at least float32), min-max normalised to [0, 1].
+    def raw_scores(self, sequence: torch.Tensor, layout: TimeSequenceLayout, text_embeds: torch.Tensor) -> torch.Tensor:
+        """(V,) unnormalised relevance of each visual token (at least float32): <W_i, mean_j Q_j>.
 
-        All-equal scores (where the released code divides by zero) become 0.
+        W_i is the token's window attention output, Q_j the prompt tokens through ``text_mlp``.
         The mean over prompt tokens of <W_i, Q_j> is taken as <W_i, mean_j Q_j>,
         and the windows are attended a chunk at a time, so that memory stays
         bounded for hundreds of thousands of visual tokens.
@@ -305,6 +339,14 @@ class QueryAwareSelector(nn.Module):
             self.window_attention(sequence, layout.windows[i : i + self.windows_per_chunk]).to(wide) @ query
             for i in range(0, len(layout.windows), self.windows_per_chunk)
         ])
+        return raw
+
+    def score(self, sequence: torch.Tensor, layout: TimeSequenceLayout, text_embeds: torch.Tensor) -> torch.Tensor:
+        """(V,) relevance of each visual token (at least float32), :meth:`raw_scores` min-max normalised to [0, 1].
+
+        All-equal scores (where the released code divides by zero) become 0.
+        """
+        raw = self.raw_scores(sequence, layout, text_embeds)
         return min_max_scores(raw, raw.min(), raw.max())
 
     def forward(

@@ -107,6 +107,10 @@ class OptimSection(_Section):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     grad_clip: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
+    selector_loss_weight: float = Field(
+        0.0, ge=0, description="weight of the selector's evidence loss (recot.model.selector.evidence_loss) on rows "
+        "with an `evidence` field: the selector learns to keep the stretches of video the answers are read from"
+    )
 
     @field_validator("lr")
     @classmethod

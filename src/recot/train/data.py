@@ -79,6 +79,17 @@ class ConversationRow(BaseModel):
     video: str | None = None
     image: str | list[str] | None = None
     conversations: list[Turn]
+    # (start, end) seconds of the video that the answers are read from: the selector learns to keep them
+    # (``optim.selector_loss_weight``)
+    evidence: list[tuple[float, float]] | None = None
+
+    @field_validator("evidence")
+    @classmethod
+    def _spans(cls, evidence: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        for start, end in evidence or []:
+            if not 0 <= start < end:
+                raise ValueError(f"evidence span [{start}, {end}] must have 0 <= start < end (seconds)")
+        return evidence
 
     @field_validator("image")
     @classmethod
@@ -111,6 +122,8 @@ class ConversationRow(BaseModel):
             raise ValueError(f"{markers} {IMAGE_TOKEN} markers; at most one (where the video or image goes)")
         if markers and self.video is None and self.image is None:
             raise ValueError(f"a {IMAGE_TOKEN} marker but no video or image")
+        if self.evidence and self.video is None:
+            raise ValueError("evidence (seconds of a video) but no video")
         for i, t in enumerate(turns):
             if IMAGE_TOKEN in t.value and i % 2:
                 raise ValueError(f"the {IMAGE_TOKEN} marker is in an answer (turn {i + 1}); it belongs in a question")
@@ -129,6 +142,7 @@ class Sample:
     system: str | None
     turns: list[tuple[str, str]]  # (question, answer) pairs; the marker is in the first question when media is set
     extra: dict[str, Any]
+    evidence: tuple[tuple[float, float], ...] = ()  # (start, end) seconds the answers are read from
 
     @property
     def where(self) -> str:
@@ -224,7 +238,8 @@ def parse_row(file: str, line: int, raw: Any, media_root: Path | None) -> Sample
             raise DataError(f"the {IMAGE_TOKEN} marker must be in the first question")
     extra = {k: v for k, v in (row.model_extra or {}).items()}
     sample_id = str(row.id) if row.id is not None else f"{Path(file).name}:{line}"
-    return Sample(file, line, sample_id, media, kind, system, pairs, extra)
+    evidence = tuple((float(a), float(b)) for a, b in row.evidence or ())
+    return Sample(file, line, sample_id, media, kind, system, pairs, extra, evidence)
 
 
 def check_media(sample: Sample, fps: float, max_frames: int | None) -> None:
@@ -299,7 +314,8 @@ def shift_timeline(sample: Sample, seconds: int) -> Sample:
         return sample
     turns = [(shift_clocks(question, seconds), shift_clocks(answer, seconds)) for question, answer in sample.turns]
     system = None if sample.system is None else shift_clocks(sample.system, seconds)
-    return replace(sample, turns=turns, system=system)
+    evidence = tuple((start + seconds, end + seconds) for start, end in sample.evidence)
+    return replace(sample, turns=turns, system=system, evidence=evidence)
 
 
 def chat_segments(sample: Sample, system_prompt: str) -> list[tuple[str, bool]]:

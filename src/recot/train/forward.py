@@ -25,6 +25,7 @@ whole global batch, which makes N processes equal one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,7 +38,15 @@ from recot.model.encoder import EncodedVideo
 from recot.model.frames import normalize_frames
 from recot.model.groups import GroupPlan
 from recot.model.numerics import upcast
-from recot.model.selector import TimeSequenceLayout, groups_seen, min_max_scores, num_kept, visual_rotary
+from recot.model.selector import (
+    TimeSequenceLayout,
+    evidence_groups,
+    evidence_loss,
+    groups_seen,
+    min_max_scores,
+    num_kept,
+    visual_rotary,
+)
 from recot.model.time_vectors import add_time_vectors, covering_groups, window_times
 from recot.model.videoxl_pro import VideoXLPro, as_1d, layout_from_ids
 from recot.model.vision import resize_to_grid
@@ -61,6 +70,7 @@ class ModelInput:
     keep_ratio: float
     grouped: torch.Tensor | None = None
     input_times: torch.Tensor | None = None  # (L,) the prompt's clock times, for time_vector models
+    evidence: tuple[tuple[float, float], ...] = ()  # (start, end) seconds the answers are read from, on ``timestamps``
 
 
 def _requires_grad(module: nn.Module) -> bool:
@@ -156,8 +166,22 @@ def encode_grouped(
     return list(tokens.split([len(g) for g in grouped]))
 
 
+@dataclass
+class ForwardOutput:
+    """What :class:`TrainingForward` returns for a micro-batch: sums, so that the trainer normalises over the
+    whole global batch."""
+
+    loss_sum: torch.Tensor  # summed cross-entropy of the answer tokens
+    answer_tokens: torch.Tensor
+    llm_tokens: int  # LLM input positions
+    similarity_sum: float  # :func:`visual_similarity` summed over the samples with a video
+    videos: int
+    selector_loss_sum: torch.Tensor | None = None  # :func:`evidence_loss` summed over the samples with evidence
+    evidence_samples: int = 0
+
+
 class TrainingForward(nn.Module):
-    """``forward(samples)`` -> (summed answer-token loss, answer tokens, LLM input tokens) for a micro-batch.
+    """``forward(samples)`` -> :class:`ForwardOutput` for a micro-batch.
 
     ``module`` is the model or its peft wrapper (kept as a submodule so that
     DDP/FSDP/DeepSpeed wrap every parameter); ``model`` is the :class:`VideoXLPro` inside it.
@@ -170,6 +194,7 @@ class TrainingForward(nn.Module):
         encoder_checkpointing: bool,
         max_visual_tokens: int | None,
         encode_chunk_groups: int | None = None,
+        selector_loss: bool = False,
     ) -> None:
         super().__init__()
         self.module = module
@@ -177,6 +202,7 @@ class TrainingForward(nn.Module):
         self.encoder_checkpointing = encoder_checkpointing
         self.max_visual_tokens = max_visual_tokens
         self.encode_chunk_groups = encode_chunk_groups
+        self.selector_loss = selector_loss  # also compute evidence_loss for the samples with evidence
 
     @property
     def model(self) -> VideoXLPro:
@@ -198,12 +224,22 @@ class TrainingForward(nn.Module):
                 encoded[i] = encode_frames(model, s.frames, s.timestamps, self.encoder_checkpointing)
         return encoded
 
-    def forward(self, samples: list[ModelInput]) -> tuple[torch.Tensor, torch.Tensor, int, float, int]:
-        """(summed loss, answer tokens, LLM input tokens, summed visual similarity, samples with a video)."""
+    def forward(self, samples: list[ModelInput]) -> ForwardOutput:
         encoded = self.encode(samples)
         videos = [e.tokens for e in encoded if e is not None]
         similarity = float(visual_similarities(videos).sum()) if videos else 0.0
-        inputs, labels, lengths = embed_micro_batch(self.model, samples, encoded, self.max_visual_tokens)
+        inputs, labels, lengths, raw_scores = embed_micro_batch(self.model, samples, encoded, self.max_visual_tokens)
+        selector_loss, evidence_samples = None, 0
+        if self.selector_loss:
+            losses = []
+            for sample, video, raw in zip(samples, encoded, raw_scores, strict=True):
+                if video is None or not sample.evidence:
+                    continue
+                positive = evidence_groups(video.timestamps, sample.evidence)
+                if positive.any():  # evidence outside the sampled frames teaches nothing
+                    losses.append(evidence_loss(raw, positive))
+            if losses:
+                selector_loss, evidence_samples = torch.stack(losses).sum(), len(losses)
         attention = None
         if min(lengths) < max(lengths):  # from the lengths: no mask has to be read back from the device
             attention = (torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]).long().to(inputs.device)
@@ -214,7 +250,7 @@ class TrainingForward(nn.Module):
         picked = targets != IGNORE_INDEX
         logits = lm.lm_head(hidden[:, :-1][picked]).float()
         loss_sum = F.cross_entropy(logits, targets[picked], reduction="sum")
-        return loss_sum, picked.sum(), sum(lengths), similarity, len(videos)
+        return ForwardOutput(loss_sum, picked.sum(), sum(lengths), similarity, len(videos), selector_loss, evidence_samples)
 
 
 @torch.no_grad()
@@ -242,14 +278,24 @@ def visual_similarities(videos: list[torch.Tensor]) -> torch.Tensor:
     return cosines.new_zeros(len(videos)).index_add_(0, video, cosines) / counts
 
 
+class MicroBatchEmbeds(NamedTuple):
+    """:func:`embed_micro_batch`'s result."""
+
+    inputs: torch.Tensor  # (B, L, D) right-padded with zeros
+    labels: torch.Tensor  # (B, L) padded with -100
+    lengths: list[int]  # each sample's length
+    raw_scores: list[torch.Tensor | None]  # per sample, the selector's raw scores (V_i,) of its video (None: none)
+
+
 def embed_micro_batch(
     model: VideoXLPro,
     samples: list[ModelInput],
     encoded: list[EncodedVideo | None],
     max_visual_tokens: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+) -> MicroBatchEmbeds:
     """:meth:`VideoXLPro.embed_inputs` for a whole micro-batch at once: inputs_embeds (B, L, D) right-padded with
-    zeros, labels (B, L) padded with -100, and each sample's length.
+    zeros, labels (B, L) padded with -100, each sample's length, and the selector's raw scores of each video
+    (:meth:`~recot.model.selector.QueryAwareSelector.raw_scores`, with a graph: what ``evidence_loss`` trains).
 
     The same computation as calling ``embed_inputs`` per sample (tested to 1e-5), rearranged so that the operator
     calls do not grow with the number of samples: one embedding lookup for every prompt and time-sequence id,
@@ -398,4 +444,8 @@ def embed_micro_batch(
     lengths = [len(i) for i in index]
     gather = pad_sequence(index, batch_first=True, padding_value=padding)
     inputs = table[gather.to(device)]
-    return inputs, pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX).to(device), lengths
+    per_video = list(raw.split(video_counts)) if video_counts else []
+    raw_scores = [None if video is None else per_video[video] for _, _, _, video in per_sample]
+    return MicroBatchEmbeds(
+        inputs, pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX).to(device), lengths, raw_scores
+    )

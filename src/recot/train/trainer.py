@@ -58,7 +58,7 @@ from recot.training_utils import MetricsLog, warmup_cosine
 
 METRIC_FIELDS = [
     "step", "loss", "answer_tokens", "llm_tokens", "keep_ratio", "grad_norm", "lr",
-    "samples_per_s", "tokens_per_s", "seconds", "visual_similarity",
+    "samples_per_s", "tokens_per_s", "seconds", "visual_similarity", "selector_loss",
 ]  # fmt: skip
 MODEL_DIR = "model"
 CHECKPOINTS = "checkpoints"
@@ -116,11 +116,14 @@ def model_input(
     then come from :func:`shifted_tokens` with the same shift).
     """
     times = processor.clock_times(tokens.input_ids) if processor.config.uses_clock_times else None
+    evidence = tuple((start + time_shift, end + time_shift) for start, end in sample.evidence)
     if features is not None and sample.media is not None:
         grouped, group_times = features.get(sample)
         group_times = group_times + time_shift
         time_ids = processor.time_sequence_ids(group_times)
-        return ModelInput(tokens.input_ids, tokens.labels, None, group_times, time_ids, keep_ratio, grouped, times)
+        return ModelInput(
+            tokens.input_ids, tokens.labels, None, group_times, time_ids, keep_ratio, grouped, times, evidence
+        )
     loaded = load_frames(sample, processor.config.image_size, cfg.data.fps, cfg.data.max_frames)
     if loaded is None:
         return ModelInput(tokens.input_ids, tokens.labels, None, None, None, keep_ratio, input_times=times)
@@ -128,7 +131,8 @@ def model_input(
     timestamps = torch.as_tensor(stamps, dtype=torch.float64) + time_shift
     time_ids = processor.time_sequence_ids(processor.group_timestamps(timestamps))
     return ModelInput(
-        tokens.input_ids, tokens.labels, torch.from_numpy(frames), timestamps, time_ids, keep_ratio, input_times=times
+        tokens.input_ids, tokens.labels, torch.from_numpy(frames), timestamps, time_ids, keep_ratio, input_times=times,
+        evidence=evidence,
     )
 
 
@@ -319,8 +323,10 @@ def train(
     optimizer = torch.optim.AdamW(groups, betas=cfg.optim.betas)
     o = cfg.optim
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, o.steps, o.min_lr_ratio))
+    selector_weight = o.selector_loss_weight
     wrapper = TrainingForward(
-        staged.module, staged.model, cfg.gradient_checkpointing, cfg.max_visual_tokens, cfg.encode_chunk_groups
+        staged.module, staged.model, cfg.gradient_checkpointing, cfg.max_visual_tokens, cfg.encode_chunk_groups,
+        selector_loss=selector_weight > 0,
     )
     wrapper.train()
     if accelerator.state.deepspeed_plugin is not None:  # no data loader is prepared, so DeepSpeed is told directly
@@ -376,9 +382,12 @@ def train(
         }  # fmt: skip
         tokens = {pos: shifted_tokens(data.samples[i], data.tokens[i], shifts[pos], processor) for i, pos in batch}
         answer_tokens = sum(tokens[pos].num_label_tokens for _, pos in batch)
+        # the selector's loss is a mean over the global batch's samples with evidence (those without a group of
+        # it among their frames, rare, count too)
+        evidence_samples = sum(1 for i, _ in batch if data.samples[i].evidence and data.samples[i].kind == "video")
         mine = batch[rank * per_rank : (rank + 1) * per_rank]
-        # loss sum, LLM tokens, keep ratios, visual similarity sum, samples with a video
-        totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
+        # loss sum, LLM tokens, keep ratios, visual similarity sum, samples with a video, selector loss sum
+        totals = torch.zeros(6, dtype=torch.float64, device=accelerator.device)
         grad_norm = torch.zeros(())
         for m in range(accumulation):
             inputs = [
@@ -389,23 +398,28 @@ def train(
                 for i, pos in mine[m * o.micro_batch_size : (m + 1) * o.micro_batch_size]
             ]
             with accelerator.accumulate(wrapper):
-                loss_sum, _, llm_tokens, similarity, videos = wrapper(inputs)
-                if not loss_sum.requires_grad:
+                result = wrapper(inputs)
+                # accelerate divides by the accumulation steps; DDP averages over processes.
+                loss = result.loss_sum * (accumulation * world / answer_tokens)
+                if result.selector_loss_sum is not None:
+                    loss = loss + result.selector_loss_sum * (selector_weight * accumulation * world / evidence_samples)
+                if not loss.requires_grad:
                     # Nothing trained was used (e.g. text-only rows in the align stage): a zero gradient,
                     # so that every process still takes part in the gradient reduction.
-                    loss_sum = loss_sum + sum(p.sum() for p in params) * 0.0
-                # accelerate divides by the accumulation steps; DDP averages over processes.
-                accelerator.backward(loss_sum * (accumulation * world / answer_tokens))
+                    loss = loss + sum(p.sum() for p in params) * 0.0
+                accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     norm = accelerator.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
                     grad_norm = torch.tensor(float("nan")) if norm is None else norm  # DeepSpeed clips by itself
                 optimizer.step()
                 optimizer.zero_grad()
-            totals[0] += loss_sum.detach().double()
-            totals[1] += llm_tokens
+            totals[0] += result.loss_sum.detach().double()
+            totals[1] += result.llm_tokens
             totals[2] += sum(x.keep_ratio for x in inputs)
-            totals[3] += similarity
-            totals[4] += videos
+            totals[3] += result.similarity_sum
+            totals[4] += result.videos
+            if result.selector_loss_sum is not None:
+                totals[5] += result.selector_loss_sum.detach().double()
         if not accelerator.sync_gradients:
             raise RuntimeError("gradient accumulation lost step with the micro-batches")
         lr = scheduler.get_last_lr()[0]
@@ -424,6 +438,7 @@ def train(
             "tokens_per_s": float(totals[1]) / seconds,
             "seconds": seconds,
             "visual_similarity": float(totals[3]) / float(totals[4]) if totals[4] else float("nan"),
+            "selector_loss": float(totals[5]) / evidence_samples if selector_weight and evidence_samples else float("nan"),
         }
         rows.append(row)
         if (step + 1) % cfg.log_every == 0 or step + 1 == end:
