@@ -66,15 +66,17 @@ def _sets(data: Path, lengths: list[int]) -> list[tuple[str, int, Path]]:
     return found
 
 
-def _questions(row: dict) -> list[tuple[str, dict, str]]:
-    """(type, checker fields, question) of a row: its one question, or each turn of a ``make-qa-data
+def _questions(row: dict) -> list[tuple[str, dict, str, list]]:
+    """(type, checker fields, question, evidence spans) of a row: its one question, or each turn of a ``make-qa-data
     --ground-turns`` / ``--object-turns`` conversation asked on its own (types ``ground:scene``, ``objects:count``...)."""
     qa = row["qa"]
     asked = [t["value"].replace("<image>\n", "") for t in row["conversations"][0::2]]
     if "types" not in qa:
-        return [(qa["qa_type"], qa, asked[0])]
-    turns = zip(qa["types"], qa["answers"], qa["options"], qa["tolerances"], asked, strict=True)
-    return [(f"{qa['qa_type']}:{t}", {"qa_type": t, "answer": a, "options": o, "tolerance": tol}, q) for t, a, o, tol, q in turns]
+        return [(qa["qa_type"], qa, asked[0], row.get("evidence", []))]
+    evidences = qa.get("evidences", [[]] * len(asked))
+    turns = zip(qa["types"], qa["answers"], qa["options"], qa["tolerances"], asked, evidences, strict=True)
+    return [(f"{qa['qa_type']}:{t}", {"qa_type": t, "answer": a, "options": o, "tolerance": tol}, q, e)
+            for t, a, o, tol, q, e in turns]  # fmt: skip
 
 
 def _longest_scenes(manifest: Path) -> dict[str, str]:
@@ -97,15 +99,20 @@ def run_accuracy(
 ) -> dict:
     """Answer every question of the held-out sets; per-question records and the table by (split, type, length).
 
-    ``max_visual_tokens`` caps the visual tokens the LLM sees (the selector's budget; default: the model's own, config.max_visual_tokens)."""
+    ``max_visual_tokens`` caps the visual tokens the LLM sees (the selector's budget; default: the model's own,
+    config.max_visual_tokens). A question with evidence (the object questions) also records ``evidence_kept``: the
+    share of its evidence groups (:func:`recot.model.selector.evidence_groups`) the selector kept a token of."""
     import torch
     from tqdm import tqdm
 
     from recot.data.synthetic_qa import check_answer
     from recot.engine import FrameSampling, GenerationOptions, VideoChat
+    from recot.model.selector import evidence_groups
 
     torch.manual_seed(0)
     chat = VideoChat.from_pretrained(model, cache=False)
+    selections = []
+    chat.model.selector.register_forward_hook(lambda _module, _args, selection: selections.append(selection))
     sampling = FrameSampling(fps=1.0, max_frames=8192)
     options = GenerationOptions(max_new_tokens=16, max_visual_tokens=max_visual_tokens)
     records = []
@@ -119,21 +126,34 @@ def run_accuracy(
         for video in tqdm(videos, desc=f"{split} {frames} frames", unit="video"):
             encoding = chat.encode(rows_file.parent / video, sampling)
             for row in by_video[video]:
-                for qa_type, truth, question in _questions(row):
+                for qa_type, truth, question, evidence in _questions(row):
+                    selections.clear()
                     answer = chat.ask(encoding, question, options)
                     records.append({
                         "split": split, "frames": frames, "id": row["id"], "qa_type": qa_type,
                         "question": question, "truth": truth["answer"], "answer": answer.answer,
                         "correct": check_answer(truth, answer.answer),
                     })  # fmt: skip
+                    positive = evidence_groups(encoding.encoded.timestamps, evidence)
+                    if positive.any() and selections:
+                        groups, per_group = encoding.encoded.tokens.shape[:2]
+                        kept = torch.zeros(groups, dtype=torch.bool)
+                        kept[selections[0].kept_visual.cpu() // per_group] = True
+                        records[-1]["evidence_kept"] = float(kept[positive].float().mean())
                     if qa_type.endswith("scene") and video in longest and truth["answer"] != longest[video]:
                         records.append({**records[-1], "qa_type": "scene:elsewhere"})
     table: dict[str, dict[str, dict[str, list[int]]]] = {}
+    kept: dict[str, dict[str, dict[str, list[float]]]] = {}
     for r in records:
         cell = table.setdefault(r["split"], {}).setdefault(r["qa_type"], {}).setdefault(str(r["frames"]), [0, 0])
         cell[0] += int(r["correct"])
         cell[1] += 1
-    return {"model_id": chat.model_id, "max_visual_tokens": max_visual_tokens, "table": table, "records": records}
+        if "evidence_kept" in r:
+            kept.setdefault(r["split"], {}).setdefault(r["qa_type"], {}).setdefault(str(r["frames"]), []).append(r["evidence_kept"])
+    evidence = {split: {kind: {n: round(sum(v) / len(v), 3) for n, v in cells.items()} for kind, cells in types.items()}
+                for split, types in kept.items()}  # fmt: skip
+    return {"model_id": chat.model_id, "max_visual_tokens": max_visual_tokens, "table": table,
+            "evidence_kept": evidence, "records": records}  # fmt: skip
 
 
 def run_demo(model: str | None) -> dict:
@@ -220,6 +240,15 @@ def write_report(results: dict, out: Path) -> None:
                     cells.append(f"{100 * ok / total:.0f}% ({ok}/{total})" if total else "-")
                 lines.append(f"| {kind} | " + " | ".join(cells) + f" | {CHANCE.get(kind, '')} |")
             lines.append("")
+            kept = acc.get("evidence_kept", {}).get(split)
+            if kept:
+                lines += [f"Evidence kept, {split} split: the share of an object question's frame groups showing its "
+                          "objects that the selector kept a token of (mean over the questions).", "",
+                          "| type | " + " | ".join(f"{n} frames" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]  # fmt: skip
+                for kind in sorted(kept):
+                    lines.append(f"| {kind} | " + " | ".join(
+                        f"{kept[kind][str(n)]:.2f}" if str(n) in kept[kind] else "-" for n in lengths) + " |")  # fmt: skip
+                lines.append("")
     demo = results.get("demo")
     if demo:
         lines += ["## `recot demo` (1-hour video, 3,600 frames)", "", "| run | process wall s | encode s | answer s | peak RSS MB | answer | truth |",

@@ -231,14 +231,19 @@ def test_benchmark_asks_each_turn_of_a_training_conversation_on_its_own():
     spec = make_video_spec(split_seeds("test", 1, 2)[0], 3, 3, size=64)
     rows = rows_for(spec, "v.mp4", ground_turns=6, object_turns=True)
     asked = [q for row in rows for q in bench._questions(row)]
-    assert [(t, f["answer"], q) for t, f, q in asked[:5]] == [(q.qa_type, q.answer, q.question) for q in make_questions(spec)]
+    spans = [[list(span) for span in q.evidence] for q in make_questions(spec)]
+    assert [(t, f["answer"], q, e) for t, f, q, e in asked[:5]] == [
+        (q.qa_type, q.answer, q.question, s) for q, s in zip(make_questions(spec), spans, strict=True)
+    ]
+    assert [len(e) > 0 for *_, e in asked[:5]] == [True, True, True, True, False]  # the scene question has none
     expected = [("ground", t) for t in make_grounding(spec, 6)] + [("objects", t) for t in make_object_turns(spec)]
-    assert [(t, q) for t, _, q in asked[5:]] == [(f"{kind}:{t.qa_type}", t.question) for kind, t in expected]
-    for (_, fields, _), (_, turn) in zip(asked[5:], expected, strict=True):
+    assert [(t, q) for t, _, q, _ in asked[5:]] == [(f"{kind}:{t.qa_type}", t.question) for kind, t in expected]
+    for (_, fields, _, evidence), (_, turn) in zip(asked[5:], expected, strict=True):
+        assert evidence == [list(span) for span in turn.evidence]  # each turn its own
         assert check_answer(fields, turn.answer)
         wrong = "7" if turn.qa_type == "count" else "59:59" if turn.qa_type == "when" else "nothing"
         assert not check_answer(fields, wrong)
-    assert all("<image>" not in q for _, _, q in asked)
+    assert all("<image>" not in q for _, _, q, _ in asked)
 
 
 def test_benchmark_knows_each_videos_longest_scene(tmp_path):
