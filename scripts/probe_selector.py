@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--budget", type=int, default=64, help="visual tokens kept (the model's max_visual_tokens)")
+    parser.add_argument("--fps", type=float, default=1.0, help="frames a second of the held-out videos")
     parser.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = parser.parse_args(argv)
 
@@ -120,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     tests = {}
     for folder in args.test:
         rows = Path(folder) / "test.json"
-        samples, _ = load_dataset([rows], folder, fps=1.0, max_frames=None)
+        samples, _ = load_dataset([rows], folder, fps=args.fps, max_frames=None)
         samples = [s for s in samples if s.evidence]
-        test_probe = Probe(model, processor, VisionFeatureCache(cache_dir, model, 1.0, None))
+        test_probe = Probe(model, processor, VisionFeatureCache(cache_dir, model, args.fps, None))
         tests[Path(folder).name] = (test_probe, samples)
 
     def evaluate() -> dict[str, dict[str, float]]:

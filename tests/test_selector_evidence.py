@@ -180,3 +180,35 @@ def test_training_with_the_selector_loss_teaches_the_selector_alone(tmp_path):
     assert moved and all(name.startswith("selector.") for name in moved), sorted(moved)
     off = make_config(data, tmp_path / "off", steps=1)
     assert math.isnan(train(off, progress=False)[0]["selector_loss"])
+
+
+def test_probe_selector_trains_the_selector_and_scores_held_out_evidence(tmp_path):
+    """scripts/probe_selector.py on the tiny preset (2 groups of 16 tokens a video): a budget of every token keeps
+    every evidence group (recall 1, for the selector and the random pick alike); a budget of one token keeps the
+    evidence group of a row or not, so recall and "all kept" are the same share of the 4 rows."""
+    from file_modules import load_file_module
+    from test_train_fixtures import write_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    data = make_dataset(tmp_path / "data", rows=4, with_text_row=False)
+    rows = json.loads(data.read_text())
+    for row in rows:
+        row["evidence"] = [[0.6, 0.9]]  # at 8 fps, 8 frames: the second of two groups
+    data.write_text(json.dumps(rows))
+    (tmp_path / "data" / "test.json").write_text(json.dumps(rows))
+    cfg = make_config(data, tmp_path / "run", data={"max_frames": 8, "fps": 8, "feature_cache": True})
+    config = write_yaml(cfg, tmp_path / "probe.yaml")
+    probe = load_file_module(root / "scripts" / "probe_selector.py", "probe_selector")
+    for budget in (32, 1):
+        out = tmp_path / f"probe{budget}.json"
+        assert probe.main([str(config), "--test", str(tmp_path / "data"), "--steps", "3", "--batch", "2",
+                           "--budget", str(budget), "--fps", "8", "--out", str(out)]) == 0  # fmt: skip
+        result = json.loads(out.read_text())
+        assert result["train_rows"] == 4 and result["steps"] == 3 and np.isfinite(result["loss_last_50"])
+        for when in ("before", "after"):
+            scores = result[when]["data"]
+            assert scores["rows"] == 4
+            if budget == 32:
+                assert scores["recall"] == scores["all_kept"] == scores["random"] == 1.0
+            else:
+                assert scores["recall"] == scores["all_kept"] and scores["recall"] in (0, 0.25, 0.5, 0.75, 1)
