@@ -1,10 +1,12 @@
 """Export a trained checkpoint as the shipped default model: fp16 weights, the byte tokenizer, the recipe in ``extra``.
 
-    python scripts/export_default.py runs/default/curriculum4/model src/recot/weights/default
+    python scripts/export_default.py runs/default/curriculum5/model src/recot/weights/default
 
 The written ``config.json`` records, under ``recot.extra.training``, how the
 weights were made (recipe, configs, steps, data, measured wall times read from
-the runs' ``metrics.csv``), so the checkpoint describes itself.
+the runs' ``metrics.csv``), so the checkpoint describes itself. A stage whose run
+folder is not there keeps what the source checkpoint already records of it (a stage
+trained from the shipped model, in a checkout without the earlier runs).
 """
 
 from __future__ import annotations
@@ -56,21 +58,28 @@ def main() -> None:
     model = VideoXLPro.from_pretrained(args.source, dtype=torch.float32).to(torch.float16).eval()
     extra = dict(model.config.extra)
     extra.pop("untrained", None)
+    recorded = extra.get("training", {})
+    stages = ("pretrain", "curriculum1", "curriculum2", "curriculum3", "curriculum4", "curriculum5")
+    pruning = _pruning_summary(args.runs / "data" / "train" / "train.stages34.kept.decisions.jsonl")
+    if not pruning:
+        pruning = {k: v for k, v in recorded.get("pruning", {}).items() if k != "what"}
     extra["training"] = {
         "recipe": "scripts/train_default.sh (configs/default/pretrain.yaml, curriculum1_identify.yaml, "
-        "curriculum2_identify.yaml, curriculum3_dense.yaml, curriculum4_objects.yaml)",
+        "curriculum2_identify.yaml, curriculum3_dense.yaml, curriculum4_objects.yaml, curriculum5_selector.yaml)",
         "data": "recot make-qa-data --describe --ground-turns 16 --ground-conversations 2 --object-turns: 400 train "
         "videos of 2-5 min at 1 fps, 64 px (seeds 0-399 of the train split), each with its five questions, a timed "
         "description, two conversations of 16 'what is on screen at mm:ss' turns and one of its ten object "
         "questions; the grounding turns' object turns alone (synthetic_qa.turns_of_type) are train.identify.json",
         "curriculum": "1-2: the object turns alone (no time shift), 1,500 steps, then 1,500 more at a lower rate; "
         "3: the dense rows plus the object turns, half the samples moved to a random start in the first 8,192 s; "
-        "4: those rows plus each video's ten object questions, under the 64-token selector budget",
-        "stages": {name: _run_summary(args.runs / name) for name in ("pretrain", "curriculum1", "curriculum2", "curriculum3", "curriculum4")},
+        "4: those rows plus each video's ten object questions, under the 64-token selector budget; "
+        "5: the same rows, the selector also trained to keep the frame groups that show a question's objects "
+        "(the rows' evidence, optim.selector_loss_weight)",
+        "stages": {name: _run_summary(args.runs / name) or recorded.get("stages", {}).get(name, {}) for name in stages},
         "pruning": {
             "what": "recot prune-data of stages 3 and 4's rows (train.objects.json + train.identify.json), judged by "
-            "stage 2's model, default thresholds; stages 3 and 4 train on the kept rows",
-            **_pruning_summary(args.runs / "data" / "train" / "train.stages34.kept.decisions.jsonl"),
+            "stage 2's model, default thresholds; stages 3 to 5 train on the kept rows",
+            **pruning,
         },
         "frozen": "vision tower (ImageNet EfficientNet-Lite0 trunk), pre-trained ReCoT compressor",
         "dtype": "float16 (trained in float32)",

@@ -10,16 +10,17 @@
 #      grounding conversations alone (train.identify.json; configs/default/curriculum1_identify.yaml, then
 #      curriculum2_identify.yaml at a lower rate), then step 1's other rows (train.dense.json) plus those turns, half moved
 #      to a random start in the first 8,192 s (curriculum3_dense.yaml), then those rows plus each video's ten
-#      object questions under the 64-token selector budget (curriculum4_objects.yaml); stages 3 and 4 train on
-#      their rows as recot prune-data keeps them (judged by stage 2's model). No align stage: see the README
-#      ("The default model") for why,
+#      object questions under the 64-token selector budget (curriculum4_objects.yaml), then the same rows with the
+#      selector taught to keep the frame groups that show each object question's objects (the rows' evidence;
+#      curriculum5_selector.yaml); stages 3 to 5 train on their rows as recot prune-data keeps them (judged by
+#      stage 2's model). No align stage: see the README ("The default model") for why,
 #   4. export the fp16 weights (scripts/export_default.py) to runs/default/export; copied into
 #      src/recot/weights/default they become the default model,
 #   5. measure it (benchmarks/default_model.py).
 # Everything goes under runs/default/ (git-ignored). Deterministic for the seeds in the configs.
-# Measured on this project's 2 shared CPU cores: data about 6 min, pre-training 2 min, step 3 about 2 h 20 min
-# (1.5-2.1 s a step of 8 once the features of the 400 videos are cached: 1,500 + 1,500 + 1,200 + 800 steps), the
-# benchmark about 6 min.
+# Measured on this project's 2 shared CPU cores: data about 6 min, pre-training 2 min, step 3 about 2 h 40 min
+# (1.2-2.1 s a step of 8 once the features of the 400 videos are cached: 1,500 + 1,500 + 1,200 + 800 + 800
+# steps), the benchmark about 10 min.
 # Usage: scripts/train_default.sh [PYTHON]   (default: python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +75,8 @@ for name in ("dense", "identify", "objects"):
 EOF
 $R train --config configs/default/curriculum3_dense.yaml --no-progress
 $R train --config configs/default/curriculum4_objects.yaml --no-progress
+$R train --config configs/default/curriculum5_selector.yaml --no-progress
 # 4. Export.
-$PY scripts/export_default.py runs/default/curriculum4/model runs/default/export
+$PY scripts/export_default.py runs/default/curriculum5/model runs/default/export
 # 5. Measure it (benchmarks/results/default_model.{json,md}): held-out accuracy by type x length, demo speed, memory.
-$PY benchmarks/default_model.py --model runs/default/curriculum4/model --data "$D" --videos 256=20 1024=10 3600=5 8192=5
+$PY benchmarks/default_model.py --model runs/default/curriculum5/model --data "$D" --videos 256=20 1024=10 3600=5 8192=5
