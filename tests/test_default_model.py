@@ -96,18 +96,25 @@ def test_recipe_configs_load():
     assert [cfg.data.time_shift for cfg in stages] == [0, 0, 8192, 8192] and stages[3].data.media_root == dense.data.media_root
     assert [cfg.max_visual_tokens for cfg in stages] == [None, None, None, 64]  # the last under the model's own budget
     assert all(sorted(cfg.trainable_modules()) == ["language_model", "projector", "selector"] for cfg in stages)
+    # Stage 5: stage 4's model and rows, the selector also taught the rows' evidence.
+    selector = load_train_config(ROOT / "configs" / "default" / "curriculum5_selector.yaml")
+    assert selector.output_dir == "runs/default/curriculum5" and selector.model.path.endswith("runs/default/curriculum4/model")
+    assert selector.data == stages[3].data and selector.max_visual_tokens == 64
+    assert selector.optim.selector_loss_weight == 1.0 and stages[3].optim.selector_loss_weight == 0.0
+    assert sorted(selector.trainable_modules()) == ["language_model", "projector", "selector"]
 
 
 @needs_weights
 def test_a_few_sft_steps_of_the_recipe_run(tmp_path):
     """The recipe's sft settings (step 3, time shift included), from the lite48 preset, on one generated 2-minute
-    video with its questions, description and a grounding conversation: 2 steps."""
+    video with its questions, description, a grounding conversation and its object questions: 2 steps; then
+    stage 5's (the selector's evidence loss) from the shipped model: 2 steps."""
     from recot.data.synthetic_qa import write_dataset
     from recot.train.config import load_train_config
     from recot.train.trainer import train
 
     write_dataset(tmp_path / "data", "train", 1, min_minutes=2, max_minutes=2, size=64, progress=False, describe=True,
-                  ground_turns=4)  # fmt: skip
+                  ground_turns=4, object_turns=True)  # fmt: skip
     cfg = load_train_config(ROOT / "configs" / "default" / "sft_dense.yaml")
     cfg.data.time_shift_share = 1.0  # every video sample shifted
     cfg.model.compressor = None  # (the recipe's pre-trained one is not here)
@@ -119,6 +126,17 @@ def test_a_few_sft_steps_of_the_recipe_run(tmp_path):
     rows = train(cfg, progress=False)
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+    # Stage 5's settings (the selector's evidence loss) from the shipped model, on the same rows: 2 steps.
+    from recot.engine.default_model import default_model_dir
+
+    cfg5 = load_train_config(ROOT / "configs" / "default" / "curriculum5_selector.yaml")
+    cfg5.model.path = str(default_model_dir())
+    cfg5.data.train, cfg5.data.media_root, cfg5.data.feature_cache_dir = cfg.data.train, cfg.data.media_root, cfg.data.feature_cache_dir
+    cfg5.output_dir = str(tmp_path / "run5")
+    # the video's 8 rows a step, 5 of them with evidence
+    cfg5.optim.steps, cfg5.optim.batch_size, cfg5.optim.micro_batch_size, cfg5.optim.warmup_steps = 2, 8, 8, 1
+    rows = train(cfg5, progress=False)
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) and np.isfinite(r["selector_loss"]) for r in rows)
 
 
 def test_default_resolves_to_a_trained_model_in_the_package_when_there_is_one(tmp_path, monkeypatch):
