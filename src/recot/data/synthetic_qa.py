@@ -354,16 +354,15 @@ def make_questions(spec: VideoSpec) -> list[Question]:
     def pick(kind: str) -> str:
         return str(rng.choice(TEMPLATES[kind]))
 
+    needle_seen = shown_during(needle)
     out = [
         Question("when", pick("when").format(obj=needle.name), clock_time(needle.start),
-                 tolerance=FRAMES_PER_GROUP / spec.fps, evidence=shown_during(needle)),
+                 tolerance=FRAMES_PER_GROUP / spec.fps, evidence=needle_seen),
     ]  # fmt: skip
     if rng.random() < 0.5:
-        out.append(Question("attribute", pick("attribute_color").format(shape=needle.shape), needle.color,
-                            evidence=shown_during(needle)))  # fmt: skip
+        out.append(Question("attribute", pick("attribute_color").format(shape=needle.shape), needle.color, evidence=needle_seen))
     else:
-        out.append(Question("attribute", pick("attribute_shape").format(color=needle.color), needle.shape,
-                            evidence=shown_during(needle)))  # fmt: skip
+        out.append(Question("attribute", pick("attribute_shape").format(color=needle.color), needle.shape, evidence=needle_seen))
     out.append(Question("count", pick("count").format(obj=counted[0].name), str(len(counted)),
                         evidence=shown_during(*counted)))  # fmt: skip
     a, b = (first, second) if rng.random() < 0.5 else (second, first)  # the question's order says nothing

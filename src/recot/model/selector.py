@@ -163,7 +163,8 @@ def evidence_groups(group_timestamps: torch.Tensor, spans: Sequence[tuple[float,
 
 
 def evidence_loss(raw: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """How far the selector's ranking is from keeping the evidence: a scalar, 0 when only evidence scores high.
+    """How far the selector's ranking is from keeping the evidence: a scalar, at its least (the log of the number
+    of evidence groups) when the evidence groups alone score high, all alike.
 
     ``raw`` (G * P,): the unnormalised scores of a video's G groups of P visual tokens
     (:meth:`QueryAwareSelector.raw_scores`); ``positive`` (G,) bool: its evidence groups

@@ -314,8 +314,12 @@ def shift_timeline(sample: Sample, seconds: int) -> Sample:
         return sample
     turns = [(shift_clocks(question, seconds), shift_clocks(answer, seconds)) for question, answer in sample.turns]
     system = None if sample.system is None else shift_clocks(sample.system, seconds)
-    evidence = tuple((start + seconds, end + seconds) for start, end in sample.evidence)
-    return replace(sample, turns=turns, system=system, evidence=evidence)
+    return replace(sample, turns=turns, system=system, evidence=shift_spans(sample.evidence, seconds))
+
+
+def shift_spans(spans: Sequence[tuple[float, float]], seconds: float) -> tuple[tuple[float, float], ...]:
+    """(start, end) spans of a video ``seconds`` later, as when its timeline moves (:func:`shift_timeline`)."""
+    return tuple((start + seconds, end + seconds) for start, end in spans)
 
 
 def chat_segments(sample: Sample, system_prompt: str) -> list[tuple[str, bool]]:

@@ -47,6 +47,7 @@ from recot.train.data import (
     TokenizedConversation,
     load_dataset,
     load_frames,
+    shift_spans,
     shift_timeline,
     tokenize_conversation,
     write_bad_rows,
@@ -116,7 +117,7 @@ def model_input(
     then come from :func:`shifted_tokens` with the same shift).
     """
     times = processor.clock_times(tokens.input_ids) if processor.config.uses_clock_times else None
-    evidence = tuple((start + time_shift, end + time_shift) for start, end in sample.evidence)
+    evidence = shift_spans(sample.evidence, time_shift)
     if features is not None and sample.media is not None:
         grouped, group_times = features.get(sample)
         group_times = group_times + time_shift
