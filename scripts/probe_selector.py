@@ -79,6 +79,8 @@ def kept_recall(probe: Probe, samples: list[Sample], budget: int, seed: int = 0)
     for sample in samples:
         with torch.no_grad():
             raw, positive = probe.raw(sample)
+        if not positive.any():  # evidence outside the sampled frames: nothing to keep
+            continue
         groups = len(positive)
         k = num_kept(config, len(raw), 1.0, budget)
         per_group = len(raw) // groups
@@ -89,7 +91,7 @@ def kept_recall(probe: Probe, samples: list[Sample], budget: int, seed: int = 0)
         recall.append(float(kept[positive].float().mean()))
         all_kept.append(float(kept[positive].all()))
         random_recall.append(float(shuffled[positive].float().mean()))
-    return {"rows": len(samples), "recall": float(np.mean(recall)), "all_kept": float(np.mean(all_kept)),
+    return {"rows": len(recall), "recall": float(np.mean(recall)), "all_kept": float(np.mean(all_kept)),
             "random": float(np.mean(random_recall))}  # fmt: skip
 
 
@@ -104,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=1.0, help="frames a second of the held-out videos")
     parser.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (OSError, ValueError) as exc:  # a missing or invalid config, checkpoint, data file or video: one line
+        print(f"probe_selector.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
+
+def run(args: argparse.Namespace) -> None:
+    """Train the selector of ``args.config``'s model on its rows' evidence and score the held-out sets."""
     torch.manual_seed(0)
     cfg = load_train_config(args.config)
     model, processor = load_base_model(cfg)
@@ -116,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         p.requires_grad_(True)
     train, _ = load_dataset(cfg.data.train, cfg.data.media_root, fps=cfg.data.fps, max_frames=cfg.data.max_frames)
     train = [s for s in train if s.evidence and s.kind == "video"]
+    if not train:
+        raise ValueError(f"no training row of {args.config} has evidence (recot make-qa-data writes it)")
     cache_dir = Path(cfg.data.feature_cache_dir or Path(cfg.output_dir) / "features")
     probe = Probe(model, processor, VisionFeatureCache(cache_dir, model, cfg.data.fps, cfg.data.max_frames))
     tests = {}
@@ -138,10 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     losses = []
     for step in range(args.steps):
         picks = rng.integers(len(train), size=args.batch)
-        loss = torch.stack([
-            evidence_loss(*probe.raw(train[i], time_shift_for(0, step * args.batch + j, cfg.data.time_shift, 0.5)))
-            for j, i in enumerate(picks)
-        ]).mean()  # fmt: skip
+        scored = [probe.raw(train[i], time_shift_for(0, step * args.batch + j, cfg.data.time_shift, 0.5))
+                  for j, i in enumerate(picks)]  # fmt: skip
+        # as in recot train: evidence outside the sampled frames teaches nothing
+        terms = [evidence_loss(raw, positive) for raw, positive in scored if positive.any()]
+        if not terms:
+            continue
+        loss = torch.stack(terms).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -155,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(results["after"]), flush=True)
     if args.out:
         atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def test_training_with_the_selector_loss_teaches_the_selector_alone(tmp_path):
     assert math.isnan(train(off, progress=False)[0]["selector_loss"])
 
 
-def test_probe_selector_trains_the_selector_and_scores_held_out_evidence(tmp_path):
+def test_probe_selector_trains_the_selector_and_scores_held_out_evidence(tmp_path, capsys):
     """scripts/probe_selector.py on the tiny preset (2 groups of 16 tokens a video): a budget of every token keeps
     every evidence group (recall 1, for the selector and the random pick alike); a budget of one token keeps the
     evidence group of a row or not, so recall and "all kept" are the same share of the 4 rows."""
@@ -212,3 +212,16 @@ def test_probe_selector_trains_the_selector_and_scores_held_out_evidence(tmp_pat
                 assert scores["recall"] == scores["all_kept"] == scores["random"] == 1.0
             else:
                 assert scores["recall"] == scores["all_kept"] and scores["recall"] in (0, 0.25, 0.5, 0.75, 1)
+    # Bad input: one line on stderr, exit status 1.
+    missing = tmp_path / "nope.yaml"
+    assert probe.main([str(missing)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"probe_selector.py: error: cannot read training config {missing}: [Errno 2] No such file or directory: '{missing}'"
+    ]
+    for row in rows:
+        del row["evidence"]
+    data.write_text(json.dumps(rows))
+    assert probe.main([str(config)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"probe_selector.py: error: no training row of {config} has evidence (recot make-qa-data writes it)"
+    ]
